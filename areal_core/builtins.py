@@ -1,0 +1,37 @@
+"""Components that ship inside areal-core itself, registered before any entry point."""
+
+from areal_core.hookspecs import hookimpl
+from areal_core.registry import Component
+
+
+@hookimpl
+def areal_register_workflows():
+    return [
+        Component("rlvr", "areal_core.rollout.rlvr:RLVRWorkflow", "areal_core.rollout.rlvr:RLVRConfig",
+                  "prompt -> n samples -> verifiable reward"),
+    ]
+
+
+@hookimpl
+def areal_register_schedulers():
+    return [
+        Component("local", "areal_core.launcher.local:LocalScheduler", "areal_core.launcher.local:LocalSchedulerConfig",
+                  "inference servers and trainer ranks as subprocesses on this machine"),
+    ]
+
+
+@hookimpl
+def areal_register_devices():
+    return [
+        Component("cpu", "areal_core.devices:CPUDevice", None, "CPU tensors, gloo collectives"),
+        Component("cuda", "areal_core.devices:CUDADevice", None, "NVIDIA GPUs, NCCL collectives"),
+    ]
+
+
+@hookimpl
+def areal_register_metric_sinks():
+    return [
+        Component("jsonl", "areal_core.metrics:JsonlSink", None, "one JSON line per step in RUN_DIR/metrics.jsonl (always on)"),
+        Component("wandb", "areal_core.metrics:WandbSink", "areal_core.metrics:WandbConfig", "Weights & Biases (WANDB_MODE=offline works)"),
+        Component("tensorboard", "areal_core.metrics:TensorboardSink", None, "TensorBoard event files in RUN_DIR/tensorboard"),
+    ]

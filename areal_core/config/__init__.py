@@ -1,0 +1,1 @@
+"""Config models, loading (YAML + env + dotted overrides) and validation."""

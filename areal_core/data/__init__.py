@@ -1,0 +1,1 @@
+"""Datasets, packed batches and micro-batch planning."""

@@ -1,0 +1,1 @@
+"""The rollout side: inference client, staleness control, rollout controller, workflows."""

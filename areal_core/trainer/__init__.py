@@ -1,0 +1,1 @@
+"""The RL trainer loop, checkpointing and recovery."""
