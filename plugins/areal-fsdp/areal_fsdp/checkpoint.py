@@ -1,0 +1,102 @@
+"""Writing directories atomically, RNG state, and Hugging Face export on rank 0.
+
+Atomic directories: everything is written to ``<path>.tmp`` and renamed into place only when
+complete, so a process killed mid-write leaves either the previous directory or none, never a
+half-written one (a stale ``.tmp`` is removed by the next write).
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+from pathlib import Path
+
+import torch
+
+from areal_fsdp.config import FSDPEngineConfig
+
+
+def temp_dir_for(path: str | Path) -> Path:
+    path = Path(path)
+    return path.with_name(path.name + ".tmp")
+
+
+def prepare_temp_dir(path: str | Path) -> Path:
+    """Create an empty ``<path>.tmp`` (removing a stale one). Call on one rank only."""
+    tmp = temp_dir_for(path)
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def publish(path: str | Path) -> None:
+    """Move the finished ``<path>.tmp`` to ``path``, replacing what was there. One rank only."""
+    path, tmp = Path(path), temp_dir_for(path)
+    old = path.with_name(path.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if path.exists():
+        path.rename(old)
+    tmp.rename(path)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _skeleton(hf_config, critic: bool) -> torch.nn.Module:
+    """The model class of ``hf_config`` with parameters on the meta device (no memory)."""
+    from transformers import AutoModelForCausalLM, AutoModelForTokenClassification
+
+    auto = AutoModelForTokenClassification if critic else AutoModelForCausalLM
+    with torch.device("meta"):
+        return auto.from_config(hf_config)
+
+
+def materialise(hf_config, state_dict: dict[str, torch.Tensor], cfg: FSDPEngineConfig) -> torch.nn.Module:
+    """An unsharded CPU model holding ``state_dict`` (the engine's full state dict).
+
+    With LoRA the state dict has peft names; the adapters are merged into the base weights
+    unless ``cfg.lora.export == "adapter"`` (then the peft model is returned unmerged).
+    """
+    model = _skeleton(hf_config, cfg.critic)
+    if cfg.lora.enabled:
+        from peft import get_peft_model
+
+        from areal_fsdp.model import peft_lora_config
+
+        model = get_peft_model(model, peft_lora_config(cfg.lora))
+    missing, unexpected = model.load_state_dict(state_dict, strict=False, assign=True)
+    if unexpected:
+        raise RuntimeError(f"export: unexpected weights {unexpected[:5]}")
+    model.tie_weights()
+    still_meta = [n for n, p in model.named_parameters() if p.is_meta]
+    if still_meta:
+        raise RuntimeError(f"export: weights missing from the engine's state dict: {still_meta[:5]}")
+    if cfg.lora.enabled and cfg.lora.export == "merged":
+        model = model.merge_and_unload()
+    return model
+
+
+def write_hf_dir(model: torch.nn.Module, out: Path, source_dir: str) -> None:
+    """``save_pretrained`` (safetensors) plus the tokenizer and generation config of ``source_dir``."""
+    from transformers import AutoTokenizer
+
+    model.save_pretrained(out, safe_serialization=True)
+    try:
+        AutoTokenizer.from_pretrained(source_dir).save_pretrained(out)
+    except (OSError, ValueError):
+        pass  # a model directory without a tokenizer (e.g. a bare critic) exports weights only
+    gen = Path(source_dir, "generation_config.json")
+    if gen.is_file() and not (out / "generation_config.json").exists():
+        shutil.copy(gen, out / "generation_config.json")

@@ -1,0 +1,309 @@
+"""The ``fsdp`` train engine: an HF model sharded with FSDP2, trained on packed micro-batches.
+
+SPMD: every rank calls every method with the same global batch. Each call plans the batch with
+:func:`areal_core.data.microbatch.plan_micro_batches` (sequences balanced over ranks by tokens,
+then packed into micro-batches of at most ``max_tokens_per_mb`` tokens); a micro-batch is one
+row of packed sequences with ``position_ids`` restarting at every sequence and no attention
+mask, which transformers turns into a per-document causal mask (flash-attn: cu_seqlens).
+
+Loss normalisation in :meth:`FSDPEngine.train_batch`: with micro-batches m on all ranks,
+``W = Σ_m loss_weight_fn(m)`` (all-reduced), the objective is ``Σ_m loss_fn(m) / W``. FSDP
+averages gradients over the R ranks, so each rank back-propagates ``R · loss_fn(m) / W``.
+
+The ``run`` context passed to the factory is optional; the engine reads these attributes of it
+when present: ``model_path`` (used when ``config.path`` is unset), ``seed``, ``total_steps``
+(LR schedule length when ``optimizer.total_steps`` is unset). Rank and world size come from
+``torch.distributed`` (see :mod:`areal_fsdp.dist`).
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_state_dict,
+    set_state_dict,
+)
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.tensor import DTensor
+
+from areal_core.api.protocols import LossFn, LossWeightFn
+from areal_core.data.batch import SequenceBatch
+from areal_core.data.microbatch import plan_micro_batches
+from areal_core.errors import ArealError
+from areal_fsdp import checkpoint, model as model_lib
+from areal_fsdp.config import FSDPEngineConfig
+from areal_fsdp.dist import DistInfo, all_reduce_sum, setup, teardown
+from areal_fsdp.logprobs import packed_logprobs_entropy
+from areal_fsdp.schedule import build_scheduler
+
+DCP_SUBDIR = "dcp"
+ENGINE_STATE_FILE = "engine_state.pt"
+
+
+def create_engine(config: FSDPEngineConfig, run: Any = None) -> "FSDPEngine":
+    """Registry factory: ``factory(config, run=None)``."""
+    return FSDPEngine(config, run)
+
+
+class FSDPEngine:
+    """Implements :class:`areal_core.api.TrainEngine` on PyTorch FSDP2."""
+
+    def __init__(self, config: FSDPEngineConfig, run: Any = None):
+        self.config = config
+        self.run = run
+        self.version = 0
+        self.model: torch.nn.Module | None = None
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.scheduler = None
+        self.dist: DistInfo | None = None
+        self.hf_config = None
+        self.model_path = ""
+        self._attn = "sdpa"
+
+    # ------------------------------------------------------------------ setup
+    def initialize(self) -> None:
+        cfg = self.config
+        self.model_path = cfg.path or getattr(self.run, "model_path", None) or ""
+        if not self.model_path:
+            raise ArealError(f"train engine {cfg.name!r}: no model path (set `path` or the run's model_path)")
+        total_steps = cfg.optimizer.total_steps or getattr(self.run, "total_steps", None)
+        if cfg.optimizer.lr_scheduler != "constant" and not total_steps:
+            raise ArealError(f"train engine {cfg.name!r}: optimizer.lr_scheduler={cfg.optimizer.lr_scheduler!r} "
+                             f"needs optimizer.total_steps (or a run context with total_steps)")
+        self.dist = setup(cfg.device)
+        seed = cfg.seed if cfg.seed is not None else getattr(self.run, "seed", None)
+        seed = 1 if seed is None else int(seed)
+        torch.manual_seed(seed)  # same on every rank: newly initialised heads must agree before sharding
+        random.seed(seed)
+
+        self._attn = model_lib.attention_implementation(cfg, self.dist.device)
+        model = model_lib.load_hf_model(cfg, self.model_path, self._attn)
+        self.hf_config = model.config
+        if cfg.lora.enabled:
+            model = model_lib.add_lora(model, cfg.lora)
+        if cfg.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.to(self.dist.device)
+        mesh = init_device_mesh(self.dist.device.type, (self.dist.world_size,))
+        self.model = model_lib.shard(model, mesh, cfg.mixed_precision)
+
+        opt = cfg.optimizer
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(trainable, lr=opt.lr, betas=opt.betas, eps=opt.eps,
+                                           weight_decay=opt.weight_decay)
+        self.scheduler = build_scheduler(self.optimizer, opt, total_steps)
+
+    def destroy(self) -> None:
+        if self.dist is None:
+            return
+        self.model = self.optimizer = self.scheduler = None
+        teardown()
+        self.dist = None
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    # --------------------------------------------------------------- forward
+    @torch.no_grad()
+    def forward(self, batch: SequenceBatch, *, temperature: float = 1.0) -> torch.Tensor:
+        """[T] logprobs of ``input_ids[t]`` given its prefix (0 at sequence starts); critic: values [T]."""
+        self._require_initialized()
+        self.model.eval()
+        out = torch.zeros(batch.num_tokens, dtype=torch.float32, device=self.dist.device)
+        for indices in self._my_micro_batches(batch):
+            if not indices:
+                self._dummy_pass(backward=False)
+                continue
+            mb = batch.select(indices).to(self.dist.device)
+            values, _ = self._per_token(mb, temperature)
+            out[_token_positions(batch, indices).to(self.dist.device)] = values
+        if self.dist.world_size > 1:
+            dist.all_reduce(out)  # ranks hold disjoint tokens
+        return out.to(batch.cu_seqlens.device)
+
+    # ----------------------------------------------------------------- train
+    def train_batch(self, batch: SequenceBatch, loss_fn: LossFn, loss_weight_fn: LossWeightFn) -> dict[str, float]:
+        """One optimizer step on ``batch``; returns loss, grad_norm, lr and loss_fn's stats."""
+        self._require_initialized()
+        cfg, world = self.config, self.dist.world_size
+        self.model.train()
+        micro_batches = [batch.select(ix).to(self.dist.device) if ix else None for ix in self._my_micro_batches(batch)]
+        weights = [float(loss_weight_fn(mb)) if mb is not None else 0.0 for mb in micro_batches]
+        total_weight, = all_reduce_sum([sum(weights)], self.dist.device)
+        scale = world / total_weight if total_weight > 0 else 0.0
+
+        self.optimizer.zero_grad(set_to_none=True)
+        loss_sum = 0.0
+        stat_sums: dict[str, float] = defaultdict(float)
+        stat_weights: dict[str, float] = defaultdict(float)
+        for mb, weight in zip(micro_batches, weights):
+            if mb is None:
+                self._dummy_pass(backward=True)
+                continue
+            values, entropy = self._per_token(mb, cfg.temperature)
+            loss, stats = loss_fn(values, entropy, mb)
+            (loss * scale).backward()
+            loss_sum += float(loss.detach())
+            for key, value in (stats or {}).items():
+                stat_sums[key] += weight * float(value)
+                stat_weights[key] += weight
+
+        grad_norm = self._clip_gradients()
+        lr = self.scheduler.get_last_lr()[0]
+        finite = bool(torch.isfinite(torch.tensor(grad_norm)))
+        if finite:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        self.version += 1
+
+        loss_total, = all_reduce_sum([loss_sum], self.dist.device)
+        result = {
+            "loss": loss_total / total_weight if total_weight > 0 else 0.0,
+            "grad_norm": grad_norm,
+            "lr": lr,
+            "update_skipped": 0.0 if finite else 1.0,
+            "loss_weight": total_weight,
+            "n_tokens": float(batch.num_tokens),
+            "n_seqs": float(batch.num_seqs),
+            "n_micro_batches": float(len(micro_batches)),
+        }
+        result.update(self._reduce_stats(stat_sums, stat_weights))
+        return result
+
+    # ------------------------------------------------------- checkpointing
+    def save(self, path: str) -> None:
+        """Recovery checkpoint: DCP model+optimizer shards, scheduler, version, per-rank RNG."""
+        self._require_initialized()
+        rank = self.dist.rank
+        if rank == 0:
+            checkpoint.prepare_temp_dir(path)
+        dist.barrier()
+        tmp = checkpoint.temp_dir_for(path)
+        model_sd, optim_sd = get_state_dict(self.model, self.optimizer)
+        dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(tmp / DCP_SUBDIR))
+        torch.save(checkpoint.rng_state(), tmp / f"rng_rank{rank}.pt")
+        if rank == 0:
+            torch.save({"version": self.version, "scheduler": self.scheduler.state_dict(),
+                        "world_size": self.dist.world_size}, tmp / ENGINE_STATE_FILE)
+        dist.barrier()
+        if rank == 0:
+            checkpoint.publish(path)
+        dist.barrier()
+
+    def load(self, path: str) -> None:
+        """Restore what :meth:`save` wrote (the world size may differ; RNG then restores by rank)."""
+        self._require_initialized()
+        root = Path(path)
+        if not (root / ENGINE_STATE_FILE).is_file():
+            raise ArealError(f"train engine {self.config.name!r}: {path!r} is not a checkpoint written by save() "
+                             f"(no {ENGINE_STATE_FILE})")
+        model_sd, optim_sd = get_state_dict(self.model, self.optimizer)
+        state = {"model": model_sd, "optim": optim_sd}
+        dcp.load(state, checkpoint_id=str(root / DCP_SUBDIR))
+        set_state_dict(self.model, self.optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
+        meta = torch.load(root / ENGINE_STATE_FILE, weights_only=False)
+        self.version = int(meta["version"])
+        self.scheduler.load_state_dict(meta["scheduler"])
+        rng_file = root / f"rng_rank{self.dist.rank}.pt"
+        if rng_file.is_file():
+            checkpoint.set_rng_state(torch.load(rng_file, weights_only=False))
+
+    def export_hf(self, path: str) -> None:
+        """Write an HF directory (safetensors, config, tokenizer); LoRA: merged or adapter per config."""
+        self._require_initialized()
+        full = self._full_state_dict()
+        if self.dist.rank == 0:
+            tmp = checkpoint.prepare_temp_dir(path)
+            model = checkpoint.materialise(self.hf_config, full, self.config)
+            checkpoint.write_hf_dir(model, tmp, self.model_path)
+            checkpoint.publish(path)
+        dist.barrier()
+
+    def named_full_weights(self) -> Iterator[tuple[str, torch.Tensor]]:
+        """Full weights in HF names, one tensor at a time. Collective: iterate it on every rank;
+        only rank 0 receives items. LoRA: the merged weights."""
+        self._require_initialized()
+        if self.config.lora.enabled:
+            full = self._full_state_dict()
+            if self.dist.rank == 0:
+                yield from checkpoint.materialise(self.hf_config, full, self.config).named_parameters()
+            return
+        for name, param in self.model.named_parameters():
+            tensor = param.full_tensor() if isinstance(param, DTensor) else param
+            if self.dist.rank == 0:
+                yield name, tensor.detach()
+
+    # ------------------------------------------------------------- helpers
+    def _require_initialized(self) -> None:
+        if self.model is None:
+            raise ArealError(f"train engine {self.config.name!r}: call initialize() first")
+
+    def _my_micro_batches(self, batch: SequenceBatch) -> tuple[tuple[int, ...], ...]:
+        plan = plan_micro_batches(batch.seqlens.tolist(), self.config.max_tokens_per_mb, self.dist.world_size)
+        return plan.ranks[self.dist.rank]
+
+    def _logits(self, mb: SequenceBatch) -> torch.Tensor:
+        """[t, V] (critic: [t, 1]) for one packed micro-batch on the engine's device."""
+        kwargs = {}
+        if self._attn == "flash_attention_2":
+            cu = mb.cu_seqlens.to(torch.int32)
+            longest = int(mb.seqlens.max())
+            kwargs = dict(cu_seq_lens_q=cu, cu_seq_lens_k=cu, max_length_q=longest, max_length_k=longest)
+        out = self.model(input_ids=mb["input_ids"][None], position_ids=mb.position_ids[None], use_cache=False,
+                         **kwargs)
+        return out.logits[0]
+
+    def _per_token(self, mb: SequenceBatch, temperature: float) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(logprobs [t], entropy [t]) for an actor; (values [t], None) for a critic."""
+        logits = self._logits(mb)
+        if self.config.critic:
+            return logits[:, 0].float(), None
+        starts = mb.position_ids == 0
+        return packed_logprobs_entropy(logits, mb["input_ids"], starts, temperature, self.config.logprob_chunk_tokens)
+
+    def _dummy_pass(self, backward: bool) -> None:
+        """A one-token pass with zero gradient: keeps FSDP's collectives in step on a rank with
+        fewer micro-batches than the others."""
+        ids = torch.zeros(1, 1, dtype=torch.long, device=self.dist.device)
+        out = self.model(input_ids=ids, position_ids=ids, use_cache=False).logits
+        if backward:
+            (out.float().sum() * 0.0).backward()
+
+    def _clip_gradients(self) -> float:
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        max_norm = self.config.optimizer.gradient_clipping or float("inf")
+        norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+        if isinstance(norm, DTensor):
+            norm = norm.full_tensor()
+        return float(norm)
+
+    def _reduce_stats(self, sums: dict[str, float], weights: dict[str, float]) -> dict[str, float]:
+        """loss_fn stats averaged over all micro-batches of all ranks, weighted by loss weight."""
+        if self.dist.world_size > 1:
+            gathered: list = [None] * self.dist.world_size
+            dist.all_gather_object(gathered, (dict(sums), dict(weights)))
+            sums, weights = defaultdict(float), defaultdict(float)
+            for s, w in gathered:
+                for k in s:
+                    sums[k] += s[k]
+                    weights[k] += w[k]
+        return {k: sums[k] / weights[k] if weights[k] > 0 else 0.0 for k in sorted(sums)}
+
+    def _full_state_dict(self) -> dict[str, torch.Tensor]:
+        """Unsharded CPU state dict on rank 0 ({} elsewhere). Collective."""
+        return get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def _token_positions(batch: SequenceBatch, indices: tuple[int, ...]) -> torch.Tensor:
+    """Positions in the packed ``batch`` of the tokens of sequences ``indices`` (in that order)."""
+    cu = batch.cu_seqlens.tolist()
+    return torch.cat([torch.arange(cu[i], cu[i + 1]) for i in indices])

@@ -1,0 +1,73 @@
+"""Per-token logprobs and entropy from packed logits, chunked so no [T, V] float32 copy is made.
+
+For a packed row of T tokens with logits ℓ [T, V] and z = ℓ / τ (temperature τ):
+
+    logprob[t] = z[t-1, x_t] − logsumexp(z[t-1])                     (0 where t starts a sequence)
+    entropy[t] = logsumexp(z[t-1]) − Σ_v softmax(z[t-1])_v · z[t-1, v]  (0 where t starts a sequence)
+
+Position t holds the prediction *of* token t, so both line up with ``input_ids``. The autograd
+function below saves only the logits (already alive), targets and two [T] vectors, and in
+backward recomputes softmax one chunk at a time:
+
+    ∂logprob/∂z = onehot(x) − p,      ∂entropy/∂z = −p · (log p + H),      ∂z/∂ℓ = 1/τ.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class _ChunkedLogprobEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, targets: torch.Tensor, temperature: float, chunk: int):
+        n = logits.shape[0]
+        logprobs = torch.empty(n, dtype=torch.float32, device=logits.device)
+        entropy = torch.empty_like(logprobs)
+        lse = torch.empty_like(logprobs)
+        for s in range(0, n, chunk):
+            z = logits[s:s + chunk].float() / temperature
+            lse_c = torch.logsumexp(z, dim=-1)
+            p = torch.exp(z - lse_c[:, None])
+            logprobs[s:s + chunk] = z.gather(-1, targets[s:s + chunk, None]).squeeze(-1) - lse_c
+            entropy[s:s + chunk] = lse_c - (p * z).sum(-1)
+            lse[s:s + chunk] = lse_c
+        ctx.save_for_backward(logits, targets, lse, entropy)
+        ctx.temperature, ctx.chunk = temperature, chunk
+        return logprobs, entropy
+
+    @staticmethod
+    def backward(ctx, grad_logprobs: torch.Tensor, grad_entropy: torch.Tensor):
+        logits, targets, lse, entropy = ctx.saved_tensors
+        tau, chunk = ctx.temperature, ctx.chunk
+        grad = torch.empty_like(logits)
+        for s in range(0, logits.shape[0], chunk):
+            e = s + chunk
+            log_p = logits[s:e].float() / tau - lse[s:e, None]
+            p = torch.exp(log_p)
+            g_lp, g_ent = grad_logprobs[s:e, None], grad_entropy[s:e, None]
+            g = -p * (g_lp + g_ent * (log_p + entropy[s:e, None]))
+            g.scatter_add_(-1, targets[s:e, None], g_lp)
+            grad[s:e] = (g / tau).to(grad.dtype)
+        return grad, None, None, None
+
+
+def token_logprobs_entropy(logits: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0,
+                           chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+    """logprob of ``targets[i]`` and entropy under softmax(``logits[i]``/τ): two float32 [N].
+
+    ``logits`` [N, V] (any float dtype), ``targets`` [N] long. Differentiable in ``logits``.
+    """
+    return _ChunkedLogprobEntropy.apply(logits, targets, float(temperature), int(chunk))
+
+
+def packed_logprobs_entropy(logits: torch.Tensor, input_ids: torch.Tensor, seq_starts: torch.Tensor,
+                            temperature: float = 1.0, chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token logprob of ``input_ids[t]`` given its prefix, and the entropy it was drawn from.
+
+    ``logits`` [T, V] of one packed row, ``input_ids`` [T], ``seq_starts`` [T] bool (True at each
+    sequence's first token). Returns two float32 [T], 0 at sequence starts.
+    """
+    lp, ent = token_logprobs_entropy(logits[:-1], input_ids[1:], temperature, chunk)
+    zero = lp.new_zeros(1)
+    lp, ent = torch.cat([zero, lp]), torch.cat([zero, ent])
+    return lp.masked_fill(seq_starts, 0.0), ent.masked_fill(seq_starts, 0.0)

@@ -1,0 +1,93 @@
+"""Build the model an engine trains: load the HF directory, add LoRA, shard with FSDP2.
+
+Sharding: every module whose class name is in the model's ``_no_split_modules`` (its decoder
+layers, e.g. ``Qwen2DecoderLayer``) becomes its own FSDP unit, then the root holds the rest
+(embeddings, final norm, head). Each unit's parameters are gathered just before its forward
+and freed after, so peak memory is one layer's full parameters plus the shards.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import torch
+from torch.distributed.device_mesh import DeviceMesh
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+from areal_core.errors import ArealError
+from areal_fsdp.config import FSDPEngineConfig, LoRAConfig
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def attention_implementation(cfg: FSDPEngineConfig, device: torch.device) -> str:
+    """``flash_attention_2`` on CUDA when flash-attn is importable (auto), else sdpa."""
+    if cfg.attn_implementation != "auto":
+        return cfg.attn_implementation
+    if device.type == "cuda" and importlib.util.find_spec("flash_attn") is not None:
+        return "flash_attention_2"
+    return "sdpa"
+
+
+def load_hf_model(cfg: FSDPEngineConfig, path: str, attn: str) -> torch.nn.Module:
+    """The unsharded HF model on CPU: a causal LM, or a 1-label token classifier (critic)."""
+    from transformers import AutoModelForCausalLM, AutoModelForTokenClassification
+
+    if not Path(path, "config.json").is_file():
+        raise ArealError(f"train engine {cfg.name!r}: path {path!r} is not a Hugging Face model directory "
+                         f"(no config.json)")
+    kwargs = dict(dtype=DTYPES[cfg.dtype], attn_implementation=attn, trust_remote_code=cfg.trust_remote_code)
+    try:
+        if cfg.critic:
+            model = AutoModelForTokenClassification.from_pretrained(path, num_labels=1, **kwargs)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except (ValueError, KeyError) as exc:
+        kind = "token classification (critic)" if cfg.critic else "causal LM"
+        raise ArealError(f"train engine {cfg.name!r}: cannot load {path!r} as a {kind} model: {exc}") from exc
+    model.config.use_cache = False
+    return model
+
+
+def peft_lora_config(lora: LoRAConfig):
+    from peft import LoraConfig
+
+    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                      target_modules=lora.target_modules, bias="none", task_type="CAUSAL_LM")
+
+
+def add_lora(model: torch.nn.Module, lora: LoRAConfig) -> torch.nn.Module:
+    """Wrap with peft LoRA adapters; only adapter weights keep ``requires_grad``."""
+    from peft import get_peft_model
+
+    return get_peft_model(model, peft_lora_config(lora))
+
+
+def tied_aliases(model: torch.nn.Module) -> dict[str, str]:
+    """{alias: canonical} for parameters registered under several names (tied embeddings)."""
+    first: dict[int, str] = {}
+    aliases = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        if id(p) in first:
+            aliases[name] = first[id(p)]
+        else:
+            first[id(p)] = name
+    return aliases
+
+
+def shard(model: torch.nn.Module, mesh: DeviceMesh, mixed_precision: bool) -> torch.nn.Module:
+    """Apply ``fully_shard`` to each decoder layer and the root (in place; returns the model)."""
+    policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if mixed_precision \
+        else MixedPrecisionPolicy()
+    layer_classes = set(getattr(_unwrap_peft(model), "_no_split_modules", None) or [])
+    for module in model.modules():
+        if type(module).__name__ in layer_classes:
+            fully_shard(module, mesh=mesh, mp_policy=policy)
+    fully_shard(model, mesh=mesh, mp_policy=policy)
+    return model
+
+
+def _unwrap_peft(model: torch.nn.Module) -> torch.nn.Module:
+    get_base = getattr(model, "get_base_model", None)
+    return get_base() if callable(get_base) else model

@@ -1,0 +1,12 @@
+"""Registers the ``fsdp`` train engine with areal (entry point ``areal: fsdp``)."""
+
+from areal_core.hookspecs import hookimpl
+from areal_core.registry import Component
+
+
+@hookimpl
+def areal_register_train_engines():
+    return [
+        Component("fsdp", "areal_fsdp.engine:create_engine", "areal_fsdp.config:FSDPEngineConfig",
+                  "PyTorch FSDP2 engine: packed sequences, token-budget micro-batches, LoRA, HF export"),
+    ]
