@@ -1,0 +1,10 @@
+"""The train-engine contract suite, run against the fsdp engine (one process)."""
+
+import areal_fsdp.plugin
+from areal_core.testing.train_engine import TrainEngineContract
+
+
+class TestFSDPEngineContract(TrainEngineContract):
+    plugin = areal_fsdp.plugin
+    component_name = "fsdp"
+    component_config = {"optimizer": {"lr": 1e-2}, "max_tokens_per_mb": 48}
