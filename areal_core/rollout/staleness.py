@@ -1,0 +1,116 @@
+"""Staleness control: how many new episodes may start now (DESIGN.md §2).
+
+With B = ``batch_size`` episodes (prompt groups) per training step, η = ``max_head_offpolicyness``,
+v = the current weight version and the counters below::
+
+    capacity = min(max_concurrent_rollouts − running,
+                   (η + v + 1)·B − (accepted + running))
+
+A new episode starts only while ``capacity > 0``. The second term bounds how far generation may run
+ahead of training: by the time version v is trained, at most (η + v + 1)·B groups have been
+accepted or are in flight, so no trained token is more than η versions older than the policy that
+trains on it (η = 0 is synchronous RL). Rejected (filtered) and failed episodes do not count:
+they free their slot. After recovery at version v the trainer has consumed v·B groups, so
+``accepted`` restarts at v·B (:meth:`recover`).
+
+Counters are in episodes (one episode = one group of n samples of one prompt). Thread-safe: the
+rollout loop updates them while the trainer thread sets the version and reads them.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+from areal_core.errors import ArealError
+
+
+@dataclass
+class StalenessManager:
+    """Admission counters and the capacity formula. All counts are episodes (groups)."""
+
+    batch_size: int
+    max_head_offpolicyness: int
+    max_concurrent_rollouts: int
+    version: int = 0
+    running: int = 0  # started, not finished
+    accepted: int = 0  # finished and kept (cumulative over the run)
+    rejected: int = 0  # finished, dropped by the dynamic filter or by the workflow (cumulative)
+    failed: int = 0  # finished with an error (cumulative; retries included)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "max_concurrent_rollouts"):
+            if getattr(self, name) < 1:
+                raise ArealError(f"rollout.{name} must be >= 1 (got {getattr(self, name)})")
+        if self.max_head_offpolicyness < 0:
+            raise ArealError(f"rollout.max_head_offpolicyness must be >= 0 (got {self.max_head_offpolicyness})")
+
+    @classmethod
+    def from_config(cls, config, version: int = 0) -> "StalenessManager":
+        """Build from a :class:`areal_core.config.schema.RolloutConfig`."""
+        return cls(batch_size=config.batch_size, max_head_offpolicyness=config.max_head_offpolicyness,
+                   max_concurrent_rollouts=config.max_concurrent_rollouts, version=version)
+
+    def capacity(self) -> int:
+        """Episodes that may start now (may be negative after a version rollback or a recovery)."""
+        with self._lock:
+            by_concurrency = self.max_concurrent_rollouts - self.running
+            by_staleness = (self.max_head_offpolicyness + self.version + 1) * self.batch_size - (self.accepted + self.running)
+            return min(by_concurrency, by_staleness)
+
+    def try_start(self) -> bool:
+        """Start one episode if capacity allows (check and count atomically)."""
+        with self._lock:
+            by_concurrency = self.max_concurrent_rollouts - self.running
+            by_staleness = (self.max_head_offpolicyness + self.version + 1) * self.batch_size - (self.accepted + self.running)
+            if min(by_concurrency, by_staleness) <= 0:
+                return False
+            self.running += 1
+            return True
+
+    def _finish(self, counter: str) -> None:
+        with self._lock:
+            if self.running <= 0:
+                raise ArealError(f"staleness: an episode finished ({counter}) but none was running")
+            self.running -= 1
+            setattr(self, counter, getattr(self, counter) + 1)
+
+    def on_accept(self) -> None:
+        self._finish("accepted")
+
+    def on_reject(self) -> None:
+        self._finish("rejected")
+
+    def on_fail(self) -> None:
+        self._finish("failed")
+
+    def set_version(self, version: int) -> None:
+        with self._lock:
+            self.version = int(version)
+
+    def recover(self, version: int) -> None:
+        """Reset after recovery at ``version``: nothing runs, and v·B groups were trained."""
+        with self._lock:
+            self.version = int(version)
+            self.running = 0
+            self.accepted = int(version) * self.batch_size
+
+    def counters(self) -> dict[str, int]:
+        with self._lock:
+            return {"version": self.version, "running": self.running, "accepted": self.accepted,
+                    "rejected": self.rejected, "failed": self.failed}
+
+    def state_dict(self) -> dict[str, int]:
+        """What a recovery checkpoint stores (``running`` is not: in-flight work is re-run)."""
+        c = self.counters()
+        c.pop("running")
+        return c
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Restore counters; ``accepted`` restarts at version·B (groups buffered but not trained
+        at checkpoint time are re-generated, so they must not count)."""
+        self.recover(state["version"])
+        with self._lock:
+            self.rejected = int(state.get("rejected", 0))
+            self.failed = int(state.get("failed", 0))
