@@ -1,0 +1,59 @@
+"""Two FSDP ranks train exactly like one rank on the same global batch."""
+
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+import _scenario
+from areal_core.testing.tiny import make_tiny_model
+from areal_fsdp.config import FSDPEngineConfig
+from areal_fsdp.engine import FSDPEngine
+
+OVERRIDES = {"optimizer": {"lr": 1e-3, "warmup_steps": 1}, "max_tokens_per_mb": 32}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    model = str(make_tiny_model(tmp_path_factory.mktemp("model")))
+    one, two = tmp_path_factory.mktemp("one_rank"), tmp_path_factory.mktemp("two_ranks")
+    single = _scenario.run(model, str(one), OVERRIDES)
+    mp.start_processes(_scenario.rank_main, args=(2, free_port(), model, str(two), OVERRIDES), nprocs=2,
+                       join=True, start_method="spawn")
+    double = torch.load(two / "result.pt", weights_only=False)
+    return model, single, double, two
+
+
+def test_two_ranks_report_the_same_stats(runs):
+    _, single, double, _ = runs
+    for s1, s2 in zip(single["stats"], double["stats"]):
+        assert s1.keys() == s2.keys()
+        for key in ("loss", "grad_norm", "lr", "entropy", "loss_weight"):
+            assert s2[key] == pytest.approx(s1[key], abs=1e-6, rel=1e-6), key
+
+
+def test_two_ranks_reach_the_same_weights_and_logprobs(runs):
+    _, single, double, _ = runs
+    torch.testing.assert_close(double["logprobs"], single["logprobs"], atol=1e-6, rtol=0)
+    assert single["weights"].keys() == double["weights"].keys()
+    for name, tensor in single["weights"].items():
+        torch.testing.assert_close(double["weights"][name], tensor, atol=1e-6, rtol=0)
+
+
+def test_two_rank_checkpoint_loads_on_one_rank(runs):
+    model, _, double, two = runs
+    engine = FSDPEngine(FSDPEngineConfig(path=model, **OVERRIDES))
+    engine.initialize()
+    try:
+        engine.load(str(two / "ckpt"))
+        assert engine.version == 3
+        torch.testing.assert_close(engine.forward(_scenario.batches()[0]), double["logprobs"], atol=1e-6, rtol=0)
+    finally:
+        engine.destroy()
