@@ -1,0 +1,270 @@
+"""The interruptible inference client: what workflows generate with (an ``InferenceEngine``).
+
+It talks to N inference servers through an :class:`~areal_core.api.InferenceBackend` (the wire
+protocol) and one shared ``httpx.AsyncClient``.
+
+**Interruption** (DESIGN.md §2). A weight update pauses the servers, which abort in-flight
+requests and return their partial tokens with finish reason ``abort``. :meth:`RolloutClient.agenerate`
+then runs rounds until the completion ends::
+
+    round k:  input_ids_k      = prompt + out[0:n_k]            (n_k tokens generated so far)
+              max_new_tokens_k = max_new_tokens − n_k
+              wait while paused, submit, append the round's tokens/logprobs/versions to out
+
+so one completion can span several weight versions: ``output_versions[i]`` is the version that
+produced token i. The server recomputes the KV cache of the longer prompt after an update.
+
+**Routing.** A request with a ``rid`` seen before goes to the same server (sticky: one trajectory
+keeps its prefix cache); other requests go round robin. A server that errors or exceeds
+``request_timeout_s`` is marked dead for ``dead_cooldown_s`` and the round is retried on the next
+server; when every server failed the round, :class:`InferenceUnavailableError` names each address
+and its error.
+
+**Controller-side operations** (:meth:`pause`, :meth:`resume`, :meth:`update_weights`) act on every
+server at once and record their wall time (``pause_s``, ``sync_s``, ``resume_s`` in :meth:`stats`).
+All coroutines of one client must run on one event loop (the httpx client is bound to it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections import OrderedDict
+from dataclasses import replace
+from typing import Any
+
+import structlog
+
+from areal_core.api.protocols import InferenceBackend
+from areal_core.api.types import ModelRequest, ModelResponse, WeightUpdateMeta
+from areal_core.errors import ArealError
+
+log = structlog.get_logger(__name__)
+
+
+class InferenceUnavailableError(ArealError):
+    """Every inference server failed one request (unreachable, erroring or timing out)."""
+
+
+class RolloutClient:
+    """``InferenceEngine`` over several servers, riding through pauses and weight updates.
+
+    ``addrs``: ``"host:port"`` of each server. ``version``: the weight version the servers start
+    with. ``pause_poll_s``: back-off before re-submitting an aborted round when this client did not
+    pause the servers itself (someone else paused them).
+    """
+
+    def __init__(self, backend: InferenceBackend, addrs: list[str], *, request_timeout_s: float = 600.0,
+                 dead_cooldown_s: float = 10.0, pause_poll_s: float = 0.05, version: int = 0,
+                 max_sticky_rids: int = 100_000):
+        if not addrs:
+            raise ArealError("RolloutClient needs at least one inference server address (got none)")
+        if len(set(addrs)) != len(addrs):
+            raise ArealError(f"RolloutClient: duplicate server addresses in {addrs}")
+        if request_timeout_s <= 0:
+            raise ArealError(f"rollout.request_timeout_s must be > 0 (got {request_timeout_s})")
+        self.backend = backend
+        self.addrs = list(addrs)
+        self.request_timeout_s = float(request_timeout_s)
+        self.dead_cooldown_s = float(dead_cooldown_s)
+        self.pause_poll_s = float(pause_poll_s)
+        self._version = int(version)
+        self._http = None  # httpx.AsyncClient, created on the loop that first uses it
+        self._resumed: asyncio.Event | None = None
+        self._paused = False
+        self._round_robin = itertools.count()
+        self._sticky: OrderedDict[str, str] = OrderedDict()
+        self._max_sticky = max_sticky_rids
+        self._dead_until: dict[str, float] = {}
+        self._stats = {"requests": 0, "rounds": 0, "interruptions": 0, "failovers": 0, "output_tokens": 0,
+                       "pause_s": 0.0, "resume_s": 0.0, "sync_s": 0.0}
+
+    @classmethod
+    def from_config(cls, backend: InferenceBackend, addrs: list[str], rollout, version: int = 0) -> "RolloutClient":
+        """Build from a :class:`areal_core.config.schema.RolloutConfig`."""
+        return cls(backend, addrs, request_timeout_s=rollout.request_timeout_s, version=version)
+
+    # ----------------------------------------------------------------- InferenceEngine
+    def get_version(self) -> int:
+        return self._version
+
+    async def agenerate(self, req: ModelRequest) -> ModelResponse:
+        """Generate one completion; re-submits after every interruption until it stops or hits
+        ``max_new_tokens``. Raises :class:`InferenceUnavailableError` if every server fails."""
+        if req.sampling.max_new_tokens < 1:
+            raise ArealError(f"sampling.max_new_tokens must be >= 1 (got {req.sampling.max_new_tokens})")
+        start = time.monotonic()
+        self._stats["requests"] += 1
+        out_ids: list[int] = []
+        out_logprobs: list[float] = []
+        out_versions: list[int] = []
+        interruptions = 0
+        addr = self._sticky.get(req.rid) if req.rid else None  # one request stays on one server
+        while True:
+            await self._wait_resumed()
+            remaining = req.sampling.max_new_tokens - len(out_ids)
+            round_req = ModelRequest(input_ids=list(req.input_ids) + out_ids,
+                                     sampling=replace(req.sampling, max_new_tokens=remaining),
+                                     rid=req.rid, metadata=req.metadata)
+            version = self._version
+            resp, addr = await self._generate_round(round_req, addr)
+            n = len(resp.output_ids)
+            if n > remaining:
+                raise ArealError(f"inference server returned {n} tokens for max_new_tokens={remaining} (rid={req.rid!r})")
+            out_ids += resp.output_ids
+            out_logprobs += resp.output_logprobs
+            out_versions += resp.output_versions if len(resp.output_versions) == n else [version] * n
+            self._stats["output_tokens"] += n
+            finish = resp.finish_reason
+            if finish != "abort":
+                break
+            if len(out_ids) >= req.sampling.max_new_tokens:
+                finish = "length"
+                break
+            interruptions += 1
+            self._stats["interruptions"] += 1
+            if not self._paused:  # aborted by someone else: don't spin on a paused server
+                await asyncio.sleep(self.pause_poll_s)
+        return ModelResponse(input_ids=list(req.input_ids), output_ids=out_ids, output_logprobs=out_logprobs,
+                             output_versions=out_versions, finish_reason=finish,
+                             latency_s=time.monotonic() - start, n_interruptions=interruptions)
+
+    # ----------------------------------------------------------------- routing + failover
+    def _candidates(self, preferred: str | None) -> list[str]:
+        """Servers to try for one round, best first: ``preferred`` (the request's sticky server),
+        then round robin over live servers, then servers in their dead cooldown (last resort)."""
+        now = time.monotonic()
+        start = next(self._round_robin) % len(self.addrs)
+        order = self.addrs[start:] + self.addrs[:start]
+        if preferred is not None:
+            order.remove(preferred)
+            order.insert(0, preferred)
+        alive = [a for a in order if self._dead_until.get(a, 0.0) <= now]
+        return alive + [a for a in order if a not in alive]
+
+    def _remember(self, rid: str, addr: str) -> None:
+        if not rid:
+            return
+        self._sticky[rid] = addr
+        self._sticky.move_to_end(rid)
+        while len(self._sticky) > self._max_sticky:
+            self._sticky.popitem(last=False)
+
+    async def _generate_round(self, req: ModelRequest, preferred: str | None) -> tuple[ModelResponse, str]:
+        """One submission with failover; returns the response and the server that produced it."""
+        errors: list[str] = []
+        for addr in self._candidates(preferred):
+            try:
+                resp = await asyncio.wait_for(self.backend.generate(self.http, addr, req), self.request_timeout_s)
+            except asyncio.TimeoutError:
+                errors.append(f"{addr}: no answer within request_timeout_s={self.request_timeout_s:g}")
+            except Exception as exc:  # noqa: BLE001 - any server failure moves the round to another server
+                errors.append(f"{addr}: {type(exc).__name__}: {exc}")
+            else:
+                self._dead_until.pop(addr, None)
+                self._remember(req.rid, addr)
+                self._stats["rounds"] += 1
+                return resp, addr
+            self._dead_until[addr] = time.monotonic() + self.dead_cooldown_s
+            self._stats["failovers"] += 1
+            log.warning("inference server failed, trying the next one", error=errors[-1], rid=req.rid)
+        raise InferenceUnavailableError(
+            f"generate failed on every inference server ({len(self.addrs)}):\n  " + "\n  ".join(errors)
+        )
+
+    # ----------------------------------------------------------------- pause / resume / weights
+    async def _wait_resumed(self) -> None:
+        if self._paused:
+            await self._resume_event().wait()
+
+    def _resume_event(self) -> asyncio.Event:
+        if self._resumed is None:
+            self._resumed = asyncio.Event()
+            self._resumed.set()
+        return self._resumed
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    async def pause(self) -> None:
+        """Hold new rounds, then pause every server (their in-flight requests return ``abort``)."""
+        start = time.monotonic()
+        self._paused = True
+        self._resume_event().clear()
+        await self._on_all("pause", lambda a: self.backend.pause(self.http, a))
+        self._stats["pause_s"] = time.monotonic() - start
+
+    async def resume(self) -> None:
+        """Resume every server, then release the held rounds."""
+        start = time.monotonic()
+        await self._on_all("resume", lambda a: self.backend.resume(self.http, a))
+        self._paused = False
+        self._resume_event().set()
+        self._stats["resume_s"] = time.monotonic() - start
+
+    async def update_weights(self, meta: WeightUpdateMeta) -> None:
+        """Load new weights on every server at once; on success every server and this client are at
+        ``meta.version``. Call between :meth:`pause` and :meth:`resume`."""
+        start = time.monotonic()
+        await self._on_all(f"update_weights ({meta.type}, version {meta.version})",
+                           lambda a: self.backend.update_weights(self.http, a, meta))
+        self._version = int(meta.version)
+        self._stats["sync_s"] = time.monotonic() - start
+
+    def set_version(self, version: int) -> None:
+        """Record the servers' weight version when they were updated by another client."""
+        self._version = int(version)
+
+    async def _on_all(self, what: str, call) -> None:
+        results = await asyncio.gather(*(call(a) for a in self.addrs), return_exceptions=True)
+        failed = [f"{a}: {type(r).__name__}: {r}" for a, r in zip(self.addrs, results) if isinstance(r, BaseException)]
+        if failed:
+            for a, r in zip(self.addrs, results):
+                if isinstance(r, BaseException):
+                    self._dead_until[a] = time.monotonic() + self.dead_cooldown_s
+            raise InferenceUnavailableError(f"{what} failed on {len(failed)} of {len(self.addrs)} inference servers:\n  "
+                                            + "\n  ".join(failed))
+
+    async def health(self) -> dict[str, bool]:
+        """``addr -> healthy`` for every server (an unreachable server is False)."""
+        async def one(addr: str) -> bool:
+            try:
+                return bool(await asyncio.wait_for(self.backend.health(self.http, addr), 5.0))
+            except Exception:  # noqa: BLE001 - unreachable means unhealthy
+                return False
+
+        return dict(zip(self.addrs, await asyncio.gather(*(one(a) for a in self.addrs))))
+
+    async def wait_until_healthy(self, timeout_s: float = 120.0, poll_s: float = 0.2) -> None:
+        """Block until every server reports healthy; ArealError naming the ones that never did."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            status = await self.health()
+            if all(status.values()):
+                return
+            if time.monotonic() > deadline:
+                down = [a for a, ok in status.items() if not ok]
+                raise InferenceUnavailableError(f"inference servers not healthy after {timeout_s:g}s: {', '.join(down)}")
+            await asyncio.sleep(poll_s)
+
+    # ----------------------------------------------------------------- plumbing
+    @property
+    def http(self) -> Any:
+        if self._http is None:
+            import httpx
+
+            self._http = httpx.AsyncClient(timeout=httpx.Timeout(None, connect=10.0),
+                                           limits=httpx.Limits(max_connections=None, max_keepalive_connections=256))
+        return self._http
+
+    def stats(self) -> dict[str, float]:
+        """Counters (requests, rounds, interruptions, failovers, output_tokens) and the wall time of
+        the last pause / resume / weight update (``pause_s``, ``resume_s``, ``sync_s``)."""
+        return dict(self._stats, version=self._version)
+
+    async def aclose(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
