@@ -21,11 +21,12 @@ class _ChunkedLogprobEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits: torch.Tensor, targets: torch.Tensor, temperature: float, chunk: int):
         n = logits.shape[0]
-        logprobs = torch.empty(n, dtype=torch.float32, device=logits.device)
+        dtype = torch.promote_types(logits.dtype, torch.float32)
+        logprobs = torch.empty(n, dtype=dtype, device=logits.device)
         entropy = torch.empty_like(logprobs)
         lse = torch.empty_like(logprobs)
         for s in range(0, n, chunk):
-            z = logits[s:s + chunk].float() / temperature
+            z = logits[s:s + chunk].to(dtype) / temperature
             lse_c = torch.logsumexp(z, dim=-1)
             p = torch.exp(z - lse_c[:, None])
             logprobs[s:s + chunk] = z.gather(-1, targets[s:s + chunk, None]).squeeze(-1) - lse_c
@@ -42,7 +43,7 @@ class _ChunkedLogprobEntropy(torch.autograd.Function):
         grad = torch.empty_like(logits)
         for s in range(0, logits.shape[0], chunk):
             e = s + chunk
-            log_p = logits[s:e].float() / tau - lse[s:e, None]
+            log_p = logits[s:e].to(lse.dtype) / tau - lse[s:e, None]
             p = torch.exp(log_p)
             g_lp, g_ent = grad_logprobs[s:e, None], grad_entropy[s:e, None]
             g = -p * (g_lp + g_ent * (log_p + entropy[s:e, None]))
@@ -53,9 +54,10 @@ class _ChunkedLogprobEntropy(torch.autograd.Function):
 
 def token_logprobs_entropy(logits: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0,
                            chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
-    """logprob of ``targets[i]`` and entropy under softmax(``logits[i]``/τ): two float32 [N].
+    """logprob of ``targets[i]`` and entropy under softmax(``logits[i]``/τ): two [N].
 
-    ``logits`` [N, V] (any float dtype), ``targets`` [N] long. Differentiable in ``logits``.
+    ``logits`` [N, V] (any float dtype; computed and returned in at least float32), ``targets``
+    [N] long. Differentiable in ``logits``.
     """
     return _ChunkedLogprobEntropy.apply(logits, targets, float(temperature), int(chunk))
 
@@ -65,7 +67,7 @@ def packed_logprobs_entropy(logits: torch.Tensor, input_ids: torch.Tensor, seq_s
     """Per-token logprob of ``input_ids[t]`` given its prefix, and the entropy it was drawn from.
 
     ``logits`` [T, V] of one packed row, ``input_ids`` [T], ``seq_starts`` [T] bool (True at each
-    sequence's first token). Returns two float32 [T], 0 at sequence starts.
+    sequence's first token). Returns two [T] (at least float32), 0 at sequence starts.
     """
     lp, ent = token_logprobs_entropy(logits[:-1], input_ids[1:], temperature, chunk)
     zero = lp.new_zeros(1)
