@@ -66,7 +66,8 @@ def test_min_micro_batches_splits_bins():
 
 
 def test_balance_assigns_longest_first():
-    assert balance_over_ranks([1, 9, 5, 5], 2) == [[1], [0, 2, 3]]
+    # 9 -> rank 0; 5 -> rank 1; 5 -> rank 1 (5 < 9); 1 -> rank 0 (9 < 10): 10 | 10
+    assert balance_over_ranks([1, 9, 5, 5], 2) == [[0, 1], [2, 3]]
 
 
 def test_bad_input_is_a_clear_error():
