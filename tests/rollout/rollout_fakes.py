@@ -34,6 +34,7 @@ class FakeServer:
     hang: bool = False  # accept requests and never answer
     step_s: float = 0.002
     requests: int = 0
+    tokens: int = 0  # generated so far, all requests
     in_flight: int = 0
     inputs: list[list[int]] = field(default_factory=list)
 
@@ -76,6 +77,7 @@ class ScriptedBackend:
                     break
                 previous = next_token(previous, version)
                 out.append(previous)
+                srv.tokens += 1
                 if previous in req.sampling.stop_token_ids:
                     finish = "stop"
                     break
