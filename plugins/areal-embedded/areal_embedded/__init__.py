@@ -1,0 +1,1 @@
+"""areal-embedded: an inference server on torch + transformers that speaks the SGLang native protocol."""

@@ -1,0 +1,46 @@
+"""The ``embedded`` inference backend: launches areal's own server, talks SGLang's native protocol."""
+
+from __future__ import annotations
+
+import sys
+from typing import Literal
+
+from pydantic import Field
+
+from areal_core.config.base import ComponentConfig
+from areal_core.rollout.sglang_protocol import SGLangProtocol
+
+
+class EmbeddedConfig(ComponentConfig):
+    """Options of the embedded server (each becomes a command-line flag of ``areal_embedded.server``)."""
+
+    n_servers: int = Field(1, ge=1, description="server processes a scheduler starts (requests are spread over them)")
+    max_batch: int = Field(32, ge=1, description="most sequences one server decodes together (continuous batching)")
+    max_prefill_tokens: int = Field(8192, ge=1, description="padded prompt tokens per batched prefill")
+    max_len: int | None = Field(None, ge=2, description="context length cap; default: the model's max_position_embeddings")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="weights and KV cache dtype; auto is float32 on CPU, bfloat16 on CUDA")
+    device: str = Field("auto", description="auto (cuda when present, else cpu), cpu, cuda, cuda:N")
+    seed: int = Field(0, description="seeds the sampling of requests that carry no sampling_seed")
+    threads: int | None = Field(None, ge=1, description="torch CPU threads per server; default: torch's choice")
+    weight_version: int = Field(0, ge=0, description="weight version the server reports before any update")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("warning", description="server log level")
+
+
+class EmbeddedBackend(SGLangProtocol):
+    """Starts ``python -m areal_embedded.server``; generate/pause/resume/update come from SGLangProtocol."""
+
+    def __init__(self, config: EmbeddedConfig | None = None):
+        self.config = config or EmbeddedConfig(name="embedded")
+
+    def server_command(self, model_path: str, host: str, port: int) -> list[str]:
+        c = self.config
+        argv = [sys.executable, "-m", "areal_embedded.server", "--model", str(model_path), "--host", host,
+                "--port", str(port), "--max-batch", str(c.max_batch), "--max-prefill-tokens", str(c.max_prefill_tokens),
+                "--dtype", c.dtype, "--device", c.device, "--seed", str(c.seed),
+                "--weight-version", str(c.weight_version), "--log-level", c.log_level]
+        if c.max_len is not None:
+            argv += ["--max-len", str(c.max_len)]
+        if c.threads is not None:
+            argv += ["--threads", str(c.threads)]
+        return argv

@@ -1,0 +1,148 @@
+"""The model side of the server: a Hugging Face causal LM, its KV cache, and weight loading.
+
+``ModelRunner`` does no scheduling: the scheduler tells it which rows to prefill or decode.
+
+Shapes: B running rows, N new rows, P = longest new prompt, V = vocabulary, L = attended slots.
+- ``prefill(prompts, row_start)``: prompts are left-padded to P and written to rows
+  ``row_start..row_start+N-1`` at slots ``0..P-1``; returns last-position logits [N, V].
+- ``decode(tokens, starts, ends)``: one new token per row 0..B-1, written at slot ``ends[b]``
+  with position ``ends[b] - starts[b]``; returns logits [B, V].
+The 4-D boolean mask lets query i of row b see slots ``starts[b]..slot(i)`` (and itself, so a
+padding query never has an empty softmax).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+from areal_core.errors import ArealError
+from areal_embedded.kv_cache import SlotKVCache
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if name not in DTYPES:
+        raise ArealError(f"--dtype {name!r} is not one of auto, {', '.join(DTYPES)}")
+    return DTYPES[name]
+
+
+class ModelRunner:
+    """Owns the model and the KV cache of up to ``max_rows`` concurrent sequences."""
+
+    def __init__(self, model_path: str, max_rows: int, device: str = "auto", dtype: str = "auto",
+                 max_len: int | None = None):
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        self.model_path = model_path
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        if not Path(model_path, "config.json").is_file():
+            raise ArealError(f"--model {model_path!r} is not a Hugging Face model directory (no config.json)")
+        config = AutoConfig.from_pretrained(model_path)
+        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=self.dtype, attn_implementation="sdpa")
+        self.model.to(self.device).eval().requires_grad_(False)
+        self.config = config
+        text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+        self.vocab_size = text_config.vocab_size
+        limit = getattr(text_config, "max_position_embeddings", None) or 4096
+        self.max_len = min(max_len or limit, limit)
+        head_dim = getattr(text_config, "head_dim", None) or text_config.hidden_size // text_config.num_attention_heads
+        kv_heads = getattr(text_config, "num_key_value_heads", None) or text_config.num_attention_heads
+        # left padding in a batched prefill shifts a row's slots by up to one prompt length: 2x room
+        self.cache = SlotKVCache(text_config.num_hidden_layers, max_rows, kv_heads, head_dim, 2 * self.max_len,
+                                 self.dtype, self.device)
+        self.eos_token_ids = _eos_token_ids(self.model)
+
+    # -- forward passes ------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def prefill(self, prompts: list[list[int]], row_start: int) -> tuple[torch.Tensor, list[int]]:
+        """Run N prompts into rows ``row_start..``; returns (logits [N, V], start slot per row)."""
+        longest = max(len(p) for p in prompts)
+        starts = [longest - len(p) for p in prompts]
+        ids = torch.tensor([[0] * s + p for s, p in zip(starts, prompts)], device=self.device)
+        start = torch.tensor(starts, device=self.device).unsqueeze(1)  # [N, 1]
+        slots = torch.arange(longest, device=self.device).unsqueeze(0)  # [1, P]
+        positions = (slots - start).clamp_(min=0)
+        causal = slots.unsqueeze(2) >= slots.unsqueeze(1)  # [1, P(query), P(key)]
+        visible = causal & (slots.unsqueeze(1) >= start.unsqueeze(2))  # [N, P, P]
+        visible |= torch.eye(longest, dtype=torch.bool, device=self.device)
+        self.cache.begin_forward(row_start, slots.expand(len(prompts), -1), longest)
+        out = self.model(input_ids=ids, position_ids=positions, attention_mask=visible.unsqueeze(1),
+                         cache=self.cache, use_cache=True, logits_to_keep=1)
+        return out.logits[:, -1, :], starts
+
+    @torch.inference_mode()
+    def decode(self, tokens: torch.Tensor, starts: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
+        """One step for rows 0..B-1: ``tokens [B]`` go to slot ``ends [B]``; returns logits [B, V]."""
+        kv_len = int(ends.max()) + 1
+        slots = torch.arange(kv_len, device=self.device).unsqueeze(0)
+        visible = (slots >= starts.unsqueeze(1)) & (slots <= ends.unsqueeze(1))  # [B, L]
+        self.cache.begin_forward(0, ends.unsqueeze(1), kv_len)
+        out = self.model(input_ids=tokens.unsqueeze(1), position_ids=(ends - starts).unsqueeze(1),
+                         attention_mask=visible[:, None, None, :], cache=self.cache, use_cache=True)
+        return out.logits[:, -1, :]
+
+    # -- weights -------------------------------------------------------------------------------
+
+    def named_tensors(self) -> dict[str, torch.Tensor]:
+        """Every parameter and buffer by its Hugging Face name (tied weights appear under both names)."""
+        return self.model.state_dict()
+
+    @torch.no_grad()
+    def load_tensors(self, tensors: Iterator[tuple[str, torch.Tensor]]) -> int:
+        """Copy each named tensor into the model in place; returns how many were loaded."""
+        own = self.named_tensors()
+        count = 0
+        for name, value in tensors:
+            target = own.get(name)
+            if target is None:
+                raise ArealError(f"weight update names {name!r}, which model {self.model_path!r} does not have "
+                                 f"(it has e.g. {sorted(own)[:3]})")
+            if tuple(target.shape) != tuple(value.shape):
+                raise ArealError(f"weight update gives {name!r} shape {tuple(value.shape)}; the model's is {tuple(target.shape)}")
+            target.copy_(value.to(device=target.device, dtype=target.dtype))
+            count += 1
+        return count
+
+    def load_from_disk(self, path: str) -> int:
+        """Load every tensor of the safetensors files in HF directory ``path``; returns the count."""
+        from safetensors import safe_open
+
+        files = sorted(Path(path).glob("*.safetensors"))
+        if not files:
+            raise ArealError(f"update_weights_from_disk: {path!r} has no *.safetensors files")
+
+        def tensors():
+            for file in files:
+                with safe_open(str(file), framework="pt") as f:
+                    for name in f.keys():
+                        yield name, f.get_tensor(name)
+
+        count = self.load_tensors(tensors())
+        self.model_path = path
+        return count
+
+
+def _eos_token_ids(model) -> set[int]:
+    ids: set[int] = set()
+    for source in (getattr(model, "generation_config", None), model.config):
+        value = getattr(source, "eos_token_id", None) if source is not None else None
+        if isinstance(value, int):
+            ids.add(value)
+        elif isinstance(value, (list, tuple)):
+            ids.update(int(v) for v in value)
+    return ids
+
