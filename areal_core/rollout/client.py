@@ -34,13 +34,12 @@ from collections import OrderedDict
 from dataclasses import replace
 from typing import Any
 
-import structlog
-
 from areal_core.api.protocols import InferenceBackend
 from areal_core.api.types import ModelRequest, ModelResponse, WeightUpdateMeta
 from areal_core.errors import ArealError
+from areal_core.logging import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 class InferenceUnavailableError(ArealError):

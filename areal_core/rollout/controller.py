@@ -37,16 +37,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Protocol
 
-import structlog
-
 from areal_core.api.protocols import InferenceEngine, Workflow
 from areal_core.api.types import Trajectory, WeightUpdateMeta
 from areal_core.errors import ArealError
+from areal_core.logging import get_logger
 from areal_core.rollout.client import InferenceUnavailableError
 from areal_core.rollout.sample_ids import sample_id_of
 from areal_core.rollout.staleness import StalenessManager
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 KeepGroup = Callable[[list[Trajectory]], bool]
 
