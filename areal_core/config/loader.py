@@ -218,7 +218,7 @@ def _validate_component(kind: str, section: Any, loc: Loc, origins: dict[Loc, st
 
 def _find_sections(annotation: Any, value: Any, loc: Loc) -> Iterator[tuple[Loc, str, Any]]:
     """Every (location, kind, raw section) under ``value``, guided by the model's annotations."""
-    annotation, kind = _unwrap(annotation)
+    annotation, kind = unwrap_annotation(annotation)
     if kind is not None:
         yield loc, kind, value
         return
@@ -258,7 +258,7 @@ def _field_annotation(info) -> Any:
     return Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
 
 
-def _unwrap(annotation: Any) -> tuple[Any, str | None]:
+def unwrap_annotation(annotation: Any) -> tuple[Any, str | None]:
     """Strip ``Annotated``; return (inner type, component kind if marked)."""
     kind = None
     while typing.get_origin(annotation) is Annotated:
@@ -278,7 +278,7 @@ def _annotation_at(model: type[BaseModel], loc: Loc, data: dict[str, Any], regis
     config model of the component that ``data`` names there."""
     annotation: Any = model
     for depth, part in enumerate(loc):
-        annotation, kind = _unwrap(annotation)
+        annotation, kind = unwrap_annotation(annotation)
         if kind is not None:
             annotation = _section_model(registry, kind, _get_at(data, loc[:depth] + ("name",)))
             if annotation is None:
@@ -288,7 +288,7 @@ def _annotation_at(model: type[BaseModel], loc: Loc, data: dict[str, Any], regis
             candidates = [a for a in args if a is not type(None)]
             if len(candidates) != 1:
                 return None
-            annotation, kind = _unwrap(candidates[0])
+            annotation, kind = unwrap_annotation(candidates[0])
             if kind is not None:
                 annotation = _section_model(registry, kind, _get_at(data, loc[:depth] + ("name",)))
             origin, args = typing.get_origin(annotation), typing.get_args(annotation)
@@ -316,7 +316,7 @@ def _section_model(registry: Registry, kind: str, name: Any) -> type[BaseModel] 
 
 
 def _holds_only_strings(annotation: Any) -> bool:
-    annotation, _ = _unwrap(annotation)
+    annotation, _ = unwrap_annotation(annotation)
     origin = typing.get_origin(annotation)
     if origin in (Union, types.UnionType):
         members = [a for a in typing.get_args(annotation) if a is not type(None)]
@@ -327,7 +327,7 @@ def _holds_only_strings(annotation: Any) -> bool:
 
 
 def _allows_none(annotation: Any) -> bool:
-    annotation, _ = _unwrap(annotation)
+    annotation, _ = unwrap_annotation(annotation)
     return typing.get_origin(annotation) in (Union, types.UnionType) and type(None) in typing.get_args(annotation)
 
 
@@ -343,7 +343,7 @@ class _RawEnvSource(EnvSettingsSource):
 
 
 def _leaves(data: Any, loc: Loc = ()) -> Iterator[tuple[Loc, Any]]:
-    if isinstance(data, dict) and data:
+    if isinstance(data, dict):
         for key, value in data.items():
             yield from _leaves(value, loc + (key,))
     else:
