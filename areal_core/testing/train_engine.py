@@ -189,7 +189,9 @@ class TrainEngineContract(ComponentContract):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         engine.train_batch(batch, nll_loss, mask_count)
+        before = engine.forward(batch)
         engine.export_hf(str(tmp_path / "hf"))
+        torch.testing.assert_close(engine.forward(batch), before, atol=0, rtol=0, msg="export_hf changed the engine")
         assert list((tmp_path / "hf").glob("*.safetensors")), "export_hf must write safetensors"
         AutoModelForCausalLM.from_pretrained(tmp_path / "hf")  # loads without error
         AutoTokenizer.from_pretrained(tmp_path / "hf")

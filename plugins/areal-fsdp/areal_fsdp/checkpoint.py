@@ -63,8 +63,10 @@ def _skeleton(hf_config, critic: bool) -> torch.nn.Module:
         return auto.from_config(hf_config)
 
 
-def materialise(hf_config, state_dict: dict[str, torch.Tensor], cfg: FSDPEngineConfig) -> torch.nn.Module:
-    """An unsharded CPU model holding ``state_dict`` (the engine's full state dict).
+def materialise(hf_config, state_dict: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor],
+                cfg: FSDPEngineConfig) -> torch.nn.Module:
+    """An unsharded CPU model holding ``state_dict`` (the engine's full state dict) and
+    ``buffers`` (the engine's buffers, e.g. rotary frequencies, which state dicts may omit).
 
     With LoRA the state dict has peft names; the adapters are merged into the base weights
     unless ``cfg.lora.export == "adapter"`` (then the peft model is returned unmerged).
@@ -80,6 +82,9 @@ def materialise(hf_config, state_dict: dict[str, torch.Tensor], cfg: FSDPEngineC
     if unexpected:
         raise RuntimeError(f"export: unexpected weights {unexpected[:5]}")
     model.tie_weights()
+    for name, tensor in buffers.items():
+        owner, _, leaf = name.rpartition(".")
+        model.get_submodule(owner)._buffers[leaf] = tensor
     still_meta = [n for n, p in model.named_parameters() if p.is_meta]
     if still_meta:
         raise RuntimeError(f"export: weights missing from the engine's state dict: {still_meta[:5]}")

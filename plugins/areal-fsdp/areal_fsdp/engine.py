@@ -223,7 +223,7 @@ class FSDPEngine:
         full = self._full_state_dict()
         if self.dist.rank == 0:
             tmp = checkpoint.prepare_temp_dir(path)
-            model = checkpoint.materialise(self.hf_config, full, self.config)
+            model = checkpoint.materialise(self.hf_config, full, self._cpu_buffers(), self.config)
             checkpoint.write_hf_dir(model, tmp, self.model_path)
             checkpoint.publish(path)
         dist.barrier()
@@ -235,7 +235,7 @@ class FSDPEngine:
         if self.config.lora.enabled:
             full = self._full_state_dict()
             if self.dist.rank == 0:
-                yield from checkpoint.materialise(self.hf_config, full, self.config).named_parameters()
+                yield from checkpoint.materialise(self.hf_config, full, self._cpu_buffers(), self.config).named_parameters()
             return
         for name, param in self.model.named_parameters():
             tensor = param.full_tensor() if isinstance(param, DTensor) else param
@@ -298,9 +298,21 @@ class FSDPEngine:
                     weights[k] += w[k]
         return {k: sums[k] / weights[k] if weights[k] > 0 else 0.0 for k in sorted(sums)}
 
+    def _cpu_buffers(self) -> dict[str, torch.Tensor]:
+        """The model's buffers (FSDP leaves them unsharded), copied to CPU."""
+        return {name: b.detach().cpu() for name, b in self.model.named_buffers()}
+
     def _full_state_dict(self) -> dict[str, torch.Tensor]:
-        """Unsharded CPU state dict on rank 0 ({} elsewhere). Collective."""
-        return get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        """Unsharded CPU state dict on rank 0 ({} elsewhere), never aliasing the live weights
+        (with one CPU rank the state dict holds the parameters themselves). Collective."""
+        full = get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        live = {_storage_ptr(p) for p in self.model.parameters()}
+        return {k: v.clone() if _storage_ptr(v) in live else v for k, v in full.items()}
+
+
+def _storage_ptr(t: torch.Tensor) -> int:
+    local = t.to_local() if isinstance(t, DTensor) else t
+    return local.untyped_storage().data_ptr()
 
 
 def _token_positions(batch: SequenceBatch, indices: tuple[int, ...]) -> torch.Tensor:
