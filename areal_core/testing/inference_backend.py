@@ -1,0 +1,253 @@
+"""The inference-backend contract suite: what every ``inference_backend`` component must do.
+
+A plugin's test module subclasses :class:`InferenceBackendContract`::
+
+    import areal_embedded.plugin
+    from areal_core.testing.inference_backend import InferenceBackendContract
+
+    class TestEmbeddedBackend(InferenceBackendContract):
+        plugin = areal_embedded.plugin
+        component_name = "embedded"
+        component_config = {"threads": 1, "max_batch": 8}
+
+The suite writes a tiny model (:func:`make_served_model`), builds the backend through the
+registry, starts one server per test class with ``backend.server_command(model, host, port)``
+as a subprocess on a free port, and drives it only through the backend's protocol methods.
+Override the ``served_model`` fixture to serve another model, or ``server`` to attach to a
+server started some other way.
+
+Checked: ``server_command`` is an argv; ``health``; generate returns as many logprobs (all <= 0)
+and versions as tokens, finish reasons ``length`` and ``stop`` (stop token included as the last
+token); greedy output is deterministic; seeded sampling is reproducible; pause aborts an
+in-flight request with its partial output, holds new requests, and resume releases them; a
+weight update from disk sets the version that responses then report; bad input raises
+``ArealError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Iterator
+
+import pytest
+
+from areal_core.api.protocols import InferenceBackend
+from areal_core.api.types import ModelRequest, SamplingParams, WeightUpdateMeta
+from areal_core.errors import ArealError
+from areal_core.registry import build_registry, get_registry
+from areal_core.testing.contract import ComponentContract, run_async
+
+PROMPTS = [[5, 17, 33, 9, 100], [7, 8], [44, 45, 46, 47, 48, 49, 50, 51, 52, 53, 54]]
+
+
+def make_served_model(path: str | Path, size: str = "0.2m", seed: int = 0, weight_std: float = 0.15) -> Path:
+    """A tiny model whose greedy output varies from token to token.
+
+    ``make_tiny_model``'s initialisation (std 0.02) makes greedy decoding repeat one token
+    forever, which would let a broken KV cache pass a greedy-equality test; re-drawing every
+    matrix with std ``weight_std`` gives varied, seed-dependent continuations.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from areal_core.testing.tiny import make_tiny_model
+
+    path = Path(make_tiny_model(path, size=size, seed=seed))
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.dim() == 2:
+                param.normal_(0.0, weight_std, generator=generator)
+    model.save_pretrained(path)
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def launched_server(argv: list[str], addr: str, timeout_s: float = 120.0, env: dict[str, str] | None = None,
+                    log_path: str | Path | None = None) -> Iterator[subprocess.Popen]:
+    """Run ``argv`` until ``GET http://addr/health`` answers 200; terminate it on exit."""
+    import httpx
+
+    log = open(log_path, "wb") if log_path else subprocess.DEVNULL
+    process = subprocess.Popen(argv, env={**os.environ, **(env or {})}, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if process.poll() is not None:
+                tail = Path(log_path).read_text()[-3000:] if log_path else "(no log kept)"
+                raise RuntimeError(f"server {argv[:4]}... exited with {process.returncode}:\n{tail}")
+            try:
+                if httpx.get(f"http://{addr}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"server at {addr} not healthy after {timeout_s}s")
+            time.sleep(0.3)
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if log_path:
+            log.close()
+
+
+@dataclass
+class RunningServer:
+    """A server the suite started: its address, the backend that launched it, the model it serves."""
+
+    addr: str
+    backend: Any
+    model_path: str
+
+
+async def _with_client(fn, timeout_s: float = 120.0):
+    import httpx
+
+    async with httpx.AsyncClient(timeout=timeout_s) as client:
+        return await fn(client)
+
+
+def greedy(max_new_tokens: int, **kw) -> SamplingParams:
+    return SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0, **kw)
+
+
+class InferenceBackendContract(ComponentContract):
+    """Behaviour every inference backend shares. Subclass and set ``plugin``, ``component_name``
+    and ``component_config`` (see the module docstring)."""
+
+    kind = "inference_backend"
+    protocol = InferenceBackend
+
+    model_size: ClassVar[str] = "0.2m"
+    startup_timeout_s: ClassVar[float] = 180.0
+    server_env: ClassVar[dict[str, str]] = {"OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    long_generation_tokens: ClassVar[int] = 1500  # still running ~0.5 s after it starts
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def served_model(cls, tmp_path_factory) -> str:
+        return str(make_served_model(tmp_path_factory.mktemp("served_model"), size=cls.model_size))
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def server(cls, served_model: str, tmp_path_factory) -> Iterator[RunningServer]:
+        if cls.plugin is None:
+            registry = get_registry()
+        else:
+            registry = build_registry(extra_plugins=[(cls.plugin, "under test")], entry_points=False)
+        backend = registry.create(cls.kind, cls.component_name, dict(cls.component_config))
+        port = free_port()
+        addr = f"127.0.0.1:{port}"
+        argv = backend.server_command(served_model, "127.0.0.1", port)
+        log_path = tmp_path_factory.mktemp("server_log") / "server.log"
+        with launched_server(argv, addr, cls.startup_timeout_s, cls.server_env, log_path):
+            yield RunningServer(addr, backend, served_model)
+
+    def generate(self, server: RunningServer, req: ModelRequest):
+        return run_async(_with_client(lambda c: server.backend.generate(c, server.addr, req)))
+
+    # -- the tests ----------------------------------------------------------------------------------
+
+    def test_server_command_is_argv(self, component):
+        argv = component.server_command("/models/m", "127.0.0.1", 31234)
+        assert isinstance(argv, list) and argv and all(isinstance(a, str) for a in argv)
+        assert any("/models/m" in a for a in argv) and any("31234" in a for a in argv)
+
+    def test_health(self, server: RunningServer):
+        assert run_async(_with_client(lambda c: server.backend.health(c, server.addr))) is True
+        dead = f"127.0.0.1:{free_port()}"
+        assert run_async(_with_client(lambda c: server.backend.health(c, dead))) is False
+
+    def test_generate_length_and_logprobs(self, server: RunningServer):
+        req = ModelRequest(PROMPTS[0], SamplingParams(max_new_tokens=8, temperature=1.0, ignore_eos=True, seed=1))
+        resp = self.generate(server, req)
+        assert resp.input_ids == PROMPTS[0]
+        assert resp.finish_reason == "length"
+        assert len(resp.output_ids) == len(resp.output_logprobs) == len(resp.output_versions) == 8
+        assert all(lp <= 1e-6 for lp in resp.output_logprobs)
+        assert len(set(resp.output_versions)) == 1 and resp.output_versions[0] >= 0
+
+    def test_stop_token_ends_generation_and_is_returned(self, server: RunningServer):
+        first = self.generate(server, ModelRequest(PROMPTS[1], greedy(4, ignore_eos=True))).output_ids
+        resp = self.generate(server, ModelRequest(PROMPTS[1], greedy(4, ignore_eos=True, stop_token_ids=[first[1]])))
+        assert resp.finish_reason == "stop"
+        assert resp.output_ids == first[:2]
+
+    def test_greedy_is_deterministic(self, server: RunningServer):
+        async def three(client):
+            reqs = [ModelRequest(p, greedy(12, ignore_eos=True)) for p in (PROMPTS[2], PROMPTS[2], PROMPTS[0])]
+            return await asyncio.gather(*(server.backend.generate(client, server.addr, r) for r in reqs))
+
+        a, b, _ = run_async(_with_client(three))
+        c = self.generate(server, ModelRequest(PROMPTS[2], greedy(12, ignore_eos=True)))
+        assert a.output_ids == b.output_ids == c.output_ids
+        assert max(abs(x - y) for x, y in zip(a.output_logprobs, c.output_logprobs)) < 1e-4
+
+    def test_seeded_sampling_is_reproducible(self, server: RunningServer):
+        params = dict(max_new_tokens=16, temperature=1.0, ignore_eos=True)
+        a = self.generate(server, ModelRequest(PROMPTS[0], SamplingParams(seed=7, **params)))
+        b = self.generate(server, ModelRequest(PROMPTS[0], SamplingParams(seed=7, **params)))
+        c = self.generate(server, ModelRequest(PROMPTS[0], SamplingParams(seed=8, **params)))
+        assert a.output_ids == b.output_ids
+        assert a.output_ids != c.output_ids
+
+    def test_pause_aborts_in_flight_and_resume_admits_again(self, server: RunningServer):
+        n = self.long_generation_tokens
+        backend, addr = server.backend, server.addr
+
+        async def scenario(client):
+            long = asyncio.create_task(backend.generate(client, addr, ModelRequest(PROMPTS[0], greedy(n, ignore_eos=True))))
+            await asyncio.sleep(0.5)
+            await backend.pause(client, addr)
+            try:
+                partial = await asyncio.wait_for(long, 30)
+                held = asyncio.create_task(backend.generate(client, addr, ModelRequest(PROMPTS[1], greedy(4, ignore_eos=True))))
+                await asyncio.sleep(0.5)
+                held_while_paused = not held.done()
+            finally:
+                await backend.resume(client, addr)
+            return partial, held_while_paused, await asyncio.wait_for(held, 60)
+
+        partial, held_while_paused, after = run_async(_with_client(scenario))
+        assert partial.finish_reason == "abort"
+        assert 0 < len(partial.output_ids) < n, "pause should cut the long generation part-way"
+        assert len(partial.output_logprobs) == len(partial.output_ids)
+        assert held_while_paused, "a request sent while paused must wait for resume"
+        assert after.finish_reason == "length" and len(after.output_ids) == 4
+
+    def test_update_weights_from_disk_sets_version(self, server: RunningServer):
+        before = self.generate(server, ModelRequest(PROMPTS[0], greedy(4, ignore_eos=True)))
+        version = before.output_versions[0] + 1
+        meta = WeightUpdateMeta(type="disk", version=version, path=server.model_path)
+        run_async(_with_client(lambda c: server.backend.update_weights(c, server.addr, meta)))
+        after = self.generate(server, ModelRequest(PROMPTS[0], greedy(4, ignore_eos=True)))
+        assert after.output_versions == [version] * 4
+        assert after.output_ids == before.output_ids  # same weights reloaded
+
+    def test_bad_input_raises_areal_error(self, server: RunningServer):
+        with pytest.raises(ArealError):
+            self.generate(server, ModelRequest([], greedy(4)))
+        with pytest.raises(ArealError, match="top_p"):
+            self.generate(server, ModelRequest(PROMPTS[0], SamplingParams(max_new_tokens=4, top_p=0.0)))
+        with pytest.raises(ArealError):
+            meta = WeightUpdateMeta(type="disk", version=1, path=str(Path(server.model_path) / "no_such_dir"))
+            run_async(_with_client(lambda c: server.backend.update_weights(c, server.addr, meta)))
