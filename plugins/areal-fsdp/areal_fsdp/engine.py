@@ -79,7 +79,17 @@ class FSDPEngine:
         if cfg.optimizer.lr_scheduler != "constant" and not total_steps:
             raise ArealError(f"train engine {cfg.name!r}: optimizer.lr_scheduler={cfg.optimizer.lr_scheduler!r} "
                              f"needs optimizer.total_steps (or a run context with total_steps)")
+        model_lib.check_model_dir(cfg, self.model_path)
         self.dist = setup(cfg.device)
+        try:
+            self._build(total_steps)
+        except BaseException:
+            self.destroy()  # leave no process group behind
+            raise
+
+    def _build(self, total_steps: int | None) -> None:
+        """Load, wrap (LoRA, checkpointing), shard; then AdamW and the LR schedule."""
+        cfg = self.config
         seed = cfg.seed if cfg.seed is not None else getattr(self.run, "seed", None)
         seed = 1 if seed is None else int(seed)
         torch.manual_seed(seed)  # same on every rank: newly initialised heads must agree before sharding
@@ -91,7 +101,7 @@ class FSDPEngine:
         if cfg.lora.enabled:
             model = model_lib.add_lora(model, cfg.lora)
         if cfg.gradient_checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model_lib.enable_activation_checkpointing(model)
         model.to(self.dist.device)
         mesh = init_device_mesh(self.dist.device.type, (self.dist.world_size,))
         self.model = model_lib.shard(model, mesh, cfg.mixed_precision)

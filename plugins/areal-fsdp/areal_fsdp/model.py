@@ -30,13 +30,26 @@ def attention_implementation(cfg: FSDPEngineConfig, device: torch.device) -> str
     return "sdpa"
 
 
+def check_model_dir(cfg: FSDPEngineConfig, path: str) -> None:
+    if not Path(path, "config.json").is_file():
+        raise ArealError(f"train engine {cfg.name!r}: path {path!r} is not a Hugging Face model directory "
+                         f"(no config.json)")
+
+
+def enable_activation_checkpointing(model: torch.nn.Module) -> None:
+    """Recompute each decoder layer in backward (non-reentrant, which FSDP2 requires)."""
+    base = _unwrap_peft(model)
+    if hasattr(base, "activation_checkpointing_enable"):  # transformers >= 5.2x
+        base.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
 def load_hf_model(cfg: FSDPEngineConfig, path: str, attn: str) -> torch.nn.Module:
     """The unsharded HF model on CPU: a causal LM, or a 1-label token classifier (critic)."""
     from transformers import AutoModelForCausalLM, AutoModelForTokenClassification
 
-    if not Path(path, "config.json").is_file():
-        raise ArealError(f"train engine {cfg.name!r}: path {path!r} is not a Hugging Face model directory "
-                         f"(no config.json)")
+    check_model_dir(cfg, path)
     kwargs = dict(dtype=DTYPES[cfg.dtype], attn_implementation=attn, trust_remote_code=cfg.trust_remote_code)
     try:
         if cfg.critic:
