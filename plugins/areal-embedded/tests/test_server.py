@@ -1,0 +1,227 @@
+"""The embedded server against Hugging Face references: greedy tokens, logprobs, seeds, batching,
+interruption, and weight updates from disk and over a gloo process group.
+
+One server (tiny 0.2m model "A") serves the whole module; tests that load other weights ("B")
+put A back before they return.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import httpx
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from areal_core.api.types import ModelRequest, SamplingParams, WeightUpdateMeta
+from areal_core.rollout.sglang_protocol import SGLangWeightBroadcaster, get_weight_version
+from areal_core.testing.inference_backend import free_port, launched_server, make_served_model
+from areal_embedded.backend import EmbeddedBackend, EmbeddedConfig
+
+PROMPTS = [[5, 17, 33, 9, 100], [7, 8], [44, 45, 46, 47, 48, 49, 50, 51, 52, 53, 54], [300, 301, 302]]
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    return str(make_served_model(root / "A", seed=0)), str(make_served_model(root / "B", seed=1))
+
+
+@pytest.fixture(scope="module")
+def hf(models):
+    return {name: AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+            for name, path in zip("AB", models)}
+
+
+@pytest.fixture(scope="module")
+def server(models, tmp_path_factory):
+    backend = EmbeddedBackend(EmbeddedConfig(name="embedded", threads=1, max_batch=8, seed=0))
+    port = free_port()
+    addr = f"127.0.0.1:{port}"
+    log = tmp_path_factory.mktemp("log") / "server.log"
+    with launched_server(backend.server_command(models[0], "127.0.0.1", port), addr, 180,
+                         {"OMP_NUM_THREADS": "1"}, log):
+        yield backend, addr
+
+
+def run(fn):
+    async def main():
+        async with httpx.AsyncClient(timeout=120) as client:
+            return await fn(client)
+
+    return asyncio.run(main())
+
+
+def generate_all(server, reqs):
+    backend, addr = server
+    return run(lambda c: asyncio.gather(*(backend.generate(c, addr, r) for r in reqs)))
+
+
+def hf_greedy(model, prompt, max_new_tokens):
+    out = model.generate(torch.tensor([prompt]), max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=0)
+    return out[0, len(prompt):].tolist()
+
+
+def reference_logprobs(model, prompt, output, temperature=1.0, top_k=-1, top_p=1.0):
+    """Teacher-forced logprobs of ``output`` under temperature/top-k/top-p, one position at a time."""
+    with torch.no_grad():
+        logits = model(torch.tensor([prompt + output])).logits[0, len(prompt) - 1:-1].double()
+    result = []
+    for row, token in zip(logits, output):
+        z = row / temperature
+        order = torch.argsort(z, descending=True).tolist()
+        keep = order[:top_k] if top_k > 0 else order
+        probs = torch.softmax(z[keep], 0).tolist()
+        kept, mass = [], 0.0
+        for tok, p in zip(keep, probs):
+            if mass >= top_p:
+                break
+            kept.append(tok)
+            mass += p
+        assert token in kept, "the server sampled a token outside the top-k/top-p set"
+        result.append(float(torch.log_softmax(z[kept], 0)[kept.index(token)]))
+    return result
+
+
+def put_back_a(server, models):
+    backend, addr = server
+    run(lambda c: backend.update_weights(c, addr, WeightUpdateMeta(type="disk", version=0, path=models[0])))
+
+
+def test_greedy_equals_hf_generate_token_by_token(server, hf):
+    resps = generate_all(server, [ModelRequest(p, SamplingParams(max_new_tokens=24, temperature=0.0)) for p in PROMPTS])
+    for prompt, resp in zip(PROMPTS, resps):
+        assert resp.output_ids == hf_greedy(hf["A"], prompt, 24)
+        assert resp.finish_reason == ("stop" if len(resp.output_ids) < 24 else "length")
+
+
+def test_logprobs_equal_teacher_forced_forward(server, hf):
+    greedy = generate_all(server, [ModelRequest(p, SamplingParams(max_new_tokens=16, temperature=0.0, ignore_eos=True))
+                                   for p in PROMPTS])
+    cut = dict(temperature=0.7, top_k=40, top_p=0.9)
+    sampled = generate_all(server, [ModelRequest(p, SamplingParams(max_new_tokens=16, ignore_eos=True, seed=i, **cut))
+                                    for i, p in enumerate(PROMPTS)])
+    for prompt, g, s in zip(PROMPTS, greedy, sampled):
+        ref_g = reference_logprobs(hf["A"], prompt, g.output_ids)
+        ref_s = reference_logprobs(hf["A"], prompt, s.output_ids, **cut)
+        assert max(abs(a - b) for a, b in zip(g.output_logprobs, ref_g)) < 1e-4
+        assert max(abs(a - b) for a, b in zip(s.output_logprobs, ref_s)) < 1e-4
+
+
+def test_seeded_sample_does_not_depend_on_batch_neighbours(server):
+    req = ModelRequest(PROMPTS[0], SamplingParams(max_new_tokens=20, temperature=1.0, ignore_eos=True, seed=123))
+    alone = generate_all(server, [req])[0]
+    others = [ModelRequest(p, SamplingParams(max_new_tokens=30, temperature=1.0, ignore_eos=True)) for p in PROMPTS]
+    crowded = generate_all(server, others[:2] + [req] + others[2:])[2]
+    assert alone.output_ids == crowded.output_ids
+
+
+def test_n_samples_per_prompt(server):
+    _, addr = server
+    body = {"input_ids": PROMPTS[1], "return_logprob": True,
+            "sampling_params": {"max_new_tokens": 12, "temperature": 1.0, "ignore_eos": True, "n": 4, "sampling_seed": 5}}
+    answers = run(lambda c: c.post(f"http://{addr}/generate", json=body)).json()
+    assert len(answers) == 4
+    outputs = [tuple(a["output_ids"]) for a in answers]
+    assert all(len(o) == 12 for o in outputs) and len(set(outputs)) == 4
+
+
+def test_short_requests_leave_while_a_long_one_runs(server):
+    backend, addr = server
+
+    async def scenario(client):
+        long = asyncio.create_task(backend.generate(
+            client, addr, ModelRequest(PROMPTS[0], SamplingParams(max_new_tokens=1500, temperature=0.0, ignore_eos=True))))
+        await asyncio.sleep(0.2)
+        shorts = await asyncio.gather(*(backend.generate(
+            client, addr, ModelRequest(p, SamplingParams(max_new_tokens=8, temperature=1.0, ignore_eos=True)))
+            for p in PROMPTS * 2))
+        long_done_then = long.done()
+        return shorts, long_done_then, await long
+
+    shorts, long_done_then, long = run(scenario)
+    assert all(len(s.output_ids) == 8 for s in shorts)
+    assert not long_done_then, "short requests had to wait for the long one"
+    assert len(long.output_ids) == 1500
+
+
+def test_interrupted_generation_resumes_on_new_weights(server, models, hf):
+    """Pause mid-generation, load B from disk, resubmit prompt + partial: the continuation is B's."""
+    backend, addr = server
+    prompt = PROMPTS[2]
+
+    async def scenario(client):
+        version = await get_weight_version(client, addr)
+        long = asyncio.create_task(backend.generate(
+            client, addr, ModelRequest(prompt, SamplingParams(max_new_tokens=1500, temperature=0.0, ignore_eos=True))))
+        await asyncio.sleep(0.4)
+        await backend.pause(client, addr)
+        partial = await long
+        await backend.update_weights(client, addr, WeightUpdateMeta(type="disk", version=version + 1, path=models[1]))
+        await backend.resume(client, addr)
+        rest = await backend.generate(client, addr, ModelRequest(
+            prompt + partial.output_ids, SamplingParams(max_new_tokens=12, temperature=0.0, ignore_eos=True)))
+        return version, partial, rest
+
+    try:
+        version, partial, rest = run(scenario)
+    finally:
+        put_back_a(server, models)
+    assert partial.finish_reason == "abort" and 0 < len(partial.output_ids) < 1500
+    assert partial.output_ids[:24] == hf_greedy(hf["A"], prompt, 24)[:min(24, len(partial.output_ids))]
+    versions = partial.output_versions + rest.output_versions
+    assert versions == [version] * len(partial.output_ids) + [version + 1] * 12
+    with torch.no_grad():
+        expected = hf["B"].generate(torch.tensor([prompt + partial.output_ids]), max_new_tokens=12, do_sample=False,
+                                    pad_token_id=0, eos_token_id=None)[0, -12:].tolist()
+    assert rest.output_ids == expected
+
+
+def test_weights_from_gloo_broadcast(server, models, hf):
+    """This process acts as trainer rank 0: bucketed broadcast of B's weights to the server."""
+    backend, addr = server
+    meta = WeightUpdateMeta(type="distributed", master_port=free_port(), group_name="test_sync", bucket_bytes=64 << 10)
+    weights_b = hf["B"].state_dict()
+
+    async def scenario(client):
+        caster = SGLangWeightBroadcaster([addr], meta)
+        await caster.connect(client, timeout_s=60)
+        sent = await caster.push(client, weights_b.items(), version=41)
+        caster.close()
+        resp = await backend.generate(client, addr, ModelRequest(PROMPTS[0], SamplingParams(max_new_tokens=16, temperature=0.0)))
+        return sent, resp
+
+    try:
+        sent, resp = run(scenario)
+    finally:
+        put_back_a(server, models)
+    assert sent >= sum(p.numel() * 4 for p in hf["B"].parameters())
+    assert resp.output_versions[0] == 41
+    assert resp.output_ids == hf_greedy(hf["B"], PROMPTS[0], 16)
+    assert resp.output_ids != hf_greedy(hf["A"], PROMPTS[0], 16)
+
+
+@pytest.mark.parametrize("body, message", [
+    ({"input_ids": [1, 2], "sampling_params": {"frequency_penalty": 0.5}}, "frequency_penalty"),
+    ({"input_ids": [1, 2], "sampling_params": {"max_new_tokens": 2, "no_such": 1}}, "no_such"),
+    ({"input_ids": [1, 2], "stream": True}, "stream"),
+    ({"input_ids": [1, 99999]}, "input_ids"),
+    ({"input_ids": [1] * 5000}, "context"),
+    ({"input_ids": [1], "sampling_params": {"top_k": 0}}, "top_k"),
+])
+def test_bad_requests_get_400_naming_the_field(server, body, message):
+    _, addr = server
+    resp = run(lambda c: c.post(f"http://{addr}/generate", json=body))
+    assert resp.status_code == 400
+    assert message in resp.json()["error"]["message"]
+
+
+def test_server_cli_rejects_a_missing_model(tmp_path):
+    import subprocess
+
+    proc = subprocess.run([sys.executable, "-m", "areal_embedded.server", "--model", str(tmp_path / "nope"),
+                           "--port", str(free_port())], capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "not a Hugging Face model directory" in proc.stderr
