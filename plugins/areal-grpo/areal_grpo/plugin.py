@@ -1,0 +1,13 @@
+"""Registers every preset of :mod:`areal_grpo.presets` as an algorithm (entry point ``areal: grpo``)."""
+
+from areal_core.hookspecs import hookimpl
+from areal_core.registry import Component
+from areal_grpo.presets import PRESETS
+
+FACTORY = "areal_grpo.ppo:PPOAlgorithm"
+
+
+@hookimpl
+def areal_register_algorithms():
+    return [Component(name, FACTORY, f"areal_grpo.presets:{model.__name__}", summary)
+            for name, (model, summary) in PRESETS.items()]
