@@ -14,15 +14,16 @@ then runs rounds until the completion ends::
 so one completion can span several weight versions: ``output_versions[i]`` is the version that
 produced token i. The server recomputes the KV cache of the longer prompt after an update.
 
-**Routing.** A request with a ``rid`` seen before goes to the same server (sticky: one trajectory
-keeps its prefix cache); other requests go round robin. A server that errors or exceeds
-``request_timeout_s`` is marked dead for ``dead_cooldown_s`` and the round is retried on the next
-server; when every server failed the round, :class:`InferenceUnavailableError` names each address
-and its error.
+**Routing.** A new request goes to the next server round robin; all rounds of one request, and
+every request carrying a ``rid`` seen before (the turns of one trajectory), go to the same server
+(sticky: the server keeps its prefix cache). A server that errors or exceeds ``request_timeout_s``
+is marked dead for ``dead_cooldown_s`` and the round is retried on the next server; when every
+server failed the round, :class:`InferenceUnavailableError` names each address and its error.
 
 **Controller-side operations** (:meth:`pause`, :meth:`resume`, :meth:`update_weights`) act on every
 server at once and record their wall time (``pause_s``, ``sync_s``, ``resume_s`` in :meth:`stats`).
-All coroutines of one client must run on one event loop (the httpx client is bound to it).
+Use a client from one event loop at a time: its httpx client and pause event belong to the loop
+that used it last (they are recreated when a new loop takes the client over).
 """
 
 from __future__ import annotations
@@ -69,7 +70,8 @@ class RolloutClient:
         self.dead_cooldown_s = float(dead_cooldown_s)
         self.pause_poll_s = float(pause_poll_s)
         self._version = int(version)
-        self._http = None  # httpx.AsyncClient, created on the loop that first uses it
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop _http and _resumed belong to
+        self._http = None  # httpx.AsyncClient
         self._resumed: asyncio.Event | None = None
         self._paused = False
         self._round_robin = itertools.count()
@@ -178,10 +180,23 @@ class RolloutClient:
             await self._resume_event().wait()
 
     def _resume_event(self) -> asyncio.Event:
-        if self._resumed is None:
-            self._resumed = asyncio.Event()
-            self._resumed.set()
+        self._bind_to_running_loop()
         return self._resumed
+
+    def _bind_to_running_loop(self) -> None:
+        """(Re)create the loop-bound objects when called from a new event loop (e.g. a health check
+        under ``asyncio.run`` before the rollout controller's loop takes the client over)."""
+        loop = asyncio.get_running_loop()
+        if loop is self._loop:
+            return
+        import httpx
+
+        self._loop = loop
+        self._http = httpx.AsyncClient(timeout=httpx.Timeout(None, connect=10.0),
+                                       limits=httpx.Limits(max_connections=None, max_keepalive_connections=256))
+        self._resumed = asyncio.Event()
+        if not self._paused:
+            self._resumed.set()
 
     @property
     def paused(self) -> bool:
@@ -251,11 +266,7 @@ class RolloutClient:
     # ----------------------------------------------------------------- plumbing
     @property
     def http(self) -> Any:
-        if self._http is None:
-            import httpx
-
-            self._http = httpx.AsyncClient(timeout=httpx.Timeout(None, connect=10.0),
-                                           limits=httpx.Limits(max_connections=None, max_keepalive_connections=256))
+        self._bind_to_running_loop()
         return self._http
 
     def stats(self) -> dict[str, float]:
@@ -264,6 +275,6 @@ class RolloutClient:
         return dict(self._stats, version=self._version)
 
     async def aclose(self) -> None:
-        if self._http is not None:
+        if self._http is not None and self._loop is asyncio.get_running_loop():
             await self._http.aclose()
-            self._http = None
+        self._http, self._loop = None, None

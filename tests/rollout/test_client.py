@@ -145,3 +145,11 @@ def test_bad_arguments_are_arealerrors(backend):
     client = RolloutClient(backend, list(backend.servers))
     with pytest.raises(ArealError, match="max_new_tokens"):
         asyncio.run(client.agenerate(request(0)))
+
+
+def test_client_moves_to_a_new_event_loop(backend):
+    """E.g. a health check under asyncio.run, then the rollout controller's own loop."""
+    client = RolloutClient(backend, list(backend.servers))
+    assert asyncio.run(client.health()) == {a: True for a in backend.servers}
+    for _ in range(2):
+        assert len(asyncio.run(client.agenerate(request(3))).output_ids) == 3
