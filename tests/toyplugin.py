@@ -122,3 +122,6 @@ MINIMAL_RUN = {
     "scheduler": {"name": "toy_sched"},
     "train_dataset": {"path": "data/train.jsonl"},
 }
+
+
+PLUGIN = ToyPlugin()  # what an entry point ``toy = toyplugin:PLUGIN`` loads

@@ -106,8 +106,15 @@ def load_config(
     registry = registry or get_registry()
     data: dict[str, Any] = {}
     origins: dict[Loc, str] = {}
-    text_values: dict[Loc, str] = {}  # values given as text (env, overrides): typed after merging
+    text_values: dict[Loc, str] = {}  # values given as text (env, overrides), still as given
     errors: list[str] = []
+
+    def set_text(loc: Loc, raw: str) -> None:
+        """Type ``raw`` by the field at ``loc`` as known so far, and set it."""
+        _set_at(data, loc, coerce_text(raw, _annotation_at(model, loc, data, registry)))
+        for other in [k for k in text_values if k[: len(loc)] == loc or loc[: len(k)] == k]:
+            del text_values[other]  # replaced by, or modified through, this value
+        text_values[loc] = raw
 
     if config_path is not None:
         file_data, lines = read_yaml_file(config_path)
@@ -119,24 +126,22 @@ def load_config(
         for loc, raw in _leaves(source()):
             loc = tuple(int(p) if p.isdigit() else p for p in loc)
             try:
-                _set_at(data, loc, raw)
+                set_text(loc, raw)
             except ArealError as exc:
                 errors.append(str(exc))
                 continue
-            text_values[loc] = raw
             origins[loc] = "env " + env_prefix + ENV_NESTED_DELIMITER.join(str(p) for p in loc).upper()
 
     for override in overrides:
         try:
             loc, raw = parse_override(override)
-            _set_at(data, loc, raw)
+            set_text(loc, raw)
         except ArealError as exc:
             errors.append(str(exc))
             continue
-        text_values = {k: v for k, v in text_values.items() if k[: len(loc)] != loc}
-        text_values[loc] = raw
         origins[loc] = f"override {override!r}"
 
+    # A later layer may have changed a section's `name`, and so the model that types its keys.
     for loc, raw in text_values.items():
         _set_at(data, loc, coerce_text(raw, _annotation_at(model, loc, data, registry)))
 
