@@ -23,12 +23,13 @@ def batches():
 
 
 def run(model_path: str, out_dir: str, overrides: dict) -> dict:
-    """Train on :func:`batches`, then forward, save and gather the full weights."""
+    """Train on :func:`batches`, then forward, save, export and gather the full weights."""
     engine = FSDPEngine(FSDPEngineConfig(path=model_path, **overrides))
     engine.initialize()
     stats = [engine.train_batch(b, nll_loss, mask_count) for b in batches()]
     logprobs = engine.forward(batches()[0])
     engine.save(str(Path(out_dir) / "ckpt"))
+    engine.export_hf(str(Path(out_dir) / "hf"))
     weights = {name: t.clone() for name, t in engine.named_full_weights()}
     engine.destroy()
     return {"stats": stats, "logprobs": logprobs, "weights": weights}

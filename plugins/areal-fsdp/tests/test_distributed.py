@@ -57,3 +57,11 @@ def test_two_rank_checkpoint_loads_on_one_rank(runs):
         torch.testing.assert_close(engine.forward(_scenario.batches()[0]), double["logprobs"], atol=1e-6, rtol=0)
     finally:
         engine.destroy()
+
+
+def test_two_rank_export_loads_and_matches(runs):
+    from areal_core.testing.train_engine import hf_logprobs
+
+    _, single, _, two = runs
+    torch.testing.assert_close(hf_logprobs(str(two / "hf"), _scenario.batches()[0]), single["logprobs"],
+                               atol=1e-5, rtol=0)

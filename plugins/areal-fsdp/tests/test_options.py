@@ -144,3 +144,21 @@ def test_run_context_supplies_path_seed_and_total_steps(model_path):
         assert engine.model_path == model_path
     finally:
         engine.destroy()
+
+
+def test_torchrun_environment_initialises_the_group(model_path, monkeypatch):
+    import socket
+
+    import torch.distributed as dist
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for key, value in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+                       "MASTER_PORT": str(port)}.items():
+        monkeypatch.setenv(key, value)
+    engine = FSDPEngine(FSDPEngineConfig(path=model_path))
+    engine.initialize()
+    assert dist.is_initialized() and dist.get_world_size() == 1
+    engine.destroy()
+    assert not dist.is_initialized(), "the engine created the group, so it destroys it"
