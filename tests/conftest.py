@@ -73,3 +73,21 @@ def subprocess_env(*paths: Path, **extra: str) -> dict[str, str]:
 
 
 PYTHON = sys.executable
+
+
+def wandb_offline_record(run_dir: Path, *needles: bytes, timeout_s: float = 15.0) -> bytes:
+    """The bytes of the one offline W&B run under ``run_dir`` once they contain every needle.
+
+    W&B's service writes the run file asynchronously: ``run.finish()`` may return before the
+    last records are on disk, so this polls.
+    """
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        runs = list((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
+        assert len(runs) <= 1, runs
+        data = runs[0].read_bytes() if runs else b""
+        if (runs and all(n in data for n in needles)) or time.monotonic() > deadline:
+            return data
+        time.sleep(0.1)

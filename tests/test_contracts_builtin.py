@@ -10,6 +10,7 @@ from areal_core.testing.device import DeviceContract
 from areal_core.testing.metric_sink import MetricSinkContract
 from areal_core.testing.reward import RewardCase, RewardContract
 from areal_core.testing.workflow import WorkflowContract
+from conftest import wandb_offline_record
 from toyplugin import ToyPlugin
 
 
@@ -46,9 +47,7 @@ class TestWandbSink(MetricSinkContract):
         """W&B offline runs are a binary log; the metric names and values are in it as text."""
         component.log(5, {"contract_metric_xyz": 0.125})
         component.close()
-        runs = list((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
-        assert len(runs) == 1, list(run_dir.rglob("*"))
-        data = runs[0].read_bytes()
+        data = wandb_offline_record(run_dir, b"contract_metric_xyz", b"0.125")
         assert b"contract_metric_xyz" in data and b"0.125" in data
 
 

@@ -1,0 +1,1 @@
+"""areal-myplugin: the ``myplugin`` reward for areal."""
