@@ -383,6 +383,10 @@ class RolloutController:
         groups = [self._ready.popleft() for _ in range(count)]
         self._n.trained += count
         self._n.last_batch = version_lag_stats([t for g in groups for t in g.trajectories], self.staleness.version)
+        if self._n.last_batch["rollout/version_lag_min"] < 0:
+            log.warning("trained tokens are newer than the trainer's weight version: the servers' versions and "
+                        "set_version() disagree", version=self.staleness.version,
+                        min_lag=self._n.last_batch["rollout/version_lag_min"])
         return groups
 
     async def _set_source(self, dataloader: Iterable, workflow: Workflow) -> None:
@@ -461,7 +465,8 @@ class RolloutController:
 def version_lag_stats(trajectories: list[Trajectory], version: int, max_bucket: int = 8) -> dict[str, float]:
     """Version lag of the trained tokens: ``version − token version`` over loss tokens.
 
-    Returns ``rollout/version_lag_mean``, ``rollout/version_lag_max`` and a histogram
+    Returns ``rollout/version_lag_mean``, ``_max``, ``_min`` (< 0 means the servers report a newer
+    version than the trainer's: a setup error) and a histogram
     ``rollout/version_lag_hist/<k>`` (fraction of trained tokens with lag k; the last bucket is
     ``>=max_bucket``). Tokens with version < 0 (not generated) are skipped.
     """
@@ -472,10 +477,12 @@ def version_lag_stats(trajectories: list[Trajectory], version: int, max_bucket: 
                 counts[version - v] += 1
     total = sum(counts.values())
     if total == 0:
-        return {"rollout/version_lag_mean": 0.0, "rollout/version_lag_max": 0.0, "rollout/trained_tokens": 0.0}
+        return {"rollout/version_lag_mean": 0.0, "rollout/version_lag_max": 0.0, "rollout/version_lag_min": 0.0,
+                "rollout/trained_tokens": 0.0}
     out = {
         "rollout/version_lag_mean": sum(k * n for k, n in counts.items()) / total,
         "rollout/version_lag_max": float(max(counts)),
+        "rollout/version_lag_min": float(min(counts)),
         "rollout/trained_tokens": float(total),
     }
     for lag, n in sorted(counts.items()):

@@ -223,6 +223,7 @@ def test_version_lag_stats_by_hand():
     stats = version_lag_stats([t1, t2], version=5, max_bucket=2)
     # lags of the 4 trained tokens: 5−3=2, 5−4=1, 5−5=0, 5−5=0 -> mean 3/4, max 2
     assert stats["rollout/version_lag_mean"] == 0.75 and stats["rollout/version_lag_max"] == 2
+    assert stats["rollout/version_lag_min"] == 0
     assert stats["rollout/version_lag_hist/0"] == 0.5 and stats["rollout/version_lag_hist/1"] == 0.25
     assert stats["rollout/version_lag_hist/>=2"] == 0.25 and stats["rollout/trained_tokens"] == 4
 
