@@ -170,8 +170,9 @@ class RolloutController:
 
     def update_weights(self, meta: WeightUpdateMeta, wait: bool = True):
         """Push new weights to every server (between :meth:`pause` and :meth:`resume`), then set the
-        version to ``meta.version``. ``wait=False`` returns a ``concurrent.futures.Future`` at once
-        (a distributed update needs the trainer to broadcast while the servers receive)."""
+        version to ``meta.version``. ``wait=False`` returns a ``concurrent.futures.Future`` at once.
+        For ``type="distributed"`` the backend only commits the version: push the tensors first
+        (e.g. :class:`~areal_core.rollout.sglang_protocol.SGLangWeightBroadcaster`)."""
         future = asyncio.run_coroutine_threadsafe(self._update_weights(meta), self._loop)
         return future.result() if wait else future
 
