@@ -100,15 +100,17 @@ class RolloutController:
     ``engine``: the inference client workflows generate with (pause/resume/update_weights are
     forwarded to it). ``config``: a :class:`~areal_core.config.schema.RolloutConfig`.
     ``keep_group``: the dynamic filter, an :class:`~areal_core.api.Algorithm` (its ``keep_group``)
-    or a callable ``group -> bool``. ``max_consecutive_failures``: failed episodes in a row (no
-    success between) that stop the run; default ``max(16, 2·B)``.
+    or a callable ``group -> bool``. ``version``: the weight version the run starts at (``accepted``
+    starts at version·B, as after a recovery). ``max_consecutive_failures``: failed episodes in a row
+    (no success between) that stop the run; default ``max(16, 2·B)``.
     """
 
     def __init__(self, engine: ControllableEngine, config, *, keep_group: Any = None, version: int = 0,
                  max_consecutive_failures: int | None = None):
         self.engine = engine
         self.config = config
-        self.staleness = StalenessManager.from_config(config, version)
+        self.staleness = StalenessManager.from_config(config)
+        self.staleness.recover(version)
         self._keep: KeepGroup | None = getattr(keep_group, "keep_group", keep_group)
         if self._keep is not None and not callable(self._keep):
             raise ArealError(f"keep_group must be an Algorithm or a callable (got {type(keep_group).__name__})")
@@ -188,8 +190,7 @@ class RolloutController:
         """Counters now, the last batch's version lag and wait time, and the client's timings."""
         out = {f"rollout/{k}": float(v) for k, v in self.staleness.counters().items()}
         out.update(self._call(self._queue_sizes()))
-        out.update({"rollout/dropped": self._n.dropped, "rollout/retried": self._n.retried,
-                    "rollout/trained": self._n.trained, "rollout/reward_errors": self._n.reward_errors})
+        out.update({f"rollout/{k}": float(getattr(self._n, k)) for k in ("dropped", "retried", "trained", "reward_errors")})
         out.update(self._n.last_batch)
         stats = getattr(self.engine, "stats", None)
         if callable(stats):
