@@ -1,0 +1,43 @@
+"""One GRPO step on the fsdp engine, shared by the 1-rank (in-process) and 2-rank (spawned) test.
+
+Lives outside the test module so spawned ranks can import it by name.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from areal_core.data.batch import SequenceBatch
+from areal_core.testing.algorithm import make_trajectories
+from areal_fsdp.config import FSDPEngineConfig
+from areal_fsdp.engine import FSDPEngine
+from areal_grpo.ppo import PPOAlgorithm
+from areal_grpo.presets import GRPOConfig
+
+
+def run(model_path: str) -> dict[str, float]:
+    """Stats of one train_step (2 minibatches, ε = 0.05, w ≤ 1.2 kept) on an off-policy batch."""
+    engine = FSDPEngine(FSDPEngineConfig(path=model_path, optimizer={"lr": 1e-2}, max_tokens_per_mb=16))
+    engine.initialize()
+    algo = PPOAlgorithm(GRPOConfig(name="grpo", n_minibatches=2, eps_clip=0.05, behav_weight_upper=1.2))
+    batch = SequenceBatch.from_trajectories(make_trajectories())
+    noise = 0.3 * torch.randn(batch.num_tokens, generator=torch.Generator().manual_seed(0))
+    batch.tokens["logprobs"] = torch.where(batch["loss_mask"] > 0, engine.forward(batch) + noise, 0.0)
+    stats = algo.train_step(batch, engine)
+    engine.destroy()
+    return stats
+
+
+def rank_main(rank: int, world: int, port: int, model_path: str, out_dir: str) -> None:
+    """One spawned rank: join the group, run, rank 0 writes stats.pt."""
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        stats = run(model_path)
+        if rank == 0:
+            torch.save(stats, Path(out_dir) / "stats.pt")
+    finally:
+        dist.destroy_process_group()

@@ -1,0 +1,33 @@
+"""train_step on two FSDP ranks reports what it reports on one rank (same global batch).
+
+Checks the global token-mean loss normaliser and the all-reduce of the loss functions' stats:
+each rank only sees its share of the micro-batches.
+"""
+
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+import _grpo_ranks
+from areal_core.testing.tiny import make_tiny_model
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_ranks_report_the_same_stats(tmp_path):
+    model = str(make_tiny_model(tmp_path / "model"))
+    single = _grpo_ranks.run(model)
+    mp.start_processes(_grpo_ranks.rank_main, args=(2, free_port(), model, str(tmp_path)), nprocs=2, join=True,
+                       start_method="spawn")
+    double = torch.load(tmp_path / "stats.pt", weights_only=False)
+    assert single.keys() == double.keys()
+    for key in single:
+        assert double[key] == pytest.approx(single[key], rel=1e-4, abs=1e-5), key
+    # the second minibatch sees π_θ ≠ π_prox: the stats are not trivially 0 or 1
+    assert 0 < single["actor/clip_fraction"] < 1 and 0 < single["behav_weight/masked_fraction"] < 1
