@@ -1,0 +1,1 @@
+"""areal-example: a third-party plugin adding an algorithm and a reward to areal."""
