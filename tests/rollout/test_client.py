@@ -1,4 +1,4 @@
-"""RolloutClient against in-test servers (conftest.ScriptedBackend): interruption, routing, failover."""
+"""RolloutClient against in-test servers (rollout_fakes.ScriptedBackend): interruption, routing, failover."""
 
 import asyncio
 
@@ -8,7 +8,18 @@ from areal_core.api.types import ModelRequest, SamplingParams, WeightUpdateMeta
 from areal_core.errors import ArealError
 from areal_core.rollout.client import InferenceUnavailableError, RolloutClient
 
-from rollout_fakes import next_token, token_logprob
+from rollout_fakes import ScriptedBackend, next_token, token_logprob
+
+
+@pytest.fixture
+def make_backend():
+    """``make_backend(addrs=..., step_s=..., report_versions=...)`` -> ScriptedBackend."""
+    return ScriptedBackend
+
+
+@pytest.fixture
+def backend():
+    return ScriptedBackend()
 
 
 def request(n=20, prompt=(5, 6, 7), rid="", stop=()):
