@@ -25,12 +25,15 @@ Steps, in order (DESIGN.md §3):
    centred rewards).
 4. Token rewards: the normalised reward sits on the sequence's last loss token; with a KL
    penalty every loss token also gets -β·k(log π_old - log π_ref) (k1/k2/k3, Schulman 2020).
-5. GAE (Schulman et al. 2016) over each sequence's loss tokens, with V_t the value of the prefix
-   before token t (:func:`state_values`), skipping non-loss tokens (a
-   multi-turn sequence's tool outputs): δ_t = r_t + γ·V_next - V_t, A_t = δ_t + γλ·A_next, where
-   "next" is the next loss token of the same sequence and V = 0 after the last one (every
-   sequence is treated as terminated, truncated ones included). Without a critic V = 0; with γ =
-   λ = 1 every loss token then carries its sequence's reward-to-go. Returns R_t = A_t + V_t.
+5. GAE (Schulman et al. 2016) over each sequence's loss tokens, skipping non-loss tokens (a
+   multi-turn sequence's tool outputs)::
+
+       δ_t = r_t + γ·V_next - V_t,    A_t = δ_t + γλ·A_next,    R_t = A_t + V_t
+
+   V_t is the value of the prefix before token t (:func:`state_values`), "next" the next loss
+   token of the same sequence, and V = 0 after the last one (every sequence is treated as
+   terminated, truncated ones included). Without a critic V = 0; with γ = λ = 1 every loss token
+   then carries its sequence's reward-to-go.
 6. Optional whitening of advantages over all loss tokens of the batch.
 """
 

@@ -50,7 +50,7 @@ def loglinear_prox_logprobs(behav_logp: torch.Tensor, theta_logp: torch.Tensor, 
 def behaviour_weights(prox_logp: torch.Tensor, behav_logp: torch.Tensor, loss_mask: torch.Tensor,
                       seq_index: torch.Tensor, num_seqs: int, *, mode: str, level: str, lower: float,
                       upper: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Behaviour weights w [T] (1 off the loss mask) and the tokens kept [T] bool (within ``loss_mask``).
+    """Behaviour weights w [T] (meaningful on loss tokens) and the tokens kept [T] bool (within ``loss_mask``).
 
     ``mode``: "none" (w = 1), "cap" (w = min(w, upper)) or "mask" (keep only w in [lower, upper]);
     ``level``: "token" or "sequence" (every token gets its sequence's geometric-mean weight).

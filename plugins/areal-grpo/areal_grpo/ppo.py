@@ -12,13 +12,14 @@
    :meth:`PPOAlgorithm.value_loss_fn` when there is a critic;
 5. stats.
 
-Batch fields (``SequenceBatch``, [T] token and [B] sequence tensors): read ``input_ids``,
-``loss_mask``, ``logprobs`` (π_behav), ``versions``, ``rewards``, ``group_index``; added
-``prox_logprobs``, ``ref_logprobs``, ``values`` (V_old of the prefix before each token, see
-:func:`areal_grpo.advantages.state_values`), ``advantages``, ``returns``,
-``behav_weights``, ``update_mask`` (tokens in the policy loss's normaliser) and, with the
-log-linear approximation, ``prox_alpha``. Every tensor that reaches a loss function was computed
-before the update; the loss functions only add π_θ (and the entropy) from the engine.
+Batch fields (``SequenceBatch``, [T] token and [B] sequence tensors). Read: ``input_ids``,
+``loss_mask``, ``logprobs`` (π_behav), ``versions``, ``rewards``, ``group_index``. Added (on a
+copy; the input batch is never modified): ``prox_logprobs``, ``ref_logprobs``, ``values`` (V_old
+of the prefix before each token, see :func:`areal_grpo.advantages.state_values`),
+``advantages``, ``returns``, ``behav_weights``, ``update_mask`` (the tokens in the policy loss's
+normaliser) and, with the log-linear approximation, ``prox_alpha``. Every tensor that reaches a
+loss function was computed before the update; the loss functions only add π_θ (and the entropy)
+from the engine.
 
 Masked tokens (behaviour-weight mask, M2PO) leave both the loss and its normaliser. With the
 log-linear approximation the behaviour weights depend on π_θ, so its mask is applied inside the
