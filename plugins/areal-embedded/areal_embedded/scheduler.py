@@ -88,7 +88,7 @@ class Command:
     run: Callable[[], Any] | None = None
     exclusive: bool = False
     abort_running: bool = False
-    rid: str | None = None
+    targets: Callable[[Sequence], bool] | None = None  # "abort": which sequences (None: all)
     future: concurrent.futures.Future = field(default_factory=concurrent.futures.Future)
 
 
@@ -186,7 +186,7 @@ class Scheduler:
             elif command.kind == "continue":
                 self.paused = False
             elif command.kind == "abort":
-                matches = lambda s: command.rid is None or s.rid == command.rid  # noqa: E731
+                matches = command.targets or (lambda s: True)
                 self._abort_where(matches, "aborted: /abort_request")
                 for seq in [s for s in self.waiting if matches(s)]:
                     self.waiting.remove(seq)

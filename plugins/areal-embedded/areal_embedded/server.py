@@ -18,7 +18,7 @@ import asyncio
 import logging
 import random
 import uuid
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 import torch
 from fastapi import FastAPI, Request
@@ -102,7 +102,8 @@ class EmbeddedServer:
         self.rng = random.Random(seed)
         self.groups: dict[str, Any] = {}
 
-    async def generate(self, body: dict[str, Any]) -> Any:
+    async def generate(self, body: dict[str, Any], disconnected: Callable[[], Awaitable[bool]] | None = None) -> Any:
+        """Answer one ``/generate``; if ``disconnected()`` turns true first, abort its sequences."""
         if body.get("stream"):
             raise BadRequest("stream=true is not supported by the embedded server")
         prompts, single = self._prompts(body)
@@ -129,7 +130,13 @@ class EmbeddedServer:
                 ))
                 futures.append(future)
         self.scheduler.submit(sequences)
-        results = await asyncio.gather(*futures)
+        gathered = asyncio.gather(*futures)
+        while disconnected is not None and not (await asyncio.wait({gathered}, timeout=1.0))[0]:
+            if await disconnected():
+                mine = set(map(id, sequences))
+                await self.control(Command("abort", targets=lambda s: id(s) in mine))
+                break
+        results = await gathered
         for result in results:
             result["text"] = self.tokenizer.decode(result["output_ids"], skip_special_tokens=True) if self.tokenizer else ""
             if not body.get("return_logprob"):
@@ -271,7 +278,7 @@ def build_app(server: EmbeddedServer) -> FastAPI:
 
     @app.post("/generate")
     async def generate(request: Request):
-        return await with_body(request, server.generate)
+        return await with_body(request, lambda body: server.generate(body, request.is_disconnected))
 
     @app.post("/pause_generation")
     async def pause(request: Request):
@@ -294,10 +301,11 @@ def build_app(server: EmbeddedServer) -> FastAPI:
     @app.post("/abort_request")
     async def abort(request: Request):
         async def run(body):
-            rid = None if body.get("abort_all") else body.get("rid")
+            rid = body.get("rid")
             if rid is None and not body.get("abort_all"):
                 raise BadRequest("abort_request needs rid or abort_all=true")
-            await server.control(Command("abort", rid=rid))
+            targets = None if body.get("abort_all") else (lambda s: s.rid == rid or s.rid.startswith(f"{rid}-"))
+            await server.control(Command("abort", targets=targets))
             return {"success": True}
 
         return await with_body(request, run)

@@ -225,3 +225,27 @@ def test_server_cli_rejects_a_missing_model(tmp_path):
                            "--port", str(free_port())], capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
     assert "not a Hugging Face model directory" in proc.stderr
+
+
+def test_client_disconnect_and_abort_request_free_the_batch(server):
+    _, addr = server
+    long = {"input_ids": PROMPTS[0], "return_logprob": True,
+            "sampling_params": {"max_new_tokens": 1800, "temperature": 0.0, "ignore_eos": True}}
+
+    async def scenario(client):
+        with pytest.raises(httpx.ReadTimeout):
+            await client.post(f"http://{addr}/generate", json=long, timeout=0.5)
+        for _ in range(30):  # the server notices the disconnect within ~1 s
+            if (await client.get(f"http://{addr}/get_server_info")).json()["running"] == 0:
+                break
+            await asyncio.sleep(0.2)
+        freed = (await client.get(f"http://{addr}/get_server_info")).json()["running"] == 0
+        task = asyncio.create_task(client.post(f"http://{addr}/generate", json={**long, "rid": "mine"}))
+        await asyncio.sleep(0.4)
+        await client.post(f"http://{addr}/abort_request", json={"rid": "mine"})
+        return freed, (await task).json()
+
+    freed, aborted = run(scenario)
+    assert freed
+    assert aborted["meta_info"]["finish_reason"]["type"] == "abort"
+    assert 0 < len(aborted["output_ids"]) < 1800

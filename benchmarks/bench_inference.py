@@ -1,0 +1,136 @@
+"""Embedded server (continuous batching) vs Hugging Face ``generate`` in fixed batches.
+
+Run::
+
+    python benchmarks/bench_inference.py [--size 3m] [--requests 64] [--batch-size 32] [--threads 2]
+
+Workload: ``--requests`` prompts of 16-64 random tokens; each asks for its own number of new
+tokens, drawn from a long-tailed log-normal (median ``--median-tokens``, sigma ``--sigma``,
+clipped to [8, ``--max-new-tokens``]); ``ignore_eos`` so lengths are exactly controlled; plain
+sampling at temperature 1 on both sides.
+
+- HF: the requests in arrival order, ``--batch-size`` at a time, each batch one ``generate``
+  call (left padding) that runs until its longest request is done.
+- Server: all requests sent at once to one embedded server (``--batch-size`` rows decode
+  together), each leaving the batch when its own length is reached.
+
+Both count only the tokens the requests asked for, use the same model, dtype (fp32) and
+number of torch threads, and run one after the other in this process's run (the server is idle
+while HF runs). Prints tokens/s of each and their ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import os
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def workload(n: int, median: int, sigma: float, cap: int, seed: int) -> list[tuple[list[int], int]]:
+    """``n`` (prompt token ids, max_new_tokens) pairs with long-tailed lengths."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        prompt = [rng.randrange(3, 500) for _ in range(rng.randint(16, 64))]
+        new = int(min(cap, max(8, round(math.exp(rng.gauss(math.log(median), sigma))))))
+        out.append((prompt, new))
+    return out
+
+
+def bench_hf(model_path: str, requests, batch_size: int) -> float:
+    """Seconds for HF ``generate`` over fixed batches, in order."""
+    import torch
+    from transformers import AutoModelForCausalLM, GenerationConfig
+
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
+
+    def run(reqs):
+        for i in range(0, len(reqs), batch_size):
+            batch = reqs[i:i + batch_size]
+            longest = max(len(p) for p, _ in batch)
+            ids = torch.tensor([[0] * (longest - len(p)) + p for p, _ in batch])
+            mask = torch.tensor([[0] * (longest - len(p)) + [1] * len(p) for p, _ in batch])
+            config = GenerationConfig(do_sample=True, temperature=1.0, top_k=0, top_p=1.0, pad_token_id=0,
+                                      eos_token_id=None, max_new_tokens=max(n for _, n in batch))
+            with torch.no_grad():
+                out = model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
+            assert out.shape[1] == longest + config.max_new_tokens, "HF stopped early: eos was not disabled"
+
+    run(requests[:2])  # warm-up
+    start = time.perf_counter()
+    run(requests)
+    return time.perf_counter() - start
+
+
+def bench_server(model_path: str, requests, batch_size: int, threads: int, workdir: Path) -> tuple[float, dict]:
+    """Seconds for the embedded server to answer all requests sent at once (+ its server info)."""
+    import httpx
+
+    from areal_core.api.types import ModelRequest, SamplingParams
+    from areal_core.testing.inference_backend import free_port, launched_server
+    from areal_embedded.backend import EmbeddedBackend, EmbeddedConfig
+
+    backend = EmbeddedBackend(EmbeddedConfig(name="embedded", max_batch=batch_size, threads=threads, dtype="float32"))
+    port = free_port()
+    addr = f"127.0.0.1:{port}"
+
+    async def send_all(reqs):
+        async with httpx.AsyncClient(timeout=3600) as client:
+            resps = await asyncio.gather(*(backend.generate(client, addr, ModelRequest(
+                p, SamplingParams(max_new_tokens=n, temperature=1.0, ignore_eos=True))) for p, n in reqs))
+            assert [len(r.output_ids) for r in resps] == [n for _, n in reqs]
+            return (await client.get(f"http://{addr}/get_server_info")).json()
+
+    env = {"OMP_NUM_THREADS": str(threads)}
+    with launched_server(backend.server_command(model_path, "127.0.0.1", port), addr, 300, env, workdir / "server.log"):
+        asyncio.run(send_all(requests[:2]))  # warm-up
+        start = time.perf_counter()
+        info = asyncio.run(send_all(requests))
+        return time.perf_counter() - start, info
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", default="3m", help="tiny model size: 0.2m, 3m, 18m")
+    parser.add_argument("--model", default=None, help="an HF model directory instead of a tiny model")
+    parser.add_argument("--requests", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=32, help="HF batch size = server max running batch")
+    parser.add_argument("--median-tokens", type=int, default=48)
+    parser.add_argument("--sigma", type=float, default=1.0, help="log-normal sigma of the new-token counts")
+    parser.add_argument("--max-new-tokens", type=int, default=512)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from areal_core.testing.tiny import make_tiny_model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        model_path = args.model or str(make_tiny_model(workdir / "model", size=args.size))
+        requests = workload(args.requests, args.median_tokens, args.sigma, args.max_new_tokens, args.seed)
+        lengths = sorted(n for _, n in requests)
+        useful = sum(lengths)
+        print(f"model {args.model or args.size}, {args.requests} requests, batch {args.batch_size}, threads {args.threads}")
+        print(f"new tokens per request: min {lengths[0]}, median {lengths[len(lengths) // 2]}, "
+              f"max {lengths[-1]}, total {useful}")
+        hf_s = bench_hf(model_path, requests, args.batch_size)
+        print(f"HF generate, fixed batches : {useful / hf_s:9.0f} tok/s  ({hf_s:.2f} s)")
+        server_s, info = bench_server(model_path, requests, args.batch_size, args.threads, workdir)
+        print(f"embedded server            : {useful / server_s:9.0f} tok/s  ({server_s:.2f} s, "
+              f"{info['decode_steps']} decode steps incl. warm-up)")
+        print(f"ratio server / HF          : {hf_s / server_s:9.2f}x")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
