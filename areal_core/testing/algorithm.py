@@ -174,7 +174,7 @@ class AlgorithmContract(ComponentContract):
         assert actor.version > version, f"{self.component_name}: train_step did not step the actor"
         after = dict(actor.named_full_weights())
         assert any(not torch.equal(before[k], after[k]) for k in before), f"{self.component_name}: weights unchanged"
-        assert _snapshot(batch).keys() == snapshot.keys(), f"{self.component_name}: train_step added fields to its input"
+        assert _snapshot(batch).keys() == snapshot.keys(), f"{self.component_name}: train_step added input fields"
         changed = [k for k in snapshot if not torch.equal(snapshot[k], _snapshot(batch)[k])]
         assert not changed, f"{self.component_name}: train_step modified its input batch: {changed}"
 

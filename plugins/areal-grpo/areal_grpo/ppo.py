@@ -71,6 +71,7 @@ class PPOAlgorithm:
         """Update ``actor`` (and ``critic``) on ``batch``; returns stats for logging."""
         cfg = self.config
         self._check_inputs(batch, critic, ref)
+        parts = self.minibatch_indices(batch.seqlens.tolist())
 
         batch = self.recompute(batch, actor, critic, ref)
         batch = self.compute_advantages(batch)
@@ -78,9 +79,10 @@ class PPOAlgorithm:
         stats = self.batch_stats(batch, actor.version)
 
         self._sums = StatSums()
+        minibatches = [batch.select(ix) for ix in parts]
         actor_steps, critic_steps = [], []
         for _ in range(cfg.ppo_epochs):
-            for minibatch in self.minibatches(batch):
+            for minibatch in minibatches:
                 actor_steps.append(actor.train_batch(minibatch, self.policy_loss_fn, self.policy_loss_weight))
                 if critic is not None:
                     critic_steps.append(critic.train_batch(minibatch, self.value_loss_fn, self.value_loss_weight))
@@ -164,19 +166,21 @@ class PPOAlgorithm:
 
     # -- 4. update ----------------------------------------------------------------------------
 
-    def minibatches(self, batch: SequenceBatch) -> list[SequenceBatch]:
-        """``n_minibatches`` sub-batches of about equal token count (longest sequence to the lightest)."""
+    def minibatch_indices(self, seqlens: list[int]) -> list[list[int]]:
+        """Sequence indices of ``n_minibatches`` parts of about equal token count: the longest
+        sequence first, each to the part with the fewest tokens so far (ties: the first part);
+        each part keeps batch order."""
         n = self.config.n_minibatches
-        if n > batch.num_seqs:
+        if n > len(seqlens):
             raise ArealError(f"algorithm {self.config.name!r}: n_minibatches={n} but the batch has only "
-                             f"{batch.num_seqs} sequences")
-        bins: list[list[int]] = [[] for _ in range(n)]
+                             f"{len(seqlens)} sequences")
+        parts: list[list[int]] = [[] for _ in range(n)]
         loads = [0] * n
-        for i in sorted(range(batch.num_seqs), key=lambda i: -int(batch.seqlens[i])):
+        for i in sorted(range(len(seqlens)), key=lambda i: -seqlens[i]):
             lightest = loads.index(min(loads))
-            bins[lightest].append(i)
-            loads[lightest] += int(batch.seqlens[i])
-        return [batch.select(sorted(b)) for b in bins]
+            parts[lightest].append(i)
+            loads[lightest] += seqlens[i]
+        return [sorted(p) for p in parts]
 
     def policy_loss_fn(self, logprobs: torch.Tensor, entropy: torch.Tensor, mb: SequenceBatch):
         """The actor's loss on one micro-batch: the sum that ``policy_loss_weight`` normalises."""
@@ -206,7 +210,8 @@ class PPOAlgorithm:
             self._sums.add_mean("actor/clip_fraction", clipped.float(), keep)
             self._sums.add_mean("actor/dual_clip_fraction", dual_clipped.float(), keep)
         else:
-            token_loss = sapo_policy_loss(ratio, advantages, weights, tau_pos=cfg.sapo_tau_pos, tau_neg=cfg.sapo_tau_neg)
+            token_loss = sapo_policy_loss(ratio, advantages, weights, tau_pos=cfg.sapo_tau_pos,
+                                          tau_neg=cfg.sapo_tau_neg)
         if cfg.entropy_coef > 0:
             token_loss = token_loss - cfg.entropy_coef * entropy
         if cfg.kl_loss_coef > 0:

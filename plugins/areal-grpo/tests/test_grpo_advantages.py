@@ -30,7 +30,8 @@ def packed(seqs, **token_fields) -> SequenceBatch:
     tokens = {"input_ids": torch.arange(int(cu[-1])) + 3, "loss_mask": mask, "logprobs": -mask,
               "versions": torch.where(mask > 0, 0, -1)}
     tokens.update({k: torch.tensor(v, dtype=torch.float32) for k, v in token_fields.items()})
-    seqs_fields = {"rewards": torch.tensor([r for _, _, r in seqs]), "group_index": torch.tensor([g for g, _, _ in seqs])}
+    seqs_fields = {"rewards": torch.tensor([r for _, _, r in seqs]),
+                   "group_index": torch.tensor([g for g, _, _ in seqs])}
     return SequenceBatch(cu, tokens, seqs_fields)
 
 
@@ -151,7 +152,8 @@ def test_normalize_rewards_batch_level_and_singletons():
     out = A.normalize_rewards(r, g, mean_level="batch", leave_one_out=False, std_level="batch", unbiased=True, eps=0.0)
     assert_close(out, torch.tensor([-1.0, 0.0, 1.0]))
     # group, biased std: group 0 mean 2, std sqrt((1 + 1)/2) = 1 -> [-1, 1]; group 1 alone: 5 - 5 = 0, std 0 -> 0/eps
-    out = A.normalize_rewards(r, g, mean_level="group", leave_one_out=False, std_level="group", unbiased=False, eps=1e-5)
+    out = A.normalize_rewards(r, g, mean_level="group", leave_one_out=False, std_level="group", unbiased=False,
+                              eps=1e-5)
     assert_close(out, torch.tensor([-1.0, 1.0, 0.0]), atol=1e-4, rtol=0)
     # leave-one-out: 1 - 3 = -2, 3 - 1 = 2; a member alone is its own baseline: 0
     out = A.normalize_rewards(r, g, mean_level="group", leave_one_out=True, std_level="none", unbiased=True, eps=1e-5)

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from areal_core.data.batch import SequenceBatch
+from areal_core.errors import ArealError
 from areal_core.registry import build_registry
 from areal_core.testing.algorithm import make_trajectories
 from areal_core.testing.tiny import make_tiny_model
@@ -48,11 +49,11 @@ def test_minibatches_and_epochs_step_the_actor(registry, make_engine):
     actor = make_engine()
     algo = registry.create("algorithm", "grpo", {"n_minibatches": 3, "ppo_epochs": 2})
     batch = on_policy_batch(actor)
-    parts = algo.minibatches(batch)
+    parts = algo.minibatch_indices(batch.seqlens.tolist())
     # lengths [7, 9, 6, 10, 7, 9, 6], longest first to the lightest part (ties: the first):
     # seq3 (10) -> p0, seq1 (9) -> p1, seq5 (9) -> p2, seq0 (7) -> p1 (16), seq4 (7) -> p2 (16),
     # seq2 (6) -> p0 (16), seq6 (6) -> p0 (22); each part keeps batch order
-    assert [p.seqlens.tolist() for p in parts] == [[6, 10, 6], [7, 9], [7, 9]]
+    assert parts == [[2, 3, 6], [0, 1], [4, 5]]
     stats = algo.train_step(batch, actor)
     assert actor.version == 6  # 3 minibatches · 2 epochs optimizer steps
     assert stats["n_seqs"] == 7.0 and stats["n_loss_tokens"] == 22.0
@@ -89,3 +90,11 @@ def test_ppo_trains_the_critic_towards_returns(registry, make_engine):
     batch = on_policy_batch(actor)
     losses = [algo.train_step(batch, actor, critic=critic)["critic/value_loss"] for _ in range(4)]
     assert losses[-1] < losses[0]
+
+
+def test_more_minibatches_than_sequences_fails_before_any_work(registry, make_engine):
+    actor = make_engine()
+    algo = registry.create("algorithm", "grpo", {"n_minibatches": 8})
+    with pytest.raises(ArealError, match="n_minibatches=8 but the batch has only 7 sequences"):
+        algo.train_step(on_policy_batch(actor), actor)
+    assert actor.version == 0
