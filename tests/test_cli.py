@@ -12,7 +12,7 @@ import yaml
 from areal_core.cli import main
 from areal_core.config.docgen import render_config_reference
 from areal_core.registry import PluginFailure, build_registry
-from conftest import PYTHON, subprocess_env
+from coretest_support import PYTHON, subprocess_env
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -10,7 +10,7 @@ from areal_core.testing.device import DeviceContract
 from areal_core.testing.metric_sink import MetricSinkContract
 from areal_core.testing.reward import RewardCase, RewardContract
 from areal_core.testing.workflow import WorkflowContract
-from conftest import wandb_offline_record
+from coretest_support import wandb_offline_record
 from toyplugin import ToyPlugin
 
 

@@ -42,9 +42,9 @@ def test_json_lines_by_env_and_stdlib_loggers_share_the_format(monkeypatch):
     monkeypatch.setenv("AREAL_LOG_JSON", "1")
     out = io.StringIO()
     configure_logging(stream=out)
-    logging.getLogger("transformers.modeling").warning("weights %s", "tied")
+    logging.getLogger("some_library.module").warning("weights %s", "tied")
     record = json.loads(out.getvalue())
-    assert record == {**record, "event": "weights tied", "logger": "transformers.modeling", "level": "warning"}
+    assert record == {**record, "event": "weights tied", "logger": "some_library.module", "level": "warning"}
 
 
 def test_level_filters_and_is_validated(monkeypatch):

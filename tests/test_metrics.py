@@ -15,7 +15,7 @@ from areal_core.errors import ArealError
 from areal_core.logging import configure_logging
 from areal_core.metrics import MetricsLogger, read_metrics, to_number
 from areal_core.registry import Component, build_registry
-from conftest import wandb_offline_record
+from coretest_support import wandb_offline_record
 
 
 class FlakySink:

@@ -9,7 +9,7 @@ import pytest
 from areal_core import hookimpl
 from areal_core.errors import ArealError
 from areal_core.registry import KINDS, Component, build_registry, get_registry, set_registry
-from conftest import PYTHON, subprocess_env
+from coretest_support import PYTHON, subprocess_env
 
 
 class EveryHookPlugin:
