@@ -197,6 +197,7 @@ class PPOAlgorithm:
                 level=cfg.behav_weight_level, lower=cfg.behav_weight_lower, upper=cfg.behav_weight_upper)
             self._add_behaviour_stats(weights, normaliser_mask, keep)
 
+        weights = torch.where(keep, weights, 0.0)  # a masked token's w may be huge: keep it out of the graph
         advantages = mb["advantages"]
         log_ratio = torch.where(keep, logprobs - prox, 0.0)
         if cfg.importance_level == "sequence":

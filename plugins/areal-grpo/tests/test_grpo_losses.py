@@ -256,3 +256,19 @@ def test_keep_group_drops_uniform_groups_only_for_dapo(registry):
     assert dapo.keep_group(trajectories([0.0, 0.0])) is False
     assert dapo.keep_group(trajectories([1.0, 0.0, 1.0])) is True
     assert grpo.keep_group(trajectories([1.0, 1.0])) is True
+
+
+def test_masked_token_with_overflowing_weight_keeps_gradients_finite(registry):
+    behav = PROX - on_loss_tokens([200.0, 0, 0, 0, 0])  # w = e^200 = inf on a: masked (> 5)
+    theta = THETA.clone().requires_grad_(True)
+    loss, weight = loss_and_weight(registry, "grpo", theta=theta, behav=behav)
+    loss.backward()
+    # a leaves loss and normaliser: 0.8 - 2 - 2.4 - 1.8 = -5.4 over 4 tokens
+    assert_close(loss, torch.tensor(-5.4))
+    assert weight == 4.0 and torch.isfinite(theta.grad).all()
+    # sequence-level ratio with token-level masking (ε = 0.5 so gradients flow): a's ratio is seq0's
+    # (through b) and its weight inf; the masked token must not turn b's gradient into NaN
+    theta = THETA.clone().requires_grad_(True)
+    loss, _ = loss_and_weight(registry, "gspo", theta=theta, behav=behav, config={"behav_weight_level": "token", "eps_clip": 0.5, "eps_clip_higher": 0.5})
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(theta.grad).all()
