@@ -269,6 +269,7 @@ def test_masked_token_with_overflowing_weight_keeps_gradients_finite(registry):
     # sequence-level ratio with token-level masking (ε = 0.5 so gradients flow): a's ratio is seq0's
     # (through b) and its weight inf; the masked token must not turn b's gradient into NaN
     theta = THETA.clone().requires_grad_(True)
-    loss, _ = loss_and_weight(registry, "gspo", theta=theta, behav=behav, config={"behav_weight_level": "token", "eps_clip": 0.5, "eps_clip_higher": 0.5})
+    config = {"behav_weight_level": "token", "eps_clip": 0.5, "eps_clip_higher": 0.5}
+    loss, _ = loss_and_weight(registry, "gspo", theta=theta, behav=behav, config=config)
     loss.backward()
     assert torch.isfinite(loss) and torch.isfinite(theta.grad).all()
