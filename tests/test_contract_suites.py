@@ -1,0 +1,110 @@
+"""The contract suites catch broken components: each broken one below fails the check meant for it."""
+
+from __future__ import annotations
+
+import subprocess
+import textwrap
+
+from coretest_support import PYTHON, subprocess_env
+
+BROKEN_PLUGINS = textwrap.dedent('''
+    import math, os, random
+    from pydantic import Field
+    from areal_core import Component, hookimpl
+    from areal_core.api.types import Trajectory
+    from areal_core.config.base import ComponentConfig
+    from areal_core.testing.device import DeviceContract
+    from areal_core.testing.metric_sink import MetricSinkContract
+    from areal_core.testing.reward import RewardCase, RewardContract
+    from areal_core.testing.workflow import WorkflowContract
+
+    class UndocumentedConfig(ComponentConfig):
+        threshold: float = 0.5  # no description
+
+    class NaNReward:
+        def __init__(self, config): pass
+        def __call__(self, prompt, completion, sample): return math.nan
+
+    class RandomReward:
+        def __init__(self, config): pass
+        def __call__(self, prompt, completion, sample): return random.random()
+
+    class CwdSink:
+        def __init__(self, config, run_dir): pass
+        def log(self, step, metrics):
+            with open("metrics.txt", "a") as f: f.write(str(metrics))
+        def close(self): pass
+
+    class WrongBackendDevice:
+        type, comm_backend = "cpu", "gloo"
+        def __init__(self, config): pass
+        def is_available(self): return True
+        def memory_stats(self): return {"rss_gib": -1.0}
+
+    class TrainsOnPromptWorkflow:
+        def __init__(self, config, reward, tokenizer): self.tokenizer = tokenizer
+        async def run_episode(self, engine, sample):
+            from areal_core.api.types import ModelRequest
+            resp = await engine.agenerate(ModelRequest(self.tokenizer.encode(sample["prompt"])))
+            t = Trajectory.from_response(resp, 1.0, group_id=sample["prompt"])
+            t.loss_mask = [1] * len(t.loss_mask)
+            return [t]
+
+    class Broken:
+        @hookimpl
+        def areal_register_rewards(self):
+            return [Component("nan", NaNReward, UndocumentedConfig, "returns NaN"),
+                    Component("random", RandomReward, None, "returns noise")]
+
+        @hookimpl
+        def areal_register_metric_sinks(self):
+            return [Component("cwd", CwdSink, None, "writes into the working directory")]
+
+        @hookimpl
+        def areal_register_devices(self):
+            return [Component("negative", WrongBackendDevice, None, "negative memory")]
+
+        @hookimpl
+        def areal_register_workflows(self):
+            return [Component("prompt_trainer", TrainsOnPromptWorkflow, None, "trains on its prompt")]
+
+    class TestNaN(RewardContract):
+        plugin, component_name = Broken(), "nan"
+        cases = [RewardCase("p", "c", {}, 1.0)]
+
+    class TestRandom(RewardContract):
+        plugin, component_name = Broken(), "random"
+        cases = [RewardCase("p", "c", {}, 0.5, abs_tol=0.5)]
+
+    class TestCwd(MetricSinkContract):
+        plugin, component_name = Broken(), "cwd"
+
+    class TestNegative(DeviceContract):
+        plugin, component_name = Broken(), "negative"
+
+    class TestPromptTrainer(WorkflowContract):
+        plugin, component_name = Broken(), "prompt_trainer"
+        samples = [{"prompt": "a b"}, {"prompt": "c d"}]
+''')
+
+EXPECTED_FAILURES = {
+    "TestNaN::test_config_fields_are_described",
+    "TestNaN::test_scores_match_cases",
+    "TestNaN::test_scores_are_finite_numbers",
+    "TestRandom::test_same_input_same_score",
+    "TestRandom::test_concurrent_calls_agree_with_sequential",
+    "TestCwd::test_writes_only_under_run_dir",
+    "TestNegative::test_memory_stats_are_finite_gib",
+    "TestPromptTrainer::test_episode_yields_well_formed_trajectories",
+    "TestPromptTrainer::test_concurrent_episodes",
+}
+
+
+def test_suites_fail_broken_components(tmp_path):
+    (tmp_path / "test_broken_plugins.py").write_text(BROKEN_PLUGINS)
+    result = subprocess.run([PYTHON, "-m", "pytest", "-q", "-rf", "--tb=no", "-p", "no:cacheprovider", "-p", "no:randomly",
+                             str(tmp_path / "test_broken_plugins.py")], capture_output=True, text=True,
+                            cwd=tmp_path, env=subprocess_env(), timeout=300)
+    failed = {line.split("::", 1)[1].split(" ")[0] for line in result.stdout.splitlines() if line.startswith("FAILED")}
+    assert EXPECTED_FAILURES <= failed, f"not caught: {EXPECTED_FAILURES - failed}\n{result.stdout[-3000:]}"
+    assert "test_record_has_one_line_summary" not in " ".join(failed), result.stdout[-3000:]  # the rest still passes
