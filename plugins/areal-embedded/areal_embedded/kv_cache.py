@@ -80,11 +80,6 @@ class SlotKVCache(Cache):
         return self._kv_len
 
     def move_row(self, src: int, dst: int, n_slots: int) -> None:
-        """Copy the first ``n_slots`` slots of row ``src`` into row ``dst`` (keeps rows dense)."""
+        """Copy the first ``n_slots`` slots of row ``src`` into row ``dst`` (compaction, shared prefills)."""
         for tensor in self.keys + self.values:
             tensor[dst, :, :n_slots].copy_(tensor[src, :, :n_slots])
-
-    def copy_row_to(self, src: int, dsts: list[int], n_slots: int) -> None:
-        """Duplicate row ``src`` into each of ``dsts`` (n samples of one prompt share one prefill)."""
-        for dst in dsts:
-            self.move_row(src, dst, n_slots)

@@ -219,8 +219,13 @@ class Scheduler:
     # -- admission and steps ----------------------------------------------------------------------
 
     def _admit(self) -> None:
-        """Prefill as many waiting sequences as fit (free rows, prefill token budget) in one batch."""
+        """Prefill as many waiting sequences as fit (free rows, prefill token budget) in one batch.
+
+        The n samples of one prompt (the same ``prompt`` list object) share a single prefill:
+        its cache row is copied to the others' rows and each samples its first token on its own.
+        """
         batch: list[Sequence] = []
+        prompts: dict[int, int] = {}  # id(prompt) -> index among the distinct prompts prefilled
         longest = 0
         free_rows = self.max_batch - len(self.running)
         while self.waiting and len(batch) < free_rows:
@@ -231,20 +236,28 @@ class Scheduler:
                 seq.finish = {"type": "length", "length": 0}
                 seq.on_done(seq.result())
                 continue
-            grown = max(longest, len(seq.prompt))
-            if batch and grown * (len(batch) + 1) > self.max_prefill_tokens:
-                break
+            if id(seq.prompt) not in prompts:
+                grown = max(longest, len(seq.prompt))
+                if batch and grown * (len(prompts) + 1) > self.max_prefill_tokens:
+                    break
+                prompts[id(seq.prompt)] = len(prompts)
+                longest = grown
             batch.append(self.waiting.popleft())
-            longest = grown
         if not batch:
             return
         row_start = len(self.running)
-        logits, starts = self.runner.prefill([s.prompt for s in batch], row_start)
-        tokens, logprobs = sample(logits, self._sampling(batch))
-        for seq, start, token, logprob in zip(batch, starts, tokens.tolist(), logprobs.tolist()):
-            seq.start, seq.end, seq.version = start, start + len(seq.prompt), self.version
+        leaders = {prompts[id(s.prompt)]: s for s in reversed(batch)}  # first sample of each prompt
+        ordered = [leaders[i] for i in range(len(prompts))]
+        ordered += [s for s in batch if s is not leaders[prompts[id(s.prompt)]]]
+        logits, starts = self.runner.prefill([s.prompt for s in ordered[:len(prompts)]], row_start)
+        source = [prompts[id(s.prompt)] for s in ordered]
+        for row in range(len(prompts), len(ordered)):
+            self.runner.cache.move_row(row_start + source[row], row_start + row, starts[source[row]] + len(ordered[row].prompt))
+        tokens, logprobs = sample(logits[source], self._sampling(ordered))
+        for seq, i, token, logprob in zip(ordered, source, tokens.tolist(), logprobs.tolist()):
+            seq.start, seq.end, seq.version = starts[i], starts[i] + len(seq.prompt), self.version
             seq.record(token, logprob)
-        self.running.extend(batch)
+        self.running.extend(ordered)
         self._release_finished()
 
     def _decode_step(self) -> None:

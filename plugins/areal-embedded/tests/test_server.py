@@ -118,14 +118,31 @@ def test_seeded_sample_does_not_depend_on_batch_neighbours(server):
     assert alone.output_ids == crowded.output_ids
 
 
-def test_n_samples_per_prompt(server):
+def test_n_samples_share_one_prefill_and_match_single_requests(server, hf):
+    """n samples (sharing a prefill) equal separate requests seeded sampling_seed + i."""
     _, addr = server
-    body = {"input_ids": PROMPTS[1], "return_logprob": True,
-            "sampling_params": {"max_new_tokens": 12, "temperature": 1.0, "ignore_eos": True, "n": 4, "sampling_seed": 5}}
-    answers = run(lambda c: c.post(f"http://{addr}/generate", json=body)).json()
-    assert len(answers) == 4
-    outputs = [tuple(a["output_ids"]) for a in answers]
-    assert all(len(o) == 12 for o in outputs) and len(set(outputs)) == 4
+    params = {"max_new_tokens": 12, "temperature": 1.0, "ignore_eos": True}
+    body = {"input_ids": PROMPTS[:3], "return_logprob": True, "sampling_params": {**params, "n": 3, "sampling_seed": 5}}
+
+    async def scenario(client):
+        batched = (await client.post(f"http://{addr}/generate", json=body)).json()
+        singles = await asyncio.gather(*(client.post(f"http://{addr}/generate", json={
+            "input_ids": p, "return_logprob": True, "sampling_params": {**params, "sampling_seed": 5 + i}})
+            for p in PROMPTS[:3] for i in range(3)))
+        greedy = (await client.post(f"http://{addr}/generate", json={
+            "input_ids": PROMPTS[2], "sampling_params": {**params, "temperature": 0.0, "n": 3}})).json()
+        return batched, [r.json() for r in singles], greedy
+
+    batched, singles, greedy = run(scenario)
+    assert len(batched) == 9
+    assert [b["output_ids"] for b in batched] == [s["output_ids"] for s in singles]
+    outputs = [tuple(b["output_ids"]) for b in batched[:3]]
+    assert len(set(outputs)) == 3, "the n samples of one prompt must differ"
+    for b, s in zip(batched, singles):
+        lp_b = [t[0] for t in b["meta_info"]["output_token_logprobs"]]
+        lp_s = [t[0] for t in s["meta_info"]["output_token_logprobs"]]
+        assert max(abs(x - y) for x, y in zip(lp_b, lp_s)) < 1e-4
+    assert [g["output_ids"] for g in greedy] == [hf_greedy(hf["A"], PROMPTS[2], 12)] * 3
 
 
 def test_short_requests_leave_while_a_long_one_runs(server):
