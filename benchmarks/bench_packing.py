@@ -14,8 +14,9 @@ loss (token-mean NLL over the global batch) and AdamW settings, one process:
   sequence.
 
 Throughput counts only real tokens (what is trained on): tokens/s = Σ sequence lengths / wall
-time of the train steps (after one untimed warm-up step each). The first-step losses are printed
-as a check that both sides compute the same objective.
+time of the train steps (after one untimed warm-up step each). The two sides alternate step by
+step, so a busy machine slows both alike. The first-step losses are printed as a check that both
+sides compute the same objective.
 """
 
 from __future__ import annotations
@@ -81,11 +82,19 @@ class PaddedTrainer:
         return loss_sum / total
 
 
-def timed(step, batches) -> tuple[float, list[float]]:
-    step(batches[0])  # warm-up, untimed
-    start = time.perf_counter()
-    losses = [step(b) for b in batches[1:]]
-    return time.perf_counter() - start, losses
+def interleaved(steps: dict, batches) -> dict[str, tuple[float, list[float]]]:
+    """Run each side's step on every batch, alternating sides batch by batch so both see the same
+    machine load; the first batch is an untimed warm-up. Returns {side: (seconds, losses)}."""
+    for step in steps.values():
+        step(batches[0])
+    seconds = {side: 0.0 for side in steps}
+    losses: dict[str, list[float]] = {side: [] for side in steps}
+    for batch in batches[1:]:
+        for side, step in steps.items():
+            start = time.perf_counter()
+            losses[side].append(step(batch))
+            seconds[side] += time.perf_counter() - start
+    return {side: (seconds[side], losses[side]) for side in steps}
 
 
 def main() -> None:
@@ -109,10 +118,6 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = str(make_tiny_model(tmp, size=args.size))
         padded = PaddedTrainer(path, lr=1e-4, micro_batch=args.padded_mb)
-        padded_s, padded_losses = timed(padded.train_batch, batches)
-        padded_total = padded.padded_tokens
-        del padded
-
         engine = FSDPEngine(FSDPEngineConfig(path=path, seed=1, max_tokens_per_mb=args.max_tokens_per_mb,
                                              optimizer={"lr": 1e-4, "gradient_clipping": 1.0}))
         engine.initialize()
@@ -123,8 +128,10 @@ def main() -> None:
             n_mbs.append(stats["n_micro_batches"])
             return stats["loss"]
 
-        packed_s, packed_losses = timed(packed_step, batches)
+        results = interleaved({"padded": padded.train_batch, "packed": packed_step}, batches)
         engine.destroy()
+    (padded_s, padded_losses), (packed_s, packed_losses) = results["padded"], results["packed"]
+    padded_total = padded.padded_tokens
 
     lens = torch.cat([b.seqlens for b in batches])
     print(f"model {args.size}, {args.seqs} seqs/step, {args.steps} timed steps, {args.threads} threads; "

@@ -18,6 +18,7 @@ when present: ``model_path`` (used when ``config.path`` is unset), ``seed``, ``t
 
 from __future__ import annotations
 
+import math
 import random
 from collections import defaultdict
 from pathlib import Path
@@ -168,7 +169,7 @@ class FSDPEngine:
 
         grad_norm = self._clip_gradients()
         lr = self.scheduler.get_last_lr()[0]
-        finite = bool(torch.isfinite(torch.tensor(grad_norm)))
+        finite = math.isfinite(grad_norm)
         if finite:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
