@@ -1,0 +1,1 @@
+"""areal-sglang: SGLang inference servers as an areal inference backend."""

@@ -1,0 +1,12 @@
+"""Registers the ``sglang`` inference backend with areal."""
+
+from areal_core.hookspecs import hookimpl
+from areal_core.registry import Component
+
+
+@hookimpl
+def areal_register_inference_backends():
+    return [
+        Component("sglang", "areal_sglang.backend:SGLangBackend", "areal_sglang.backend:SGLangConfig",
+                  "SGLang servers (python -m sglang.launch_server, GPU), native protocol"),
+    ]
