@@ -61,6 +61,8 @@ class FSDPEngineConfig(ComponentConfig):
                                                       "rollout sampling temperature")
     attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = Field(
         "auto", description="attention kernel; auto: flash_attention_2 on CUDA when flash-attn is installed, else sdpa")
+    check_packing: bool = Field(True, description="at initialize, verify that two packed sequences give the "
+                                                    "same outputs as each alone (fails fast on attention leaks)")
     seed: int | None = Field(None, description="seed for initialising new heads and for RNG; unset: the run's seed, else 1")
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig, description="AdamW and LR schedule")
     lora: LoRAConfig = Field(default_factory=LoRAConfig, description="LoRA adapters (peft)")

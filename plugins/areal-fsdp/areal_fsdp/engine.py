@@ -112,6 +112,8 @@ class FSDPEngine:
         self.optimizer = torch.optim.AdamW(trainable, lr=opt.lr, betas=opt.betas, eps=opt.eps,
                                            weight_decay=opt.weight_decay)
         self.scheduler = build_scheduler(self.optimizer, opt, total_steps)
+        if cfg.check_packing:
+            self._check_packing_isolation()
 
     def destroy(self) -> None:
         if self.dist is None:
@@ -280,6 +282,24 @@ class FSDPEngine:
             return logits[:, 0].float(), None
         starts = mb.position_ids == 0
         return packed_logprobs_entropy(logits, mb["input_ids"], starts, temperature, self.config.logprob_chunk_tokens)
+
+    @torch.no_grad()
+    def _check_packing_isolation(self) -> None:
+        """Fail fast when packed sequences can see each other: two short sequences packed into
+        one row must give the outputs each gives alone (a model whose attention ignores the
+        position-id reset, or a cache left on, fails here instead of silently training wrong)."""
+        vocab = self.model.get_input_embeddings().num_embeddings
+        ids = torch.randint(0, min(vocab, 1000), (10,), generator=torch.Generator().manual_seed(0))
+        batch = SequenceBatch(torch.tensor([0, 6, 10]), {"input_ids": ids}).to(self.dist.device)
+        self.model.eval()
+        packed, _ = self._per_token(batch, 1.0)
+        alone = torch.cat([self._per_token(batch.select([i]).to(self.dist.device), 1.0)[0] for i in (0, 1)])
+        gap = float((packed - alone).abs().max())
+        tolerance = 1e-4 if self.config.dtype == "float32" and not self.config.mixed_precision else 5e-2
+        if gap > tolerance:
+            raise ArealError(f"train engine {self.config.name!r}: packed sequences attend to each other with "
+                             f"{self._attn!r} attention on {self.model_path!r} (outputs differ by {gap:.3g} from "
+                             f"unpacked); try attn_implementation: sdpa or eager, or a newer transformers")
 
     def _dummy_pass(self, backward: bool) -> None:
         """A one-token pass with zero gradient: keeps FSDP's collectives in step on a rank with

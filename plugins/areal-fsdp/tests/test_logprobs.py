@@ -75,3 +75,31 @@ def test_packed_loss_and_gradients_equal_one_sequence_at_a_time(model_path):
     assert packed_stats["n_micro_batches"] == 1 and single_stats["n_micro_batches"] == 6
     assert packed_stats["loss"] == pytest.approx(single_stats["loss"], abs=1e-6)
     torch.testing.assert_close(packed, single, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_packed_forward_isolates_documents_with_each_cpu_attention(model_path, attn):
+    from areal_core.testing.train_engine import hf_logprobs
+
+    batch = random_batch([7, 20, 4, 33], seed=4)
+    engine = FSDPEngine(FSDPEngineConfig(path=model_path, attn_implementation=attn))
+    engine.initialize()
+    try:
+        torch.testing.assert_close(engine.forward(batch), hf_logprobs(model_path, batch), atol=1e-5, rtol=0)
+    finally:
+        engine.destroy()
+
+
+def test_packing_leak_is_caught_at_initialize(model_path, monkeypatch):
+    """Simulate a model that lets documents attend to each other (as a left-on KV cache does)."""
+    from areal_core.errors import ArealError
+
+    real_logits = FSDPEngine._logits
+
+    def leaky_logits(self, mb):
+        out = real_logits(self, mb)
+        return out + 0.1 * out.cumsum(0) / (1 + torch.arange(out.shape[0]))[:, None]  # mixes earlier tokens in
+
+    monkeypatch.setattr(FSDPEngine, "_logits", leaky_logits)
+    with pytest.raises(ArealError, match="attend to each other"):
+        FSDPEngine(FSDPEngineConfig(path=model_path)).initialize()
