@@ -34,6 +34,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_state_dict,
 )
 from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import FSDPModule
 from torch.distributed.tensor import DTensor
 
 from areal_core.api.protocols import LossFn, LossWeightFn
@@ -138,6 +139,7 @@ class FSDPEngine:
             mb = batch.select(indices).to(self.dist.device)
             values, _ = self._per_token(mb, temperature)
             out[_token_positions(batch, indices).to(self.dist.device)] = values
+        self._reshard()
         if self.dist.world_size > 1:
             dist.all_reduce(out)  # ranks hold disjoint tokens
         return out.to(batch.cu_seqlens.device)
@@ -294,12 +296,20 @@ class FSDPEngine:
         self.model.eval()
         packed, _ = self._per_token(batch, 1.0)
         alone = torch.cat([self._per_token(batch.select([i]).to(self.dist.device), 1.0)[0] for i in (0, 1)])
+        self._reshard()
         gap = float((packed - alone).abs().max())
         tolerance = 1e-4 if self.config.dtype == "float32" and not self.config.mixed_precision else 5e-2
         if gap > tolerance:
             raise ArealError(f"train engine {self.config.name!r}: packed sequences attend to each other with "
                              f"{self._attn!r} attention on {self.model_path!r} (outputs differ by {gap:.3g} from "
                              f"unpacked); try attn_implementation: sdpa or eager, or a newer transformers")
+
+    def _reshard(self) -> None:
+        """Free the unsharded parameters FSDP keeps after a no-grad forward (the root keeps its
+        own for a backward that will not come), so parameters() are the sharded masters again."""
+        for module in self.model.modules():
+            if isinstance(module, FSDPModule):
+                module.reshard()
 
     def _dummy_pass(self, backward: bool) -> None:
         """A one-token pass with zero gradient: keeps FSDP's collectives in step on a rank with
