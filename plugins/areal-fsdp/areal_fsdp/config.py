@@ -59,8 +59,10 @@ class FSDPEngineConfig(ComponentConfig):
                                                                "logprobs/entropy (bounds the [chunk, vocab] temporaries)")
     temperature: float = Field(1.0, gt=0, description="logits are divided by this in train_batch; set it to the "
                                                       "rollout sampling temperature")
-    attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = Field(
-        "auto", description="attention kernel; auto: flash_attention_2 on CUDA when flash-attn is installed, else sdpa")
+    attn_implementation: Literal["auto", "varlen_sdpa", "sdpa", "eager", "flash_attention_2"] = Field(
+        "auto", description="attention over packed rows; auto: flash_attention_2 (varlen) on CUDA when flash-attn is "
+                            "installed, else varlen_sdpa (causal SDPA per document); sdpa/eager: transformers' "
+                            "block-diagonal mask over the whole row")
     check_packing: bool = Field(True, description="at initialize, verify that two packed sequences give the "
                                                     "same outputs as each alone (fails fast on attention leaks)")
     seed: int | None = Field(None, description="seed for initialising new heads and for RNG; unset: the run's seed, else 1")

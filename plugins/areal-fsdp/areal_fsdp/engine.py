@@ -269,7 +269,7 @@ class FSDPEngine:
     def _logits(self, mb: SequenceBatch) -> torch.Tensor:
         """[t, V] (critic: [t, 1]) for one packed micro-batch on the engine's device."""
         kwargs = {}
-        if self._attn == "flash_attention_2":
+        if model_lib.takes_cu_seqlens(self._attn):
             cu = mb.cu_seqlens.to(torch.int32)
             longest = int(mb.seqlens.max())
             kwargs = dict(cu_seq_lens_q=cu, cu_seq_lens_k=cu, max_length_q=longest, max_length_k=longest)

@@ -16,18 +16,24 @@ from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
 from areal_core.errors import ArealError
+from areal_fsdp import attention
 from areal_fsdp.config import FSDPEngineConfig, LoRAConfig
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def attention_implementation(cfg: FSDPEngineConfig, device: torch.device) -> str:
-    """``flash_attention_2`` on CUDA when flash-attn is importable (auto), else sdpa."""
-    if cfg.attn_implementation != "auto":
-        return cfg.attn_implementation
-    if device.type == "cuda" and importlib.util.find_spec("flash_attn") is not None:
-        return "flash_attention_2"
-    return "sdpa"
+    """The transformers ``attn_implementation`` name. auto: ``flash_attention_2`` on CUDA when
+    flash-attn is importable, else per-document SDPA (:mod:`areal_fsdp.attention`)."""
+    choice = cfg.attn_implementation
+    if choice == "auto":
+        choice = "flash_attention_2" if device.type == "cuda" and importlib.util.find_spec("flash_attn") else "varlen_sdpa"
+    return attention.register() if choice == "varlen_sdpa" else choice
+
+
+def takes_cu_seqlens(attn: str) -> bool:
+    """Whether this attention reads document boundaries from ``cu_seq_lens_q/k`` kwargs."""
+    return attn in ("flash_attention_2", attention.NAME)
 
 
 def check_model_dir(cfg: FSDPEngineConfig, path: str) -> None:

@@ -43,8 +43,10 @@ def test_two_ranks_reach_the_same_weights_and_logprobs(runs):
     _, single, double, _ = runs
     torch.testing.assert_close(double["logprobs"], single["logprobs"], atol=1e-6, rtol=0)
     assert single["weights"].keys() == double["weights"].keys()
+    # Adam divides by sqrt(v): an element with a near-zero gradient turns the ~1e-7 relative
+    # difference of a 2-rank gradient sum into up to ~1e-6 of its update (lr 1e-3, 3 steps).
     for name, tensor in single["weights"].items():
-        torch.testing.assert_close(double["weights"][name], tensor, atol=1e-6, rtol=0)
+        torch.testing.assert_close(double["weights"][name], tensor, atol=3e-6, rtol=0)
 
 
 def test_two_rank_checkpoint_loads_on_one_rank(runs):

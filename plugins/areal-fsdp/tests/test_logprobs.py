@@ -77,7 +77,7 @@ def test_packed_loss_and_gradients_equal_one_sequence_at_a_time(model_path):
     torch.testing.assert_close(packed, single, atol=1e-6, rtol=1e-5)
 
 
-@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+@pytest.mark.parametrize("attn", ["varlen_sdpa", "sdpa", "eager"])
 def test_packed_forward_isolates_documents_with_each_cpu_attention(model_path, attn):
     from areal_core.testing.train_engine import hf_logprobs
 
