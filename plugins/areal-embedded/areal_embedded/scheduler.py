@@ -249,11 +249,17 @@ class Scheduler:
         leaders = {prompts[id(s.prompt)]: s for s in reversed(batch)}  # first sample of each prompt
         ordered = [leaders[i] for i in range(len(prompts))]
         ordered += [s for s in batch if s is not leaders[prompts[id(s.prompt)]]]
-        logits, starts = self.runner.prefill([s.prompt for s in ordered[:len(prompts)]], row_start)
         source = [prompts[id(s.prompt)] for s in ordered]
-        for row in range(len(prompts), len(ordered)):
-            self.runner.cache.move_row(row_start + source[row], row_start + row, starts[source[row]] + len(ordered[row].prompt))
-        tokens, logprobs = sample(logits[source], self._sampling(ordered))
+        try:
+            logits, starts = self.runner.prefill([s.prompt for s in ordered[:len(prompts)]], row_start)
+            for row in range(len(prompts), len(ordered)):
+                n_slots = starts[source[row]] + len(ordered[row].prompt)
+                self.runner.cache.move_row(row_start + source[row], row_start + row, n_slots)
+            tokens, logprobs = sample(logits[source], self._sampling(ordered))
+        except Exception as exc:  # these are in neither queue now: answer them here
+            for seq in ordered:
+                seq.on_done(exc)
+            raise
         for seq, i, token, logprob in zip(ordered, source, tokens.tolist(), logprobs.tolist()):
             seq.start, seq.end, seq.version = starts[i], starts[i] + len(seq.prompt), self.version
             seq.record(token, logprob)

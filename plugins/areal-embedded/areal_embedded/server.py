@@ -60,7 +60,7 @@ def parse_sampling(params: dict[str, Any] | None, vocab_size: int) -> dict[str, 
             continue
         raise BadRequest(f"unknown sampling_params.{key}; supported: {', '.join(sorted(SUPPORTED_SAMPLING))}")
     out = {
-        "max_new_tokens": params.get("max_new_tokens", 128),
+        "max_new_tokens": 128 if params.get("max_new_tokens") is None else params["max_new_tokens"],
         "temperature": float(params.get("temperature", 1.0)),
         "top_p": float(params.get("top_p", 1.0)),
         "top_k": int(params.get("top_k", -1)),

@@ -59,8 +59,12 @@ def generate_all(server, reqs):
     return run(lambda c: asyncio.gather(*(backend.generate(c, addr, r) for r in reqs)))
 
 
-def hf_greedy(model, prompt, max_new_tokens):
-    out = model.generate(torch.tensor([prompt]), max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=0)
+def hf_greedy(model, prompt, max_new_tokens, **kw):
+    """HF greedy continuation. The explicit attention mask matters: without it ``generate`` masks
+    every prompt token equal to the pad id (0), which a long generated prefix may contain."""
+    ids = torch.tensor([prompt])
+    out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens, do_sample=False,
+                         pad_token_id=0, **kw)
     return out[0, len(prompt):].tolist()
 
 
@@ -190,10 +194,7 @@ def test_interrupted_generation_resumes_on_new_weights(server, models, hf):
     assert partial.output_ids[:24] == hf_greedy(hf["A"], prompt, 24)[:min(24, len(partial.output_ids))]
     versions = partial.output_versions + rest.output_versions
     assert versions == [version] * len(partial.output_ids) + [version + 1] * 12
-    with torch.no_grad():
-        expected = hf["B"].generate(torch.tensor([prompt + partial.output_ids]), max_new_tokens=12, do_sample=False,
-                                    pad_token_id=0, eos_token_id=None)[0, -12:].tolist()
-    assert rest.output_ids == expected
+    assert rest.output_ids == hf_greedy(hf["B"], prompt + partial.output_ids, 12, eos_token_id=None)
 
 
 def test_weights_from_gloo_broadcast(server, models, hf):
