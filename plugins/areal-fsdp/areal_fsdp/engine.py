@@ -173,8 +173,10 @@ class FSDPEngine:
 
         grad_norm = self._clip_gradients()
         lr = self.scheduler.get_last_lr()[0]
-        finite = math.isfinite(grad_norm)
-        if finite:
+        # no loss weight anywhere (e.g. every token masked) or a non-finite norm: no update at all
+        # (an AdamW step on zero gradients would still move the weights by their momentum)
+        update = math.isfinite(grad_norm) and total_weight > 0
+        if update:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
@@ -185,7 +187,7 @@ class FSDPEngine:
             "loss": loss_total / total_weight if total_weight > 0 else 0.0,
             "grad_norm": grad_norm,
             "lr": lr,
-            "update_skipped": 0.0 if finite else 1.0,
+            "update_skipped": 0.0 if update else 1.0,
             "loss_weight": total_weight,
             "n_tokens": float(batch.num_tokens),
             "n_seqs": float(batch.num_seqs),

@@ -162,3 +162,14 @@ def test_torchrun_environment_initialises_the_group(model_path, monkeypatch):
     assert dist.is_initialized() and dist.get_world_size() == 1
     engine.destroy()
     assert not dist.is_initialized(), "the engine created the group, so it destroys it"
+
+
+def test_batch_without_loss_tokens_leaves_the_weights(make):
+    engine = make(optimizer={"lr": 1e-2})
+    batch = random_batch([6, 9], seed=0)
+    engine.train_batch(batch, nll_loss, mask_count)  # momentum is now non-zero
+    before = engine.forward(batch)
+    batch.tokens["loss_mask"] = torch.zeros_like(batch["loss_mask"])
+    stats = engine.train_batch(batch, nll_loss, mask_count)
+    assert stats["update_skipped"] == 1.0 and stats["loss"] == 0.0 and engine.version == 2
+    torch.testing.assert_close(engine.forward(batch), before, atol=0, rtol=0)
