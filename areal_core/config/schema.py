@@ -64,6 +64,11 @@ class TrainerConfig(StrictModel):
     eval_every: int = Field(0, ge=0, description="evaluate on the valid dataset every K steps (0: only at start and end)")
     save_every: int = Field(0, ge=0, description="write an HF export every K steps (0: only at the end)")
     checkpoint_every: int = Field(1, ge=0, description="write a recovery checkpoint every K steps (0: never)")
+    eval_temperature: float = Field(0.0, ge=0, description="sampling temperature of evaluation episodes (0: greedy)")
+    eval_n_samples: int = Field(1, ge=1, description="completions per held-out prompt in evaluation")
+    verify_weight_sync: bool = Field(
+        False, description="after every weight sync, compare a checksum of the trainer's weights with each server's "
+                           "(needs a backend with weights_checksum, e.g. embedded)")
 
 
 class MetricsConfig(StrictModel):
