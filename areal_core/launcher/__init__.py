@@ -1,0 +1,1 @@
+"""Schedulers that start the processes of a run (inference servers, trainer ranks)."""

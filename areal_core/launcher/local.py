@@ -1,0 +1,214 @@
+"""The ``local`` scheduler: every process of a run as a subprocess on this machine.
+
+    scheduler = LocalScheduler(LocalSchedulerConfig(name="local"), log_dir=run_dir / "logs")
+    with scheduler:
+        addrs = scheduler.start_inference_servers(backend, model_path, n=2)   # waits for /health
+        procs = scheduler.launch("trainer", argv, env, count=2)              # trainer ranks
+        scheduler.wait(procs)
+
+Each process writes stdout+stderr to ``<log_dir>/<name>-<i>.log``. No orphans:
+
+* children start in their own session (a Ctrl-C in the terminal reaches only the driver, which
+  then stops them in order) and, on Linux, with ``PR_SET_PDEATHSIG = SIGKILL``: if the driver
+  dies, even by SIGKILL, the kernel kills them;
+* :meth:`LocalScheduler.stop_all` (also on ``with`` exit and at interpreter exit) sends SIGTERM
+  to each child's process group, waits ``stop_timeout_s``, then SIGKILLs what is left.
+
+Servers get free ports on ``host``; a server that exits while starting, or is not healthy after
+``server_start_timeout_s``, fails the start with an ArealError quoting the end of its log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from areal_core.config.base import ComponentConfig
+from areal_core.errors import ArealError
+from areal_core.logging import get_logger
+
+log = get_logger(__name__)
+LOG_TAIL_CHARS = 3000
+
+
+class LocalSchedulerConfig(ComponentConfig):
+    """Options of the ``local`` scheduler (``scheduler:`` section of the run config)."""
+
+    name: str = Field("local", description="registered name of the scheduler")
+    host: str = Field("127.0.0.1", description="address the inference servers listen on")
+    trainer_ranks: int = Field(1, ge=1, description="trainer processes (data-parallel ranks); 1 runs the trainer "
+                                                    "inside the driver process, more start one subprocess each")
+    server_start_timeout_s: float = Field(300.0, gt=0, description="wait at most this long for a server's /health")
+    stop_timeout_s: float = Field(10.0, gt=0, description="after SIGTERM, wait this long before SIGKILL")
+    server_visible_devices: list[str] = Field(
+        default_factory=list, description="CUDA_VISIBLE_DEVICES of server i is item i mod len (empty: inherited)")
+    trainer_visible_devices: str | None = Field(None, description="CUDA_VISIBLE_DEVICES of the trainer ranks (unset: inherited)")
+
+
+@dataclass
+class LocalProcess:
+    """A handle on one launched process."""
+
+    name: str
+    index: int
+    popen: subprocess.Popen
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def log_tail(self, chars: int = LOG_TAIL_CHARS) -> str:
+        try:
+            return self.log_path.read_text(encoding="utf-8", errors="replace")[-chars:]
+        except OSError:
+            return "(no log)"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port that was free a moment ago (the OS picks it)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def _die_with_parent() -> None:
+    """preexec_fn: ask Linux to SIGKILL this child when the process that started it dies."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
+class LocalScheduler:
+    """Implements :class:`areal_core.api.Scheduler` with subprocesses (see module docstring)."""
+
+    def __init__(self, config: LocalSchedulerConfig | None = None, log_dir: str | Path | None = None):
+        self.config = config or LocalSchedulerConfig()
+        self.log_dir = Path(log_dir) if log_dir is not None else Path("logs")
+        self.processes: list[LocalProcess] = []
+        atexit.register(self.stop_all)
+
+    # ------------------------------------------------------------------ Scheduler protocol
+    def launch(self, name: str, argv: list[str], env: dict[str, str] | None = None, count: int = 1,
+               envs: list[dict[str, str]] | None = None) -> list[LocalProcess]:
+        """Start ``count`` copies of ``argv``; ``env`` is added to this process's environment
+        (``envs[i]`` too, for copy i). Logs go to ``<log_dir>/<name>-<i>.log``."""
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        started = []
+        for i in range(count):
+            full_env = {**os.environ, **(env or {}), **(envs[i] if envs else {})}
+            log_path = self.log_dir / f"{name}-{i}.log"
+            with open(log_path, "ab") as out:
+                try:
+                    popen = subprocess.Popen([str(a) for a in argv], stdout=out, stderr=subprocess.STDOUT,
+                                             stdin=subprocess.DEVNULL, env=full_env, start_new_session=True,
+                                             preexec_fn=_die_with_parent)
+                except OSError as exc:
+                    raise ArealError(f"scheduler local: cannot start {name} ({argv[0]!r}): {exc}") from None
+            proc = LocalProcess(name, i, popen, log_path)
+            self.processes.append(proc)
+            started.append(proc)
+            log.info("started process", name=f"{name}-{i}", pid=popen.pid, log=str(log_path))
+        return started
+
+    def stop_all(self) -> None:
+        """SIGTERM every live child's process group, wait, SIGKILL the rest. Idempotent."""
+        live = [p for p in self.processes if p.alive()]
+        for p in live:
+            self._signal(p, signal.SIGTERM)
+        deadline = time.monotonic() + self.config.stop_timeout_s
+        for p in live:
+            try:
+                p.popen.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                self._signal(p, signal.SIGKILL)
+                p.popen.wait()
+        self.processes = [p for p in self.processes if p.alive()]
+
+    # ------------------------------------------------------------------ helpers for the trainer
+    def start_inference_servers(self, backend: Any, model_path: str, n: int) -> list[str]:
+        """Start ``n`` servers of ``backend`` on free ports; return their ``host:port`` once healthy."""
+        host = self.config.host
+        ports = [free_port(host) for _ in range(n)]
+        devices = self.config.server_visible_devices
+        procs = []
+        for i, port in enumerate(ports):
+            env = {"CUDA_VISIBLE_DEVICES": devices[i % len(devices)]} if devices else {}
+            procs += self.launch(f"server{i}", backend.server_command(model_path, host, port), env)
+        addrs = [f"{host}:{port}" for port in ports]
+        asyncio.run(self._wait_healthy(backend, list(zip(addrs, procs))))
+        log.info("inference servers ready", addrs=addrs)
+        return addrs
+
+    def check_alive(self, procs: list[LocalProcess]) -> None:
+        """ArealError naming the first of ``procs`` that has exited, with its log tail."""
+        for p in procs:
+            if not p.alive():
+                raise ArealError(f"{p.name}-{p.index} (pid {p.pid}) exited with status {p.popen.returncode}; "
+                                 f"end of {p.log_path}:\n{p.log_tail()}")
+
+    def wait(self, procs: list[LocalProcess], poll_s: float = 0.5) -> None:
+        """Block until every process in ``procs`` exits with status 0; on the first failure stop
+        the others and raise an ArealError with its log tail."""
+        while True:
+            codes = [p.popen.poll() for p in procs]
+            for p, code in zip(procs, codes):
+                if code not in (None, 0):
+                    raise ArealError(f"{p.name}-{p.index} (pid {p.pid}) failed with status {code}; "
+                                     f"end of {p.log_path}:\n{p.log_tail()}")
+            if all(c == 0 for c in codes):
+                return
+            time.sleep(poll_s)
+
+    async def _wait_healthy(self, backend: Any, servers: list[tuple[str, LocalProcess]]) -> None:
+        import httpx
+
+        deadline = time.monotonic() + self.config.server_start_timeout_s
+        pending = dict(servers)
+        async with httpx.AsyncClient(timeout=5.0) as client:
+            while pending:
+                for addr, proc in list(pending.items()):
+                    self.check_alive([proc])
+                    try:
+                        ok = await backend.health(client, addr)
+                    except Exception:  # noqa: BLE001 - not up yet
+                        ok = False
+                    if ok:
+                        del pending[addr]
+                if not pending:
+                    return
+                if time.monotonic() > deadline:
+                    addr, proc = next(iter(pending.items()))
+                    raise ArealError(f"inference server {addr} not healthy after scheduler.server_start_timeout_s="
+                                     f"{self.config.server_start_timeout_s:g}s; end of {proc.log_path}:\n{proc.log_tail()}")
+                await asyncio.sleep(0.25)
+
+    def _signal(self, p: LocalProcess, sig: int) -> None:
+        try:
+            os.killpg(p.pid, sig)
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            p.popen.send_signal(sig)
+
+    def __enter__(self) -> "LocalScheduler":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop_all()

@@ -1,0 +1,180 @@
+"""``areal train``: load the run config, start the run's processes, train, stop everything.
+
+    areal train --config run.yaml [dotted.key=value ...]
+    areal train --config run.yaml recover=auto          # resume from the last checkpoint
+
+What happens (driver = the process running ``areal train``):
+
+1. the config is loaded and validated (all errors at once), temperatures reconciled
+   (:func:`areal_core.trainer.rl.reconcile_temperatures`), and the resolved config written to
+   ``RUN_DIR/config.yaml`` (RUN_DIR = ``fileroot/experiment_name/trial_name``); logs also go to
+   ``RUN_DIR/log.jsonl``;
+2. the scheduler (``scheduler: {name: local}``) starts ``inference.n_servers`` servers and waits
+   for their health;
+3. one trainer rank runs inside the driver, or ``scheduler.trainer_ranks`` > 1 rank processes
+   start (``python -m areal_core.trainer.entry --rank-of RUN_DIR``, torchrun-style
+   ``RANK``/``WORLD_SIZE``/``MASTER_ADDR``/``MASTER_PORT``), rank 0 owning the rollout side;
+4. on success, error, Ctrl-C or SIGTERM every child process is stopped.
+
+A fresh run (``recover=off``) refuses a run directory that already holds checkpoints or metrics:
+pass ``recover=auto`` to continue it or pick another ``trial_name``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from pathlib import Path
+
+from areal_core.config.loader import RESOLVED_CONFIG_FILE, ResolvedConfig, load_config, save_resolved
+from areal_core.errors import ArealError
+from areal_core.logging import configure_logging, get_logger
+
+log = get_logger(__name__)
+
+
+def run_dir_of(cfg: ResolvedConfig) -> Path:
+    run = cfg.run
+    return Path(run.fileroot).expanduser() / run.experiment_name / run.trial_name
+
+
+def train_main(argv: list[str] | None = None) -> int:
+    """The ``areal train`` command line."""
+    parser = argparse.ArgumentParser(prog="areal train", description="Run RL training (see docs/async-rl.md).")
+    parser.add_argument("--config", type=Path, help="YAML run config")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. rollout.batch_size=8")
+    args = parser.parse_args(argv)
+    cfg = load_config(config_path=args.config, overrides=args.overrides)
+    _terminate_as_interrupt()
+    run_dir = run_training(cfg)
+    print(f"run finished: {run_dir}  (metrics: {run_dir / 'metrics.jsonl'}; plot: areal plot {run_dir})")
+    return 0
+
+
+def run_training(cfg: ResolvedConfig, registry=None) -> Path:
+    """Everything ``areal train`` does after loading the config; returns the run directory."""
+    from areal_core.trainer.rl import reconcile_temperatures
+
+    run = cfg.run
+    run_dir = run_dir_of(cfg)
+    _check_run_dir(run_dir, run.recover)
+    reconcile_temperatures(cfg)
+    _check_paths(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    configure_logging(level=run.logging.level, json_logs=run.logging.json_logs, file=run_dir / "log.jsonl")
+    save_resolved(cfg, run_dir)
+    log.info("run directory", run_dir=str(run_dir), recover=run.recover)
+
+    scheduler = cfg.create("scheduler", registry=registry)
+    scheduler.log_dir = run_dir / "logs"
+    for method in ("start_inference_servers", "wait"):
+        if not callable(getattr(scheduler, method, None)):
+            raise ArealError(f"scheduler {run.scheduler['name']!r} cannot run `areal train` on this machine "
+                             f"(it has no {method} method)")
+    backend = cfg.create("inference", registry=registry)
+    n_servers = int(getattr(cfg.components["inference"], "n_servers", 1))
+    ranks = int(getattr(scheduler.config, "trainer_ranks", 1))
+    with scheduler:
+        addrs = scheduler.start_inference_servers(backend, run.model_path, n_servers)
+        if ranks == 1:
+            run_rank(cfg, run_dir, addrs, registry=registry)
+        else:
+            _launch_ranks(scheduler, run_dir, addrs, ranks)
+    return run_dir
+
+
+def run_rank(cfg: ResolvedConfig, run_dir: Path, addrs: list[str], *, rank: int = 0, world_size: int = 1,
+             registry=None) -> None:
+    """One trainer rank: set up, train to the end, release everything."""
+    from areal_core.trainer.rl import RLTrainer
+
+    group = _init_trainer_group(cfg, registry) if world_size > 1 else None
+    trainer = RLTrainer(cfg, run_dir, addrs, registry=registry, rank=rank, world_size=world_size)
+    try:
+        trainer.setup()
+        trainer.run_loop()
+    finally:
+        trainer.close()
+        if group is not None:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.destroy_process_group()
+
+
+def rank_main(argv: list[str] | None = None) -> int:
+    """Entry of a trainer rank process started by the driver (``--rank-of RUN_DIR``)."""
+    parser = argparse.ArgumentParser(prog="python -m areal_core.trainer.entry")
+    parser.add_argument("--rank-of", type=Path, required=True, help="run directory holding the resolved config")
+    parser.add_argument("--servers", required=True, help="comma-separated host:port of the inference servers")
+    args = parser.parse_args(argv)
+    cfg = load_config(config_path=args.rank_of / RESOLVED_CONFIG_FILE, env_prefix=None)
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    configure_logging(level=cfg.run.logging.level, json_logs=cfg.run.logging.json_logs)
+    _terminate_as_interrupt()
+    run_rank(cfg, args.rank_of, args.servers.split(","), rank=rank, world_size=world)
+    return 0
+
+
+def _launch_ranks(scheduler, run_dir: Path, addrs: list[str], ranks: int) -> None:
+    from areal_core.launcher.local import free_port
+
+    port = free_port()
+    common = {"WORLD_SIZE": str(ranks), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+              "LOCAL_WORLD_SIZE": str(ranks)}
+    visible = getattr(scheduler.config, "trainer_visible_devices", None)
+    if visible is not None:
+        common["CUDA_VISIBLE_DEVICES"] = visible
+    argv = [sys.executable, "-m", "areal_core.trainer.entry", "--rank-of", str(run_dir), "--servers", ",".join(addrs)]
+    procs = scheduler.launch("trainer", argv, common, count=ranks,
+                             envs=[{"RANK": str(r), "LOCAL_RANK": str(r)} for r in range(ranks)])
+    log.info("trainer ranks started", ranks=ranks, logs=str(scheduler.log_dir))
+    scheduler.wait(procs)
+
+
+def _init_trainer_group(cfg: ResolvedConfig, registry):
+    import torch.distributed as dist
+
+    device = cfg.create("device", registry=registry)
+    if not dist.is_initialized():
+        dist.init_process_group(device.comm_backend, init_method="env://")
+    return dist.group.WORLD
+
+
+def _check_run_dir(run_dir: Path, recover: str) -> None:
+    if recover == "auto":
+        return
+    leftovers = [p.name for p in (run_dir / "checkpoints", run_dir / "metrics.jsonl") if p.exists()]
+    if leftovers:
+        raise ArealError(f"recover=off but {run_dir} already holds a run ({', '.join(leftovers)}): pass recover=auto to "
+                         f"continue it, or choose another trial_name (or delete the directory)")
+
+
+def _check_paths(cfg: ResolvedConfig) -> None:
+    run = cfg.run
+    problems = []
+    if not Path(run.model_path).expanduser().is_dir():
+        problems.append(f"model_path: {run.model_path!r} is not a directory")
+    for name in ("train_dataset", "valid_dataset"):
+        section = getattr(run, name)
+        if section is not None and not Path(section.path).expanduser().exists():
+            problems.append(f"{name}.path: {section.path!r} does not exist")
+    if problems:
+        raise ArealError("invalid config:\n  " + "\n  ".join(problems))
+
+
+def _terminate_as_interrupt() -> None:
+    """SIGTERM unwinds like Ctrl-C, so ``with scheduler`` stops the children."""
+    def handler(signum, frame):  # noqa: ARG001 - signal handler signature
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    try:
+        signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (e.g. called from a test thread)
+        pass
+
+
+if __name__ == "__main__":
+    sys.exit(rank_main())

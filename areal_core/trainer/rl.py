@@ -1,0 +1,538 @@
+"""The asynchronous RL loop (DESIGN.md §2): one :class:`RLTrainer` per trainer rank.
+
+Per step s = 0, 1, ... (weights are at version s when it starts)::
+
+    batch  = rollout.prepare_batch(dataloader, workflow)        rank 0; waits for B accepted groups
+    batch  -> every rank                                         (broadcast over the trainer group)
+    stats  = algorithm.train_step(SequenceBatch(batch), actor, critic, ref)
+    actor.version = s + 1                                         one version per trainer step
+    push weights, version s + 1:
+        disk:        actor.export_hf(RUN_DIR/weights/v{s+1}); rollout.pause();
+                     client.update_weights(disk, path, s + 1); rollout.resume()
+        distributed: rollout.pause(); broadcast actor.named_full_weights() to the servers;
+                     commit version s + 1; rollout.resume()
+    [eval every trainer.eval_every steps and at the end]  [checkpoint every checkpoint_every]
+    log metrics (rank 0)
+
+Generation never stops for training: the rollout controller keeps episodes running in its own
+thread as the staleness bound allows (η = rollout.max_head_offpolicyness; η = 0 is synchronous RL,
+where batch s+1 starts generating only once version s+1 is on the servers).
+
+**Versions.** A train engine bumps ``version`` once per optimizer step, and an algorithm may take
+several (``n_minibatches`` × ``ppo_epochs``). The trainer owns the version instead: before a step
+the actor is at version s (the weights the servers run), after it at s + 1. The log-linear
+proximal approximation reads ``actor.version`` before the update as the version of π_prox,
+which is then exactly the servers' version s.
+
+**Temperatures.** The logprobs the servers return are under the sampling temperature τ of the
+workflow (1 for greedy sampling). The engine's ``temperature`` (train_batch) and the algorithm's
+(recomputed π_prox) must be τ: :func:`reconcile_temperatures` sets them when left unset and fails
+with an error naming the fields when set to something else.
+
+**Recovery.** See :mod:`areal_core.trainer.checkpoint`. A recovered run restores the engines,
+the controller (data position + samples in flight, which run again first; accepted restarts at
+v·B), the step and counters, then pushes the restored weights to the fresh servers as version v.
+Rows of ``metrics.jsonl`` and ``trained_samples.jsonl`` after the checkpoint's step are dropped:
+those steps run again.
+
+Audit trail: ``RUN_DIR/trained_samples.jsonl`` gets one line per step with the sample and group
+ids trained and the min/max version of the trained tokens (tests check "no sample trained twice"
+and "lag ≤ η" from it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from areal_core.api.types import Trajectory, WeightUpdateMeta
+from areal_core.config.loader import ResolvedConfig
+from areal_core.errors import ArealError
+from areal_core.logging import get_logger
+from areal_core.trainer import checkpoint as ckpt
+
+log = get_logger(__name__)
+
+AUDIT_FILE = "trained_samples.jsonl"
+WEIGHTS_DIR = "weights"
+EXPORT_DIR = "export"
+
+
+@dataclass
+class RunContext:
+    """What a train engine factory may read (``factory(config, run)``)."""
+
+    model_path: str
+    seed: int
+    total_steps: int
+    run_dir: Path
+    rank: int = 0
+    world_size: int = 1
+
+
+@dataclass
+class StepTimer:
+    """Wall time of the named phases of one step."""
+
+    times: dict[str, float] = field(default_factory=dict)
+
+    def phase(self, name: str):
+        timer = self
+
+        class _Phase:
+            def __enter__(self):
+                self.start = time.perf_counter()
+
+            def __exit__(self, *exc):
+                timer.times[name] = timer.times.get(name, 0.0) + time.perf_counter() - self.start
+
+        return _Phase()
+
+
+def reconcile_temperatures(cfg: ResolvedConfig) -> float:
+    """Make the actor's and the algorithm's ``temperature`` equal the workflow's sampling one.
+
+    Returns τ. A field left at its default is set to τ; one set explicitly to another value is an
+    ArealError naming both fields.
+    """
+    workflow = cfg.components["workflow"]
+    sampling = getattr(workflow, "temperature", None)
+    if sampling is None:
+        return 1.0
+    tau = float(sampling) if sampling > 0 else 1.0  # greedy logprobs are the model's own (τ = 1)
+    errors = []
+    for path in ("actor", "algorithm"):
+        section = cfg.components.get(path)
+        if section is None or "temperature" not in type(section).model_fields:
+            continue
+        if "temperature" in section.model_fields_set and not math.isclose(section.temperature, tau):
+            errors.append(f"{path}.temperature is {section.temperature:g} but workflow.temperature is {sampling:g}: "
+                          f"the loss must use the sampling temperature {tau:g} (set {path}.temperature={tau:g} or leave it unset)")
+        elif "temperature" not in section.model_fields_set:
+            cfg.components[path] = section.model_copy(update={"temperature": tau})
+    if errors:
+        raise ArealError("invalid config:\n  " + "\n  ".join(errors))
+    return tau
+
+
+class RLTrainer:
+    """One trainer rank of an RL run. Rank 0 also owns the rollout side (controller, eval, logs).
+
+    ``cfg``: the resolved run config. ``server_addrs``: the running inference servers.
+    ``registry``: where components are looked up (default: the process-wide registry).
+    """
+
+    def __init__(self, cfg: ResolvedConfig, run_dir: str | Path, server_addrs: list[str], *, registry=None,
+                 rank: int = 0, world_size: int = 1):
+        self.cfg = cfg
+        self.run = cfg.run
+        self.run_dir = Path(run_dir)
+        self.addrs = list(server_addrs)
+        self.registry = registry
+        self.rank, self.world_size = rank, world_size
+        self.is_main = rank == 0
+        self.step = 0  # completed steps == weight version
+        self.counters = {"trained_groups": 0, "trained_samples": 0, "trained_tokens": 0, "train_time_s": 0.0}
+        self.actor = self.critic = self.ref = None
+        self.controller = None
+        self.metrics = None
+        self.progress = None
+        self._broadcaster = None
+
+    # ============================================================== setup
+    def _create(self, path: str, **deps):
+        return self.cfg.create(path, registry=self.registry, **deps)
+
+    def setup(self) -> None:
+        run = self.run
+        self.tau = reconcile_temperatures(self.cfg)
+        context = RunContext(run.model_path, run.seed, run.trainer.total_steps, self.run_dir, self.rank, self.world_size)
+        self.algorithm = self._create("algorithm")
+        self.actor = self._create("actor", run=context)
+        self.actor.initialize()
+        if run.critic is not None:
+            self.critic = self._create("critic", run=context)
+            self.critic.initialize()
+        if run.ref is not None:
+            self.ref = self._create("ref", run=context)
+            self.ref.initialize()
+        if self.is_main:
+            self._setup_rollout()
+
+    def _setup_rollout(self) -> None:
+        from transformers import AutoTokenizer
+
+        from areal_core.data.dataset import EpochDataLoader, load_rows
+        from areal_core.metrics import MetricsLogger
+        from areal_core.rollout.client import RolloutClient
+        from areal_core.rollout.controller import RolloutController
+        from areal_core.rollout.reward_runner import RewardRunner
+
+        run = self.run
+        self.tokenizer = AutoTokenizer.from_pretrained(run.model_path)
+        self.backend = self._create("inference")
+        reward = RewardRunner(self._create("reward"), run.rollout.reward_timeout_s)
+        self.workflow = self._create("workflow", reward=reward, tokenizer=self.tokenizer)
+        self.train_loader = EpochDataLoader(load_rows(run.train_dataset, "train_dataset"), seed=run.seed,
+                                            shuffle=run.train_dataset.shuffle)
+        self.valid_rows = load_rows(run.valid_dataset, "valid_dataset") if run.valid_dataset else None
+        self.eval_workflow = self._eval_workflow(reward) if self.valid_rows else None
+        if run.trainer.verify_weight_sync and not callable(getattr(self.backend, "weights_checksum", None)):
+            raise ArealError(f"trainer.verify_weight_sync: inference backend {run.inference['name']!r} has no "
+                             f"weights_checksum method; set trainer.verify_weight_sync=false")
+
+        state = self._recover_state()
+        self.step = int(state["step"]) if state else 0
+        client = RolloutClient.from_config(self.backend, self.addrs, run.rollout, version=0)
+        self.eval_client = RolloutClient.from_config(self.backend, self.addrs, run.rollout, version=0)
+        self.controller = RolloutController(client, run.rollout, keep_group=self.algorithm, version=self.step)
+        if state:
+            self.train_loader.check_state(state["dataset"])
+            self.controller.load_state_dict(state["controller"])
+            self.counters.update(state.get("counters", {}))
+            _truncate_jsonl(self.run_dir / AUDIT_FILE, self.step)
+            _truncate_jsonl(self.run_dir / "metrics.jsonl", self.step)
+        self.metrics = MetricsLogger.create(self.cfg.of_kind("metric_sink"), self.run_dir, registry=self.registry)
+
+    def _eval_workflow(self, reward):
+        wf_cfg = self.cfg.components["workflow"]
+        fields = type(wf_cfg).model_fields
+        update = {k: v for k, v in (("temperature", self.run.trainer.eval_temperature),
+                                    ("n_samples", self.run.trainer.eval_n_samples)) if k in fields}
+        config = type(wf_cfg).model_validate({**wf_cfg.model_dump(), **update})
+        registry = self.registry or _default_registry()
+        return registry.create("workflow", wf_cfg.name, config, reward=reward, tokenizer=self.tokenizer)
+
+    def _recover_state(self) -> dict[str, Any] | None:
+        """Rank 0: the trainer state of the checkpoint to resume from (engines are loaded by all ranks)."""
+        if self.run.recover != "auto":
+            return None
+        path = ckpt.latest_checkpoint(self.run_dir)
+        if path is None:
+            log.info("recover=auto: no checkpoint yet, starting from step 0", run_dir=str(self.run_dir))
+            return None
+        state = ckpt.load_state(path)
+        log.info("recovering", checkpoint=str(path), step=state["step"])
+        return state
+
+    # ============================================================== the loop
+    def run_loop(self) -> dict[str, Any]:
+        """Train until ``trainer.total_steps``; returns the last step's metrics (rank 0)."""
+        total = self.run.trainer.total_steps
+        self.step = self._share(self.step)
+        if self.step > 0:
+            self._load_engines(ckpt.latest_checkpoint(self.run_dir) if self.is_main else None)
+        self._set_versions(self.step)
+        if self.run.weight_sync.type == "distributed":
+            self._connect_broadcaster()
+        if self.step > 0:
+            self._sync_weights(StepTimer())  # fresh servers get the restored weights as version `step`
+        elif self._eval_due(0):
+            self._log(0, self._evaluate())
+        last: dict[str, Any] = {}
+        self._start_progress(total)
+        try:
+            while self.step < total:
+                last = self._train_one_step()
+        finally:
+            self._stop_progress()
+        return last
+
+    def _train_one_step(self) -> dict[str, Any]:
+        s = self.step
+        timer = StepTimer()
+        start = time.perf_counter()
+        with timer.phase("gen_wait_s"):
+            trajectories = self._share(self._prepare_batch())
+        from areal_core.data.batch import SequenceBatch
+
+        with timer.phase("train_s"):
+            stats = self.algorithm.train_step(SequenceBatch.from_trajectories(trajectories), self.actor, self.critic,
+                                              self.ref)
+        self.step = s + 1
+        self._set_versions(self.step)
+        self._sync_weights(timer)
+        metrics: dict[str, Any] = {}
+        if self._eval_due(self.step):
+            with timer.phase("eval_s"):
+                metrics.update(self._evaluate())
+        if self.run.trainer.save_every and self.step % self.run.trainer.save_every == 0 or self.step == self.run.trainer.total_steps:
+            with timer.phase("export_s"):
+                self.actor.export_hf(str(self.run_dir / EXPORT_DIR / f"step{self.step}"))
+        step_s = time.perf_counter() - start
+        if self.is_main:
+            metrics.update(self._step_metrics(trajectories, stats, timer, step_s))
+        every = self.run.trainer.checkpoint_every
+        if every and (self.step % every == 0 or self.step == self.run.trainer.total_steps):
+            with timer.phase("checkpoint_s"):
+                self._checkpoint()
+            if self.is_main:
+                metrics["timing/checkpoint_s"] = timer.times["checkpoint_s"]
+        if self.is_main:
+            self._audit(trajectories)
+            self._log(self.step, metrics)
+        return metrics
+
+    def _prepare_batch(self) -> list[Trajectory] | None:
+        if not self.is_main:
+            return None
+        return self.controller.prepare_batch(self.train_loader, self.workflow)
+
+    def _set_versions(self, version: int) -> None:
+        for engine in (self.actor, self.critic):
+            if engine is not None:
+                engine.version = version
+
+    # ============================================================== weights
+    def _sync_weights(self, timer: StepTimer) -> None:
+        """Push the actor's weights to every server as version ``self.step`` (all ranks call)."""
+        version = self.step
+        if self.run.weight_sync.type == "disk":
+            path = self.run_dir / WEIGHTS_DIR / f"v{version}"
+            with timer.phase("export_weights_s"):
+                self.actor.export_hf(str(path))
+            if self.is_main:
+                with timer.phase("pause_s"):
+                    self.controller.pause()
+                try:
+                    with timer.phase("weight_sync_s"):
+                        self.controller.update_weights(WeightUpdateMeta(type="disk", path=str(path), version=version))
+                finally:
+                    self.controller.resume()
+                self._remove_old_weights(version)
+        else:
+            if self.is_main:
+                with timer.phase("pause_s"):
+                    self.controller.pause()
+            try:
+                with timer.phase("weight_sync_s"):
+                    self._broadcast_weights(version)
+                if self.is_main:
+                    self.controller.update_weights(WeightUpdateMeta(type="distributed", version=version))
+            finally:
+                if self.is_main:
+                    self.controller.resume()
+        if self.is_main:
+            self.eval_client.set_version(version)
+        if self.run.trainer.verify_weight_sync:
+            with timer.phase("verify_s"):
+                self._verify_weights(version)
+
+    def _remove_old_weights(self, keep_version: int) -> None:
+        root = self.run_dir / WEIGHTS_DIR
+        for old in root.glob("v*"):
+            if old.name != f"v{keep_version}":
+                shutil.rmtree(old, ignore_errors=True)
+
+    def _connect_broadcaster(self) -> None:
+        if not self.is_main:
+            return
+        from areal_core.launcher.local import free_port
+        from areal_core.rollout.sglang_protocol import SGLangWeightBroadcaster
+
+        device = self._create("device")
+        meta = WeightUpdateMeta(type="distributed", master_address="127.0.0.1", master_port=free_port(),
+                                backend=device.comm_backend, bucket_bytes=self.run.weight_sync.bucket_mb << 20)
+        self._broadcaster = SGLangWeightBroadcaster(self.addrs, meta)
+        _run_with_http(lambda http: self._broadcaster.connect(http))
+
+    def _broadcast_weights(self, version: int) -> None:
+        """Every rank iterates ``named_full_weights`` (collective); rank 0 sends each bucket."""
+        weights = self.actor.named_full_weights()
+        if not self.is_main:
+            for _ in weights:
+                pass
+            return
+        _run_with_http(lambda http: self._broadcaster.push(http, weights, version))
+
+    def _verify_weights(self, version: int) -> None:
+        from areal_core.checksum import tensors_checksum
+
+        mine = tensors_checksum(self.actor.named_full_weights())
+        if not self.is_main:
+            return
+
+        async def ask(http):
+            return await asyncio.gather(*(self.backend.weights_checksum(http, a) for a in self.addrs))
+
+        theirs = _run_with_http(ask)
+        bad = [f"{a}: {c}" for a, c in zip(self.addrs, theirs) if c != mine]
+        if bad:
+            raise ArealError(f"weight sync to version {version}: server weights differ from the trainer's "
+                             f"(trainer {mine}; " + "; ".join(bad) + ")")
+        log.debug("weights verified", version=version, checksum=mine)
+
+    # ============================================================== eval
+    def _eval_due(self, step: int) -> bool:
+        if self.run.valid_dataset is None:
+            return False
+        every = self.run.trainer.eval_every
+        return step == 0 or step == self.run.trainer.total_steps or bool(every and step % every == 0)
+
+    def _evaluate(self) -> dict[str, float]:
+        """Mean reward of the eval workflow over the held-out rows, at the servers' current weights."""
+        if not self.is_main:
+            return {}
+        start = time.perf_counter()
+        rewards, failed = asyncio.run(self._eval_episodes())
+        out = {"eval/reward_mean": sum(rewards) / len(rewards) if rewards else float("nan"),
+               "eval/n": float(len(rewards)), "eval/failed": float(failed),
+               "timing/eval_s": time.perf_counter() - start}
+        log.info("eval", step=self.step, reward_mean=round(out["eval/reward_mean"], 4), n=len(rewards), failed=failed)
+        return out
+
+    async def _eval_episodes(self) -> tuple[list[float], int]:
+        limit = asyncio.Semaphore(self.run.rollout.max_concurrent_rollouts)
+
+        async def one(row):
+            async with limit:
+                try:
+                    return await self.eval_workflow.run_episode(self.eval_client, row)
+                except Exception as exc:  # noqa: BLE001 - one failed episode does not void the eval
+                    log.warning("eval episode failed", sample_id=row.get("sample_id"), error=f"{type(exc).__name__}: {exc}")
+                    return None
+
+        try:
+            groups = await asyncio.gather(*(one(r) for r in self.valid_rows))
+        finally:
+            await self.eval_client.aclose()
+        rewards = [t.reward for g in groups if g for t in g]
+        return rewards, sum(1 for g in groups if not g)
+
+    # ============================================================== checkpoint
+    def _checkpoint(self) -> None:
+        engines = {"actor": self.actor, **({"critic": self.critic} if self.critic is not None else {})}
+        state = None
+        if self.is_main:
+            state = {"version": self.step, "controller": self.controller.state_dict(),
+                     "dataset": self.train_loader.state_dict(), "counters": dict(self.counters)}
+        ckpt.save_checkpoint(self.run_dir, self.step, engines, state or {}, rank=self.rank, barrier=self._barrier)
+
+    def _load_engines(self, path: Path | None) -> None:
+        path = self._share(str(path) if path else None)
+        if path is None:
+            raise ArealError(f"recover: no checkpoint found under {self.run_dir / ckpt.CHECKPOINT_DIR}")
+        self.actor.load(str(Path(path) / "actor"))
+        if self.critic is not None:
+            self.critic.load(str(Path(path) / "critic"))
+
+    # ============================================================== metrics
+    def _step_metrics(self, trajectories: list[Trajectory], stats: dict[str, float], timer: StepTimer,
+                      step_s: float) -> dict[str, Any]:
+        trained_tokens = sum(sum(t.loss_mask) for t in trajectories)
+        self.counters["trained_groups"] += len({t.group_id for t in trajectories})
+        self.counters["trained_samples"] += len(trajectories)
+        self.counters["trained_tokens"] += trained_tokens
+        self.counters["train_time_s"] += step_s
+        out: dict[str, Any] = {f"train/{k}": v for k, v in stats.items()}
+        out.update(self.controller.metrics())
+        out.update({f"timing/{k}": v for k, v in timer.times.items()})
+        out["timing/step_s"] = step_s
+        out["throughput/trained_tokens_per_s"] = trained_tokens / step_s if step_s > 0 else 0.0
+        out["throughput/trained_tokens"] = float(trained_tokens)
+        out.update({f"total/{k}": float(v) for k, v in self.counters.items()})
+        out["version"] = float(self.step)
+        return out
+
+    def _audit(self, trajectories: list[Trajectory]) -> None:
+        generated = [v for t in trajectories for m, v in zip(t.loss_mask, t.versions) if m and v >= 0]
+        row = {"step": self.step, "version_trained_on": self.step - 1,
+               "sample_ids": sorted({t.sample_id for t in trajectories}),
+               "group_ids": sorted({t.group_id for t in trajectories}),
+               "token_version_min": min(generated) if generated else None,
+               "token_version_max": max(generated) if generated else None}
+        with open(self.run_dir / AUDIT_FILE, "a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+
+    def _log(self, step: int, metrics: dict[str, Any]) -> None:
+        if not self.is_main or not metrics:
+            return
+        self.metrics.log(step, metrics)
+        shown = {k: round(float(metrics[k]), 4) for k in ("train/reward/mean", "eval/reward_mean", "train/actor/grad_norm",
+                                                           "rollout/version_lag_max", "timing/step_s") if k in metrics}
+        log.info("step", step=step, **shown)
+        if self.progress is not None:
+            self.progress.update(self._task, completed=step,
+                                 reward=shown.get("train/reward/mean", float("nan")))
+
+    def _start_progress(self, total: int) -> None:
+        if not self.is_main or not sys.stderr.isatty():
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("reward {task.fields[reward]:.3f}"), TimeElapsedColumn(),
+                                 TimeRemainingColumn(), transient=False)
+        self._task = self.progress.add_task("train", total=total, completed=self.step, reward=float("nan"))
+        self.progress.start()
+
+    def _stop_progress(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+    # ============================================================== ranks
+    def _share(self, obj: Any) -> Any:
+        """Rank 0's ``obj`` on every rank (pickled over the trainer group). If rank 0 fails
+        instead, the driver stops the other ranks (see :mod:`areal_core.trainer.entry`)."""
+        if self.world_size == 1:
+            return obj
+        import torch.distributed as dist
+
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def _barrier(self) -> None:
+        if self.world_size > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    # ============================================================== teardown
+    def close(self) -> None:
+        if self.controller is not None:
+            self.controller.close()
+            self.controller = None
+        if self.metrics is not None:
+            self.metrics.close()
+            self.metrics = None
+        for engine in (self.actor, self.critic, self.ref):
+            if engine is not None:
+                engine.destroy()
+        self.actor = self.critic = self.ref = None
+
+
+def _default_registry():
+    from areal_core.registry import get_registry
+
+    return get_registry()
+
+
+def _run_with_http(fn):
+    """Run ``fn(httpx.AsyncClient)`` (a coroutine function) to completion on a fresh event loop."""
+    import httpx
+
+    async def main():
+        async with httpx.AsyncClient(timeout=httpx.Timeout(None, connect=10.0)) as http:
+            return await fn(http)
+
+    return asyncio.run(main())
+
+
+def _truncate_jsonl(path: Path, max_step: int) -> None:
+    """Keep only the rows of a per-step JSONL file whose ``step`` ≤ ``max_step`` (atomically)."""
+    if not path.is_file():
+        return
+    kept = [line for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip() and json.loads(line).get("step", 0) <= max_step]
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    tmp.replace(path)
