@@ -28,7 +28,11 @@ class EmbeddedConfig(ComponentConfig):
 
 
 class EmbeddedBackend(SGLangProtocol):
-    """Starts ``python -m areal_embedded.server``; generate/pause/resume/update come from SGLangProtocol."""
+    """Starts ``python -m areal_embedded.server``; generate/pause/resume/update come from SGLangProtocol.
+
+    Beyond the protocol, :meth:`weights_checksum` asks a server for the checksum of the weights
+    it serves (the trainer compares it with its own when ``trainer.verify_weight_sync`` is on).
+    """
 
     def __init__(self, config: EmbeddedConfig | None = None):
         self.config = config or EmbeddedConfig(name="embedded")
@@ -44,3 +48,12 @@ class EmbeddedBackend(SGLangProtocol):
         if c.threads is not None:
             argv += ["--threads", str(c.threads)]
         return argv
+
+    async def weights_checksum(self, client, addr: str) -> str:
+        """``GET /weights_checksum``: :func:`areal_core.checksum.tensors_checksum` of the served parameters."""
+        resp = await client.get(f"http://{addr}/weights_checksum")
+        if resp.status_code != 200:
+            from areal_core.rollout.sglang_protocol import ServerRequestError
+
+            raise ServerRequestError(addr, "/weights_checksum", resp.status_code, resp.text[:1000])
+        return resp.json()["checksum"]

@@ -8,7 +8,8 @@ Endpoints (request and response bodies follow SGLang; see docs/inference-backend
 ``POST /generate``, ``/pause_generation``, ``/continue_generation``, ``/abort_request``,
 ``/update_weights_from_disk``, ``/init_weights_update_group``, ``/update_weights_from_distributed``,
 ``/update_weight_version``, ``/flush_cache``; ``GET /health``, ``/get_weight_version``,
-``/get_model_info``, ``/get_server_info``.
+``/get_model_info``, ``/get_server_info``, ``/weights_checksum`` (areal's own: a checksum of the
+served parameters, :func:`areal_core.checksum.tensors_checksum`, to verify weight syncs).
 """
 
 from __future__ import annotations
@@ -226,6 +227,18 @@ class EmbeddedServer:
                                    abort_running=bool(body.get("abort_all_requests", False))))
         return {"success": True, "message": f"weight_version {version}"}
 
+    async def weights_checksum(self) -> dict[str, Any]:
+        """Checksum of the model's parameters and the version they belong to. Read outside the
+        model thread (weights change only in exclusive update commands); a version change during
+        the read means an update overlapped it, so the read is repeated."""
+        from areal_core.checksum import tensors_checksum
+
+        while True:
+            version = self.scheduler.version
+            checksum = await asyncio.to_thread(tensors_checksum, self.runner.model.named_parameters())
+            if self.scheduler.version == version:
+                return {"checksum": checksum, "weight_version": str(version)}
+
     def _next_version(self, requested: Any) -> int:
         return self.scheduler.version + 1 if requested is None else _parse_version(requested, "weight_version")
 
@@ -337,6 +350,10 @@ def build_app(server: EmbeddedServer) -> FastAPI:
     @app.get("/get_weight_version")
     async def weight_version():
         return {"weight_version": str(server.scheduler.version)}
+
+    @app.get("/weights_checksum")
+    async def weights_checksum():
+        return await answer(server.weights_checksum())
 
     @app.get("/get_model_info")
     async def model_info():
