@@ -23,6 +23,7 @@ pass ``recover=auto`` to continue it or pick another ``trial_name``.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import sys
@@ -64,6 +65,7 @@ def run_training(cfg: ResolvedConfig, registry=None) -> Path:
     _check_paths(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     configure_logging(level=run.logging.level, json_logs=run.logging.json_logs, file=run_dir / "log.jsonl")
+    quiet_libraries()
     save_resolved(cfg, run_dir)
     log.info("run directory", run_dir=str(run_dir), recover=run.recover)
 
@@ -113,9 +115,19 @@ def rank_main(argv: list[str] | None = None) -> int:
     cfg = load_config(config_path=args.rank_of / RESOLVED_CONFIG_FILE, env_prefix=None)
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     configure_logging(level=cfg.run.logging.level, json_logs=cfg.run.logging.json_logs)
+    quiet_libraries()
     _terminate_as_interrupt()
     run_rank(cfg, args.rank_of, args.servers.split(","), rank=rank, world_size=world)
     return 0
+
+
+def quiet_libraries() -> None:
+    """No per-request lines from httpx and no progress bars from HF libraries in the run's logs."""
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
 
 
 def _launch_ranks(scheduler, run_dir: Path, addrs: list[str], ranks: int) -> None:

@@ -145,6 +145,7 @@ class RLTrainer:
         self.metrics = None
         self.progress = None
         self._broadcaster = None
+        self._last_checkpoint_s: float | None = None
 
     # ============================================================== setup
     def _create(self, path: str, **deps):
@@ -263,21 +264,20 @@ class RLTrainer:
         if self._eval_due(self.step):
             with timer.phase("eval_s"):
                 metrics.update(self._evaluate())
-        if self.run.trainer.save_every and self.step % self.run.trainer.save_every == 0 or self.step == self.run.trainer.total_steps:
+        trainer = self.run.trainer
+        if (trainer.save_every and self.step % trainer.save_every == 0) or self.step == trainer.total_steps:
             with timer.phase("export_s"):
                 self.actor.export_hf(str(self.run_dir / EXPORT_DIR / f"step{self.step}"))
         step_s = time.perf_counter() - start
         if self.is_main:
             metrics.update(self._step_metrics(trajectories, stats, timer, step_s))
-        every = self.run.trainer.checkpoint_every
-        if every and (self.step % every == 0 or self.step == self.run.trainer.total_steps):
-            with timer.phase("checkpoint_s"):
-                self._checkpoint()
-            if self.is_main:
-                metrics["timing/checkpoint_s"] = timer.times["checkpoint_s"]
-        if self.is_main:
+            # logged before the checkpoint: a recovery drops rows newer than the checkpoint it resumes
             self._audit(trajectories)
             self._log(self.step, metrics)
+        if trainer.checkpoint_every and (self.step % trainer.checkpoint_every == 0 or self.step == trainer.total_steps):
+            start = time.perf_counter()
+            self._checkpoint()
+            self._last_checkpoint_s = time.perf_counter() - start  # reported with the next step
         return metrics
 
     def _prepare_batch(self) -> list[Trajectory] | None:
@@ -435,6 +435,8 @@ class RLTrainer:
         out.update(self.controller.metrics())
         out.update({f"timing/{k}": v for k, v in timer.times.items()})
         out["timing/step_s"] = step_s
+        if self._last_checkpoint_s is not None:
+            out["timing/last_checkpoint_s"], self._last_checkpoint_s = self._last_checkpoint_s, None
         out["throughput/trained_tokens_per_s"] = trained_tokens / step_s if step_s > 0 else 0.0
         out["throughput/trained_tokens"] = float(trained_tokens)
         out.update({f"total/{k}": float(v) for k, v in self.counters.items()})
