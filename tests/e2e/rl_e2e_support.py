@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import yaml
@@ -54,6 +56,7 @@ def run_config(root: Path, model: Path, trial: str, **sections) -> dict:
         "inference": {"name": "embedded", "n_servers": 1, "threads": 1, "max_batch": 16},
         "workflow": {"name": "rlvr", "n_samples": 2, "max_new_tokens": 16, "temperature": 1.0},
         "reward": {"name": REWARD_NAME},
+        "scheduler": {"name": "local"},
         "rollout": {"batch_size": 2, "max_head_offpolicyness": 1, "max_concurrent_rollouts": 8},
         "train_dataset": {"path": str(root / "train.jsonl")},
         "valid_dataset": {"path": str(root / "valid.jsonl")},
@@ -84,3 +87,18 @@ def check_no_sample_lost_or_repeated(run_dir: Path, train_path: Path, seed: int)
     loader = EpochDataLoader(load_rows(DatasetConfig(path=str(train_path))), seed=seed)
     taken = [loader.rows[i]["sample_id"] for i in loader.order(0)[: position["index"]]]
     assert sorted(trained + in_flight) == sorted(taken)
+
+
+def fake_plugin_site(tmp_path: Path) -> Path:
+    """An installed-looking distribution whose entry point is the test reward plugin."""
+    site = tmp_path / "site"
+    info = site / "areal_e2e_reward-0.1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: areal-e2e-reward\nVersion: 0.1.0\n")
+    (info / "entry_points.txt").write_text("[areal]\ne2e_reward = rl_e2e_support\n")
+    return site
+
+
+def areal_train(config: Path, env: dict, *overrides: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "areal_core.cli", "train", "--config", str(config), *overrides],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

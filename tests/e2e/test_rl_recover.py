@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,7 +17,7 @@ pytest.importorskip("areal_fsdp")
 pytest.importorskip("areal_grpo")
 
 import rl_e2e_support as support  # noqa: E402
-from rl_e2e_support import audit_rows, check_no_sample_lost_or_repeated  # noqa: E402
+from rl_e2e_support import areal_train, audit_rows, check_no_sample_lost_or_repeated, fake_plugin_site  # noqa: E402
 from coretest_support import subprocess_env  # noqa: E402
 
 from areal_core.metrics import read_metrics  # noqa: E402
@@ -27,21 +25,6 @@ from areal_core.trainer import checkpoint as ckpt  # noqa: E402
 
 E2E_DIR = Path(__file__).resolve().parent
 TOTAL_STEPS = 10
-
-
-def fake_plugin_site(tmp_path: Path) -> Path:
-    """An installed-looking distribution whose entry point is the test reward plugin."""
-    site = tmp_path / "site"
-    info = site / "areal_e2e_reward-0.1.0.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: areal-e2e-reward\nVersion: 0.1.0\n")
-    (info / "entry_points.txt").write_text("[areal]\ne2e_reward = rl_e2e_support\n")
-    return site
-
-
-def areal_train(config: Path, env: dict, *overrides: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "areal_core.cli", "train", "--config", str(config), *overrides],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def server_pids(run_dir: Path) -> list[int]:
