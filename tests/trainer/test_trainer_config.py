@@ -1,0 +1,67 @@
+"""Checks `areal train` makes before starting anything: temperatures, run directory, paths; and
+`areal plot`."""
+
+import json
+
+import pytest
+from pydantic import Field
+
+from areal_core.config.base import ComponentConfig
+from areal_core.config.loader import ResolvedConfig
+from areal_core.errors import ArealError
+from areal_core.trainer.entry import _check_run_dir
+from areal_core.trainer.plot import main as plot_main
+from areal_core.trainer.rl import reconcile_temperatures
+
+
+class Sampling(ComponentConfig):
+    temperature: float = Field(1.0, description="sampling temperature")
+
+
+class Engine(ComponentConfig):
+    temperature: float = Field(1.0, description="train temperature")
+
+
+def resolved(workflow: dict, actor: dict, algorithm: dict) -> ResolvedConfig:
+    cfg = ResolvedConfig(run=None)
+    for path, model, data in (("workflow", Sampling, workflow), ("actor", Engine, actor), ("algorithm", Engine, algorithm)):
+        cfg.components[path] = model.model_validate({"name": path, **data})
+        cfg.kinds[path] = path
+    return cfg
+
+
+def test_unset_temperatures_follow_the_sampling_one():
+    cfg = resolved({"temperature": 0.7}, {}, {})
+    assert reconcile_temperatures(cfg) == 0.7
+    assert cfg.components["actor"].temperature == cfg.components["algorithm"].temperature == 0.7
+
+
+def test_greedy_sampling_trains_at_temperature_one():
+    cfg = resolved({"temperature": 0.0}, {}, {"temperature": 1.0})
+    assert reconcile_temperatures(cfg) == 1.0
+
+
+def test_a_conflicting_temperature_names_both_fields():
+    cfg = resolved({"temperature": 0.7}, {"temperature": 0.7}, {"temperature": 1.0})
+    with pytest.raises(ArealError, match=r"algorithm.temperature is 1 but workflow.temperature is 0.7"):
+        reconcile_temperatures(cfg)
+
+
+def test_a_fresh_run_refuses_an_existing_run_dir(tmp_path):
+    _check_run_dir(tmp_path, "off")
+    (tmp_path / "metrics.jsonl").write_text("")
+    with pytest.raises(ArealError, match="recover=off but .* already holds a run .*recover=auto"):
+        _check_run_dir(tmp_path, "off")
+    _check_run_dir(tmp_path, "auto")
+
+
+def test_plot_writes_a_png(tmp_path, capsys):
+    rows = [{"step": 0, "eval/reward_mean": 0.1}] + [{"step": s, "train/reward/mean": s / 10, "train/reward/std": 0.1}
+                                                     for s in range(1, 6)] + [{"step": 5, "eval/reward_mean": 0.5}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert plot_main([str(tmp_path)]) == 0
+    png = tmp_path / "plot.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ArealError, match="no train/reward/mean or eval/reward_mean"):
+        (tmp_path / "metrics.jsonl").write_text(json.dumps({"step": 1, "x": 1}) + "\n")
+        plot_main([str(tmp_path)])
