@@ -39,6 +39,10 @@ class RolloutConfig(StrictModel):
     max_retries: int = Field(1, ge=0, description="retries of a failed episode when group_failure=retry")
     reward_timeout_s: float = Field(30.0, gt=0, description="a reward call slower than this fails its sample")
     request_timeout_s: float = Field(600.0, gt=0, description="one HTTP generate call slower than this is retried on another server")
+    enforce_token_lag: bool = Field(
+        False, description="strict staleness: a finished group holding any token more than η versions older than the "
+                           "weights it would train is generated again instead (admission alone bounds the lag of a "
+                           "group's newest token; tokens of generations interrupted by updates can be older)")
 
 
 class WeightSyncConfig(StrictModel):

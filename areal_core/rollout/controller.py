@@ -20,6 +20,11 @@ Outcome of an episode::
 
 Groups are never split or shrunk: a batch is exactly B whole groups.
 
+Staleness is enforced at admission (a group's newest token lags ≤ η when trained); tokens
+generated before an interruption can be older. With ``rollout.enforce_token_lag`` a ready group
+holding a token older than version − η is not trained but generated again from scratch
+(``requeued``; its sample keeps its place at the front of the queue).
+
 Recovery (no sample lost or trained twice): the controller owns the dataloader position (epoch,
 items taken in it) and knows every sample taken but not yet trained (pending, running, or ready).
 :meth:`state_dict` stores both; after :meth:`load_state_dict` those samples run first, then the
@@ -91,6 +96,7 @@ class _Counters:
     trained: int = 0  # groups returned in batches
     consecutive_failures: int = 0
     reward_errors: int = 0  # trajectories whose reward failed (kept with reward 0)
+    requeued: int = 0  # accepted groups generated again (rollout.enforce_token_lag)
     last_batch: dict[str, float] = field(default_factory=dict)
 
 
@@ -190,7 +196,8 @@ class RolloutController:
         """Counters now, the last batch's version lag and wait time, and the client's timings."""
         out = {f"rollout/{k}": float(v) for k, v in self.staleness.counters().items()}
         out.update(self._call(self._queue_sizes()))
-        out.update({f"rollout/{k}": float(getattr(self._n, k)) for k in ("dropped", "retried", "trained", "reward_errors")})
+        out.update({f"rollout/{k}": float(getattr(self._n, k))
+                    for k in ("dropped", "retried", "trained", "reward_errors", "requeued")})
         out.update(self._n.last_batch)
         stats = getattr(self.engine, "stats", None)
         if callable(stats):
@@ -375,7 +382,11 @@ class RolloutController:
         self._ready_changed.set()
 
     async def _take(self, count: int) -> list[_Group]:
-        while len(self._ready) < count:
+        while True:
+            if getattr(self.config, "enforce_token_lag", False):
+                self._requeue_stale()
+            if len(self._ready) >= count:
+                break
             if self._fatal is not None:
                 raise self._fatal
             if self._closed:
@@ -390,6 +401,23 @@ class RolloutController:
                         "set_version() disagree", version=self.staleness.version,
                         min_lag=self._n.last_batch["rollout/version_lag_min"])
         return groups
+
+    def _requeue_stale(self) -> None:
+        """``rollout.enforce_token_lag``: send ready groups with a token older than version − η back
+        to be generated from scratch (front of the queue, same sample; not a failure)."""
+        oldest_allowed = self.staleness.version - self.config.max_head_offpolicyness
+        keep: collections.deque[_Group] = collections.deque()
+        for group in self._ready:
+            versions = [v for t in group.trajectories for m, v in zip(t.loss_mask, t.versions) if m and v >= 0]
+            if versions and min(versions) < oldest_allowed:
+                self.staleness.on_requeue()
+                self._n.requeued += 1
+                self._pending.appendleft(group.episode)
+            else:
+                keep.append(group)
+        if len(keep) != len(self._ready):
+            self._ready = keep
+            self._wake.set()
 
     async def _set_source(self, dataloader: Iterable, workflow: Workflow) -> None:
         self._workflow = workflow

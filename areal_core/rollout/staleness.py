@@ -8,8 +8,10 @@ v = the current weight version and the counters below::
 
 A new episode starts only while ``capacity > 0``. The second term bounds how far generation may run
 ahead of training: by the time version v is trained, at most (η + v + 1)·B groups have been
-accepted or are in flight, so no trained token is more than η versions older than the policy that
-trains on it (η = 0 is synchronous RL). Rejected (filtered) and failed episodes do not count:
+accepted or are in flight, so a group finished at version u trains at version ≤ u + η: its newest
+token lags at most η (η = 0 is synchronous RL, where nothing is generated during training). Tokens
+generated before an interruption (a weight update mid-generation) can be older; the controller's
+``rollout.enforce_token_lag`` regenerates such groups (:meth:`on_requeue`). Rejected (filtered) and failed episodes do not count:
 they free their slot. After recovery at version v the trainer has consumed v·B groups, so
 ``accepted`` restarts at v·B (:meth:`recover`).
 
@@ -84,6 +86,14 @@ class StalenessManager:
 
     def on_fail(self) -> None:
         self._finish("failed")
+
+    def on_requeue(self) -> None:
+        """An accepted group is sent back to be generated again (too stale to train): it no
+        longer counts as accepted."""
+        with self._lock:
+            if self.accepted <= 0:
+                raise ArealError("staleness: a group was requeued but none was accepted")
+            self.accepted -= 1
 
     def set_version(self, version: int) -> None:
         with self._lock:
