@@ -444,12 +444,20 @@ class RLTrainer:
         return out
 
     def _audit(self, trajectories: list[Trajectory]) -> None:
-        generated = [v for t in trajectories for m, v in zip(t.loss_mask, t.versions) if m and v >= 0]
+        """One line of ``trained_samples.jsonl``: the ids trained by this step and the versions of
+        their generated tokens: the oldest, the newest, and the oldest of the groups' newest tokens
+        (when the slowest member of a group finished: what admission control bounds)."""
+        by_group: dict[str, list[int]] = {}
+        for t in trajectories:
+            by_group.setdefault(t.group_id, []).extend(v for m, v in zip(t.loss_mask, t.versions) if m and v >= 0)
+        flat = [v for vs in by_group.values() for v in vs]
+        finished = [max(vs) for vs in by_group.values() if vs]
         row = {"step": self.step, "version_trained_on": self.step - 1,
                "sample_ids": sorted({t.sample_id for t in trajectories}),
-               "group_ids": sorted({t.group_id for t in trajectories}),
-               "token_version_min": min(generated) if generated else None,
-               "token_version_max": max(generated) if generated else None}
+               "group_ids": sorted(by_group),
+               "token_version_min": min(flat) if flat else None,
+               "token_version_max": max(flat) if flat else None,
+               "group_finished_version_min": min(finished) if finished else None}
         with open(self.run_dir / AUDIT_FILE, "a", encoding="utf-8") as f:
             f.write(json.dumps(row) + "\n")
 

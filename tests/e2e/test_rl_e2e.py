@@ -55,10 +55,11 @@ def train(workspace, registry, trial: str, overrides: list[str]) -> Path:
 
 
 def test_async_run_keeps_every_invariant(workspace, registry):
-    run_dir = train(workspace, registry, "eta1", ["rollout.max_head_offpolicyness=1", "trainer.total_steps=4"])
+    run_dir = train(workspace, registry, "eta1", ["rollout.max_head_offpolicyness=1", "rollout.enforce_token_lag=true",
+                                                  "trainer.total_steps=4"])
     rows = audit_rows(run_dir)
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
-    for r in rows:  # the batch of step s trains weights at version s-1; tokens lag at most η = 1
+    for r in rows:  # the batch of step s trains weights at version s-1; every token lags at most η = 1
         assert r["version_trained_on"] - r["token_version_min"] <= 1
         assert r["token_version_max"] <= r["version_trained_on"]
     check_no_sample_lost_or_repeated(run_dir, workspace[0] / "train.jsonl", seed=3)
@@ -77,6 +78,14 @@ def test_async_run_keeps_every_invariant(workspace, registry):
     saved, _ = read_yaml_file(run_dir / "config.yaml")
     assert saved["actor"]["temperature"] == saved["workflow"]["temperature"] == 1.0
     assert (run_dir / "export" / "step4" / "config.json").is_file()
+
+
+def test_admission_alone_bounds_the_lag_of_each_groups_newest_token(workspace, registry):
+    run_dir = train(workspace, registry, "eta1_admission", ["rollout.max_head_offpolicyness=1", "trainer.total_steps=3",
+                                                            "valid_dataset=null", "trainer.verify_weight_sync=false"])
+    for r in audit_rows(run_dir):
+        assert r["version_trained_on"] - r["group_finished_version_min"] <= 1
+    check_no_sample_lost_or_repeated(run_dir, workspace[0] / "train.jsonl", seed=3)
 
 
 def test_synchronous_run_trains_only_current_tokens(workspace, registry):
