@@ -110,6 +110,7 @@ def run_once(root: Path, model: Path, eta: int, args, registry, trial: str) -> d
         f"inference={{name: embedded, n_servers: 1, threads: {args.server_threads}, max_batch: 64}}",
         f"workflow={{name: bench_longtail, n_samples: {args.n_samples}}}", "reward={name: bench_letter}",
         f"rollout.batch_size={args.batch}", f"rollout.max_head_offpolicyness={eta}", "rollout.max_concurrent_rollouts=64",
+        f"rollout.enforce_token_lag={str(args.enforce_token_lag and eta > 0).lower()}",
         f"train_dataset.path={root / 'train.jsonl'}", f"trainer.total_steps={args.steps}", "trainer.checkpoint_every=0",
         "logging.level=warning",
     ]
@@ -125,6 +126,7 @@ def run_once(root: Path, model: Path, eta: int, args, registry, trial: str) -> d
     newest_lag = max(a["version_trained_on"] - a["group_finished_version_min"] for a in audit)
     return {"loop_s": loop_s, "total_s": total, "samples": sum(r["train/n_seqs"] for r in rows), "tokens": tokens,
             "generated": rows[-1]["inference/output_tokens"], "interruptions": rows[-1]["inference/interruptions"],
+            "requeued": rows[-1]["rollout/requeued"],
             "tokens_per_s": tokens / loop_s, "gen_wait_s": sum(r["timing/gen_wait_s"] for r in rows),
             "train_s": sum(r["timing/train_s"] for r in rows), "lag": lag,
             "lag_max": max(r["rollout/version_lag_max"] for r in rows), "newest_lag_max": newest_lag}
@@ -144,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="alternate sync and async runs this many times and keep the fastest of each (shared machine)")
     parser.add_argument("--server-threads", type=int, default=1)
     parser.add_argument("--trainer-threads", type=int, default=1)
+    parser.add_argument("--enforce-token-lag", action="store_true",
+                        help="async run with rollout.enforce_token_lag (every trained token lags <= eta)")
     parser.add_argument("--workdir", type=Path, help="keep the runs here (default: a temporary directory, removed)")
     args = parser.parse_args(argv)
 
@@ -173,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"eta={eta}: loop {r['loop_s']:.1f} s (gen wait {r['gen_wait_s']:.1f} s, train {r['train_s']:.1f} s), "
                       f"{r['samples']:.0f} samples, {r['tokens']:.0f} trained / {r['generated']:.0f} generated tokens, "
                       f"{r['interruptions']:.0f} interruptions; version lag of trained tokens mean {r['lag']:.2f} max "
-                      f"{r['lag_max']:.0f}, of each group's newest token max {r['newest_lag_max']:.0f}")
+                      f"{r['lag_max']:.0f}, of each group's newest token max {r['newest_lag_max']:.0f}"
+                      + (f", {r['requeued']:.0f} groups regenerated" if r["requeued"] else ""))
                 if eta not in best or r["loop_s"] < best[eta]["loop_s"]:
                     best[eta] = r
         print(f"async (eta={args.eta}) vs sync (eta=0), same {best[0]['samples']:.0f} trained samples, fastest of "
