@@ -43,6 +43,7 @@ and "lag ≤ η" from it).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import shutil
@@ -79,21 +80,17 @@ class RunContext:
 
 @dataclass
 class StepTimer:
-    """Wall time of the named phases of one step."""
+    """Wall time of the named phases of one step: ``with timer.phase("train_s"): ...``."""
 
     times: dict[str, float] = field(default_factory=dict)
 
+    @contextlib.contextmanager
     def phase(self, name: str):
-        timer = self
-
-        class _Phase:
-            def __enter__(self):
-                self.start = time.perf_counter()
-
-            def __exit__(self, *exc):
-                timer.times[name] = timer.times.get(name, 0.0) + time.perf_counter() - self.start
-
-        return _Phase()
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.times[name] = self.times.get(name, 0.0) + time.perf_counter() - start
 
 
 def reconcile_temperatures(cfg: ResolvedConfig) -> float:
@@ -153,7 +150,7 @@ class RLTrainer:
 
     def setup(self) -> None:
         run = self.run
-        self.tau = reconcile_temperatures(self.cfg)
+        reconcile_temperatures(self.cfg)
         context = RunContext(run.model_path, run.seed, run.trainer.total_steps, self.run_dir, self.rank, self.world_size)
         self.algorithm = self._create("algorithm")
         self.actor = self._create("actor", run=context)
