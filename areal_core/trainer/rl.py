@@ -32,8 +32,8 @@ with an error naming the fields when set to something else.
 **Recovery.** See :mod:`areal_core.trainer.checkpoint`. A recovered run restores the engines,
 the controller (data position + samples in flight, which run again first; accepted restarts at
 v·B), the step and counters, then pushes the restored weights to the fresh servers as version v.
-Rows of ``metrics.jsonl`` and ``trained_samples.jsonl`` after the checkpoint's step are dropped:
-those steps run again.
+Rows of ``metrics.jsonl`` and ``trained_samples.jsonl`` after the checkpoint's step are dropped
+(all of them when ``recover=auto`` finds no checkpoint): those steps run again.
 
 Audit trail: ``RUN_DIR/trained_samples.jsonl`` gets one line per step with the sample and group
 ids trained and the min/max version of the trained tokens (tests check "no sample trained twice"
@@ -57,6 +57,7 @@ from areal_core.api.types import Trajectory, WeightUpdateMeta
 from areal_core.config.loader import ResolvedConfig
 from areal_core.errors import ArealError
 from areal_core.logging import get_logger
+from areal_core.metrics import METRICS_FILE, MetricsLogger
 from areal_core.trainer import checkpoint as ckpt
 
 log = get_logger(__name__)
@@ -168,7 +169,6 @@ class RLTrainer:
         from transformers import AutoTokenizer
 
         from areal_core.data.dataset import EpochDataLoader, load_rows
-        from areal_core.metrics import MetricsLogger
         from areal_core.rollout.client import RolloutClient
         from areal_core.rollout.controller import RolloutController
         from areal_core.rollout.reward_runner import RewardRunner
@@ -195,8 +195,10 @@ class RLTrainer:
             self.train_loader.check_state(state["dataset"])
             self.controller.load_state_dict(state["controller"])
             self.counters.update(state.get("counters", {}))
-            _truncate_jsonl(self.run_dir / AUDIT_FILE, self.step)
-            _truncate_jsonl(self.run_dir / "metrics.jsonl", self.step)
+        # rows of steps that run again (after the checkpoint; all of them without one) are dropped
+        kept_step = self.step if state else -1
+        _truncate_jsonl(self.run_dir / AUDIT_FILE, kept_step)
+        _truncate_jsonl(self.run_dir / METRICS_FILE, kept_step)
         self.metrics = MetricsLogger.create(self.cfg.of_kind("metric_sink"), self.run_dir, registry=self.registry)
 
     def _eval_workflow(self, reward):
