@@ -162,3 +162,12 @@ def test_resolved_config_creates_components(toy_registry, run_yaml):
 def test_environment_can_be_ignored(toy_registry, run_yaml, monkeypatch):
     monkeypatch.setenv("AREAL_SEED", "99")
     assert load_config(config_path=run_yaml(), env_prefix=None, registry=toy_registry).run.seed == 1
+
+
+def test_override_into_a_defaulted_section_keeps_its_default_name(toy_registry, tmp_path):
+    from toyplugin import MINIMAL_RUN
+
+    path = tmp_path / "no_scheduler.yaml"
+    path.write_text(yaml.safe_dump({k: v for k, v in MINIMAL_RUN.items() if k != "scheduler"}))
+    scheduler = load(toy_registry, path, ["scheduler.trainer_ranks=2"]).components["scheduler"]
+    assert (scheduler.name, scheduler.trainer_ranks) == ("local", 2)

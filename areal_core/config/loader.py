@@ -111,6 +111,7 @@ def load_config(
 
     def set_text(loc: Loc, raw: str) -> None:
         """Type ``raw`` by the field at ``loc`` as known so far, and set it."""
+        _seed_default_sections(model, data, loc)
         _set_at(data, loc, coerce_text(raw, _annotation_at(model, loc, data, registry)))
         for other in [k for k in text_values if k[: len(loc)] == loc or loc[: len(k)] == k]:
             del text_values[other]  # replaced by, or modified through, this value
@@ -309,6 +310,27 @@ def _annotation_at(model: type[BaseModel], loc: Loc, data: dict[str, Any], regis
         else:
             return None
     return annotation
+
+
+def _seed_default_sections(model: type[BaseModel], data: dict[str, Any], loc: Loc) -> None:
+    """Copy a defaulted component section (e.g. ``scheduler: {name: local}``) into ``data``
+    before a dotted key creates it, so ``scheduler.trainer_ranks=2`` keeps the default ``name``."""
+    annotation: Any = model
+    for depth, part in enumerate(loc[:-1]):
+        if not _is_model(annotation):
+            return
+        info = annotation.model_fields.get(str(part))
+        if info is None:
+            return
+        inner, kind = unwrap_annotation(_field_annotation(info))
+        if _get_at(data, loc[: depth + 1]) is None and not info.is_required():
+            default = info.get_default(call_default_factory=True)
+            if kind is not None and isinstance(default, dict):
+                _set_at(data, loc[: depth + 1], dict(default))
+                return
+        if kind is not None:
+            return
+        annotation = inner
 
 
 def _section_model(registry: Registry, kind: str, name: Any) -> type[BaseModel] | None:
