@@ -4,17 +4,17 @@
 that finds an answer wins, and within a format the *last* occurrence counts (a model that revises
 itself ends with the answer it stands by):
 
-=============  ==============================  ==============================================
-format         example                          what is taken
-=============  ==============================  ==============================================
-``hashes``     ``#### 42``                      the rest of the line after the last ``####``
-``boxed``      ``\\boxed{\\frac{1}{2}}``          the content of the last ``\\boxed{..}`` /
-                                                ``\\fbox{..}``, braces balanced (an unclosed
-                                                one, e.g. a truncated completion, is skipped)
-``answer_is``  ``The final answer is $42.``     after the last "answer is" / "answer:", up to
-                                                the end of the sentence or line
-``last_number``  ``so 40 + 2 = 42``             the last number anywhere (the fallback)
-=============  ==============================  ==============================================
+===============  ==============================  ============================================
+format           example                         what is taken
+===============  ==============================  ============================================
+``hashes``       ``#### 42``                     the rest of the line after the last ``####``
+``boxed``        ``\\boxed{\\frac{1}{2}}``         the content of the last ``\\boxed{..}`` /
+                                                 ``\\fbox{..}``, braces balanced (an unclosed
+                                                 one, e.g. a truncated completion, is skipped)
+``answer_is``    ``The final answer is $42.``    after the last "answer is" / "answer:", up to
+                                                 the end of the sentence or line
+``last_number``  ``so 40 + 2 = 42``              the last number anywhere (the fallback)
+===============  ==============================  ============================================
 
 **Normalisation.** :func:`parse_number` reads an answer as an exact ``fractions.Fraction``:
 LaTeX wrappers go (``\\text{..}``, ``\\mathrm{..}``, ``\\left``/``\\right``, ``\\,``, ``\\!``,
