@@ -113,3 +113,42 @@ class RunConfig(StrictModel):
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+
+class SFTTrainerConfig(StrictModel):
+    """The supervised fine-tuning loop (``areal sft``)."""
+
+    total_steps: int = Field(100, ge=1, description="optimizer steps to run")
+    batch_size: int = Field(64, ge=1, description="sequences per optimizer step (packed, split into micro-batches by the engine)")
+    eval_every: int = Field(0, ge=0, description="held-out loss every K steps (0: only at the end); needs valid_dataset")
+    log_every: int = Field(10, ge=1, description="a console line every K steps (metrics.jsonl gets every step)")
+
+
+class SFTConfig(StrictModel):
+    """A supervised fine-tuning run: packed next-token NLL on the completion tokens only.
+
+    Rows hold ``prompt`` + ``completion`` text (field names configurable) or chat ``messages``
+    whose last message is the assistant's answer. The fine-tuned model is exported as a Hugging
+    Face directory to ``output_path`` (default ``RUN_DIR/export``), ready to be an RL run's
+    ``model_path``.
+    """
+
+    experiment_name: str = Field("areal-sft", description="groups trials; part of the run directory")
+    trial_name: str = Field("trial0", description="one run of an experiment")
+    fileroot: str = Field("runs", description="run directories go under fileroot/experiment_name/trial_name")
+    seed: int = Field(1, description="global seed (data order, engine RNG)")
+    model_path: str = Field(description="local HF model directory to fine-tune")
+    output_path: str | None = Field(None, description="where the fine-tuned HF model is written (default RUN_DIR/export)")
+
+    actor: Section("train_engine") = Field(description="the train engine, e.g. {name: fsdp, optimizer: {lr: 1e-3}}")
+    device: Section("device") = Field(default_factory=lambda: {"name": "cpu"}, description="cpu | cuda | npu...")
+    train_dataset: DatasetConfig = Field(description="demonstrations to fine-tune on")
+    valid_dataset: DatasetConfig | None = Field(None, description="held-out demonstrations for the eval loss")
+    prompt_field: str = Field("prompt", description="row field holding the prompt text")
+    completion_field: str = Field("completion", description="row field holding the target completion text")
+    messages_field: str = Field("messages", description="row field with chat messages; the last one (assistant) is the target")
+    chat_template: bool = Field(True, description="render the prompt as one user message with the tokenizer's chat "
+                                                  "template (as the rlvr workflow does); false: raw text")
+    trainer: SFTTrainerConfig = Field(default_factory=SFTTrainerConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
