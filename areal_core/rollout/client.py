@@ -43,6 +43,9 @@ from areal_core.logging import get_logger
 log = get_logger(__name__)
 
 
+KEEPALIVE_EXPIRY_S = 2.0  # idle pooled connections are dropped after this (see _bind_to_running_loop)
+
+
 class InferenceUnavailableError(ArealError):
     """Every inference server failed one request (unreachable, erroring or timing out)."""
 
@@ -192,8 +195,11 @@ class RolloutClient:
         import httpx
 
         self._loop = loop
+        # keepalive_expiry below the servers' idle timeout (uvicorn's default, SGLang's too, is 5 s):
+        # with equal timeouts a request can go out on a connection the server is closing (ReadError)
         self._http = httpx.AsyncClient(timeout=httpx.Timeout(None, connect=10.0),
-                                       limits=httpx.Limits(max_connections=None, max_keepalive_connections=256))
+                                       limits=httpx.Limits(max_connections=None, max_keepalive_connections=256,
+                                                           keepalive_expiry=KEEPALIVE_EXPIRY_S))
         self._resumed = asyncio.Event()
         if not self._paused:
             self._resumed.set()
