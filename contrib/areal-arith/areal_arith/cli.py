@@ -1,6 +1,6 @@
 """``areal-arith prepare OUT``: write the quickstart's model and datasets, offline.
 
-    OUT/model/        a tiny Qwen2 causal LM (random init) + byte-level BPE tokenizer trained on
+    OUT/model/        a tiny Qwen2 causal LM (3.1 M parameters by default, random init) + byte-level BPE tokenizer trained on
                       this task's text (areal_core.testing.tiny); digits are single tokens
     OUT/train.jsonl   RL prompts with answers          OUT/valid.jsonl  held-out prompts
     OUT/sft.jsonl     noisy-teacher demonstrations (see areal_arith.task)
@@ -15,13 +15,14 @@ from pathlib import Path
 from areal_arith.task import make_splits, tokenizer_corpus, write_jsonl
 
 
-def prepare(out: Path, seed: int = 0, size: str = "0.2m", n_train: int = 4000, n_valid: int = 200,
-            n_sft: int = 20000, teacher_accuracy: float = 0.3) -> Path:
+def prepare(out: Path, seed: int = 0, size: str = "3m", n_train: int = 4000, n_valid: int = 200,
+            n_sft: int = 20000, teacher_accuracy: float = 0.2, teacher_error: str = "over") -> Path:
     """Write the model and the three splits under ``out``; returns ``out``."""
     from areal_core.testing.tiny import make_tiny_model
 
     out = Path(out)
-    splits = make_splits(seed=seed, n_train=n_train, n_valid=n_valid, n_sft=n_sft, teacher_accuracy=teacher_accuracy)
+    splits = make_splits(seed=seed, n_train=n_train, n_valid=n_valid, n_sft=n_sft, teacher_accuracy=teacher_accuracy,
+                         teacher_error=teacher_error)
     for name, rows in splits.items():
         write_jsonl(rows, out / f"{name}.jsonl")
     make_tiny_model(out / "model", size=size, seed=seed, corpus=tokenizer_corpus(seed))
@@ -34,14 +35,16 @@ def main(argv: list[str] | None = None) -> int:
     p = commands.add_parser("prepare", help="write a tiny model and the train/valid/sft datasets")
     p.add_argument("out", type=Path, help="output directory")
     p.add_argument("--seed", type=int, default=0, help="seed of the data and of the model's initial weights")
-    p.add_argument("--size", default="0.2m", choices=["0.2m", "3m", "18m"], help="tiny model size")
+    p.add_argument("--size", default="3m", choices=["0.2m", "3m", "18m"], help="tiny model size")
     p.add_argument("--n-train", type=int, default=4000, help="RL prompts")
     p.add_argument("--n-valid", type=int, default=200, help="held-out prompts")
     p.add_argument("--n-sft", type=int, default=20000, help="teacher demonstrations")
-    p.add_argument("--teacher-accuracy", type=float, default=0.3, help="how often the teacher's total is right")
+    p.add_argument("--teacher-accuracy", type=float, default=0.2, help="how often the teacher's total is right")
+    p.add_argument("--teacher-error", default="over", choices=["over", "either"],
+                   help="the teacher's wrong totals: one too many (over) or off by one either way (either)")
     args = parser.parse_args(argv)
     out = prepare(args.out, seed=args.seed, size=args.size, n_train=args.n_train, n_valid=args.n_valid,
-                  n_sft=args.n_sft, teacher_accuracy=args.teacher_accuracy)
+                  n_sft=args.n_sft, teacher_accuracy=args.teacher_accuracy, teacher_error=args.teacher_error)
     print(f"wrote {out}/model, {out}/train.jsonl, {out}/valid.jsonl, {out}/sft.jsonl")
     return 0
 

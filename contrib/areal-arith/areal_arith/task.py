@@ -10,8 +10,9 @@ Three splits, all generated offline from one seed:
   two splits (some two-digit problems are therefore never trained on: there are only 100).
 * ``train``: RL prompts (``prompt``, ``answer``), drawn from the remaining problems.
 * ``sft``: demonstrations (``prompt``, ``completion``) written by a *noisy teacher*: the right
-  total with probability ``teacher_accuracy``, otherwise the total off by one (±1 with equal odds,
-  never below 0). Fine-tuning on them teaches the answer format and roughly the right number;
+  total with probability ``teacher_accuracy``, otherwise the total off by one: ``teacher_error``
+  ``"over"`` (default) always one too many, a systematic bug; ``"either"`` ±1 with equal odds
+  (never below 0). Fine-tuning on them teaches the answer format and roughly the right number;
   the exact total is what RL against the verifier (:mod:`areal_arith.reward`) has to teach.
 
 Everything is a pure function of the arguments: the same seed writes the same bytes.
@@ -46,18 +47,26 @@ def random_problem(rng: random.Random) -> Problem:
     return Problem(tuple(rng.randint(0, 9) for _ in range(n)))
 
 
-def teacher_answer(problem: Problem, accuracy: float, rng: random.Random) -> int:
-    """The noisy teacher: right with probability ``accuracy``, else off by one (±1, floored at 0)."""
+TEACHER_ERRORS = ("over", "either")
+
+
+def teacher_answer(problem: Problem, accuracy: float, rng: random.Random, error: str = "over") -> int:
+    """The noisy teacher: right with probability ``accuracy``, else off by one: +1 (``over``) or
+    ±1 with equal odds floored at 0 (``either``)."""
     if rng.random() < accuracy:
         return problem.answer
+    if error == "over":
+        return problem.answer + 1
     return max(0, problem.answer + rng.choice((-1, 1)))
 
 
 def make_splits(seed: int = 0, n_train: int = 4000, n_valid: int = 200, n_sft: int = 20000,
-                teacher_accuracy: float = 0.3) -> dict[str, list[dict]]:
+                teacher_accuracy: float = 0.2, teacher_error: str = "over") -> dict[str, list[dict]]:
     """The three splits as lists of rows (see the module docstring). Rows carry a stable ``id``."""
     if not 0.0 <= teacher_accuracy <= 1.0:
         raise ValueError(f"teacher_accuracy must be in [0, 1], got {teacher_accuracy}")
+    if teacher_error not in TEACHER_ERRORS:
+        raise ValueError(f"teacher_error must be one of {', '.join(TEACHER_ERRORS)}, got {teacher_error!r}")
     rng_valid, rng_train, rng_sft, rng_teacher = (random.Random(f"{seed}/{name}") for name in
                                                   ("valid", "train", "sft", "teacher"))
     held_out: list[Problem] = []
@@ -79,7 +88,7 @@ def make_splits(seed: int = 0, n_train: int = 4000, n_valid: int = 200, n_sft: i
     valid = [{"id": f"valid-{i}", "prompt": p.prompt, "answer": str(p.answer)} for i, p in enumerate(held_out)]
     train = [{"id": f"train-{i}", "prompt": p.prompt, "answer": str(p.answer)}
              for i, p in enumerate(draw(rng_train, n_train))]
-    sft = [{"id": f"sft-{i}", "prompt": p.prompt, "completion": str(teacher_answer(p, teacher_accuracy, rng_teacher))}
+    sft = [{"id": f"sft-{i}", "prompt": p.prompt, "completion": str(teacher_answer(p, teacher_accuracy, rng_teacher, teacher_error))}
            for i, p in enumerate(draw(rng_sft, n_sft))]
     return {"train": train, "valid": valid, "sft": sft}
 

@@ -39,28 +39,40 @@ def test_rows_are_well_formed():
                 assert r["answer"] == str(sum(terms))
 
 
-def test_teacher_is_right_at_its_accuracy_and_otherwise_off_by_one():
-    rows = make_splits(seed=0, n_train=1, n_valid=1, n_sft=20000, teacher_accuracy=0.3)["sft"]
-    errors = [int(r["completion"]) - sum(int(t) for t in r["prompt"].rstrip("=").split("+")) for r in rows]
-    right = errors.count(0) / len(errors)
+def teacher_errors(teacher_error, accuracy):
+    rows = make_splits(seed=0, n_train=1, n_valid=1, n_sft=20000, teacher_accuracy=accuracy, teacher_error=teacher_error)["sft"]
+    return [int(r["completion"]) - sum(int(t) for t in r["prompt"].rstrip("=").split("+")) for r in rows]
+
+
+def test_over_teacher_is_right_at_its_accuracy_and_otherwise_one_too_many():
+    errors = teacher_errors("over", 0.2)
+    # 20000 Bernoulli(0.2) draws: std ≈ 0.0028
+    assert 0.19 < errors.count(0) / len(errors) < 0.21
+    assert set(errors) == {0, 1}
+
+
+def test_either_teacher_is_off_by_one_both_ways():
+    errors = teacher_errors("either", 0.3)
     # 20000 Bernoulli(0.3) draws, plus the few totals of 0 where "-1" is floored back to 0: std ≈ 0.0032
-    assert 0.29 < right < 0.32
-    assert set(errors) <= {-1, 0, 1}
+    assert 0.29 < errors.count(0) / len(errors) < 0.32
+    assert set(errors) == {-1, 0, 1}
     assert abs(errors.count(1) - errors.count(-1)) / len(errors) < 0.03
 
 
 def test_teacher_never_goes_below_zero():
     rng = random.Random(0)
-    assert all(teacher_answer(Problem((0, 0)), 0.0, rng) >= 0 for _ in range(100))
+    assert all(teacher_answer(Problem((0, 0)), 0.0, rng, "either") >= 0 for _ in range(100))
 
 
-def test_bad_accuracy_is_rejected():
+def test_bad_teacher_settings_are_rejected():
     with pytest.raises(ValueError, match="teacher_accuracy must be in"):
         make_splits(teacher_accuracy=1.5)
+    with pytest.raises(ValueError, match="teacher_error must be one of over, either, got 'under'"):
+        make_splits(teacher_error="under")
 
 
 def test_prepare_writes_model_and_splits(tmp_path):
-    assert main(["prepare", str(tmp_path), "--n-train", "20", "--n-valid", "5", "--n-sft", "20"]) == 0
+    assert main(["prepare", str(tmp_path), "--size", "0.2m", "--n-train", "20", "--n-valid", "5", "--n-sft", "20"]) == 0
     assert (tmp_path / "model" / "config.json").is_file()
     rows = [json.loads(line) for line in (tmp_path / "valid.jsonl").read_text().splitlines()]
     assert len(rows) == 5 and {"id", "prompt", "answer"} <= set(rows[0])
