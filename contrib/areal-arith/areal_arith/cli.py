@@ -18,8 +18,11 @@ from areal_arith.task import make_splits, tokenizer_corpus, write_jsonl
 def prepare(out: Path, seed: int = 0, size: str = "3m", n_train: int = 4000, n_valid: int = 200,
             n_sft: int = 20000, teacher_accuracy: float = 0.2, teacher_error: str = "over") -> Path:
     """Write the model and the three splits under ``out``; returns ``out``."""
+    from transformers.utils import logging as hf_logging
+
     from areal_core.testing.tiny import make_tiny_model
 
+    hf_logging.disable_progress_bar()
     out = Path(out)
     splits = make_splits(seed=seed, n_train=n_train, n_valid=n_valid, n_sft=n_sft, teacher_accuracy=teacher_accuracy,
                          teacher_error=teacher_error)
