@@ -79,9 +79,14 @@ def free_port() -> int:
 @contextlib.contextmanager
 def launched_server(argv: list[str], addr: str, timeout_s: float = 120.0, env: dict[str, str] | None = None,
                     log_path: str | Path | None = None) -> Iterator[subprocess.Popen]:
-    """Run ``argv`` until ``GET http://addr/health`` answers 200; terminate it on exit."""
+    """Run ``argv`` until ``GET http://addr/health`` answers 200; terminate it on exit. The health
+    check carries the bearer token of ``AREAL_API_KEY`` (from ``env``, else this process's)."""
     import httpx
 
+    from areal_core.auth import API_KEY_ENV
+
+    key = (env or {}).get(API_KEY_ENV) or os.environ.get(API_KEY_ENV)
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
     log = open(log_path, "wb") if log_path else subprocess.DEVNULL
     process = subprocess.Popen(argv, env={**os.environ, **(env or {})}, stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -91,7 +96,7 @@ def launched_server(argv: list[str], addr: str, timeout_s: float = 120.0, env: d
                 tail = Path(log_path).read_text()[-3000:] if log_path else "(no log kept)"
                 raise RuntimeError(f"server {argv[:4]}... exited with {process.returncode}:\n{tail}")
             try:
-                if httpx.get(f"http://{addr}/health", timeout=2).status_code == 200:
+                if httpx.get(f"http://{addr}/health", headers=headers, timeout=2).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
