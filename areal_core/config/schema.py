@@ -38,6 +38,18 @@ class RolloutConfig(StrictModel):
     group_failure: Literal["drop", "retry"] = Field("drop", description="what happens to a group when one member's episode fails")
     max_retries: int = Field(1, ge=0, description="retries of a failed episode when group_failure=retry")
     reward_timeout_s: float = Field(30.0, gt=0, description="a reward call slower than this fails its sample")
+    reward_max_threads: int = Field(
+        16, ge=1, description="synchronous reward calls running at once; a hung call holds its thread until it "
+                              "returns, so hung calls never take more threads than this")
+    reward_failure_window: int = Field(64, ge=1, description="reward calls over which the failure share is measured")
+    reward_max_failure_share: float = Field(
+        0.5, ge=0, le=1, description="stop the run when more than this share of the last reward_failure_window "
+                                     "reward calls failed (raised, timed out, returned a non-number); 1 = never")
+    reward_max_abs: float = Field(1e6, gt=0, description="a reward whose magnitude exceeds this fails its sample "
+                                                         "(keeps advantages and metrics finite)")
+    loop_lag_warn_s: float = Field(
+        5.0, gt=0, description="report (with the stack of the code holding it) when the rollout event loop is "
+                               "blocked for longer than this, e.g. by a synchronous call inside an async reward")
     request_timeout_s: float = Field(600.0, gt=0, description="one HTTP generate call slower than this is retried on another server")
     enforce_token_lag: bool = Field(
         False, description="strict staleness: a finished group holding any token more than η versions older than the "

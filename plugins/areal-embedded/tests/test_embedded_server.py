@@ -90,8 +90,14 @@ def reference_logprobs(model, prompt, output, temperature=1.0, top_k=-1, top_p=1
 
 
 def put_back_a(server, models):
+    """Serve A again, as the next version (versions only move forward)."""
     backend, addr = server
-    run(lambda c: backend.update_weights(c, addr, WeightUpdateMeta(type="disk", version=0, path=models[0])))
+
+    async def put_back(client):
+        version = await get_weight_version(client, addr)
+        await backend.update_weights(client, addr, WeightUpdateMeta(type="disk", version=version + 1, path=models[0]))
+
+    run(put_back)
 
 
 def test_greedy_equals_hf_generate_token_by_token(server, hf):
