@@ -80,6 +80,8 @@ class TrainerConfig(StrictModel):
     eval_every: int = Field(0, ge=0, description="evaluate on the valid dataset every K steps (0: only at start and end)")
     save_every: int = Field(0, ge=0, description="write an HF export every K steps (0: only at the end)")
     checkpoint_every: int = Field(1, ge=0, description="write a recovery checkpoint every K steps (0: never)")
+    keep_checkpoints: int = Field(2, ge=1, description="recovery checkpoints kept (the newest K); recovery falls back "
+                                                       "to an older one when the newest is unreadable")
     eval_temperature: float = Field(0.0, ge=0, description="sampling temperature of evaluation episodes (0: greedy)")
     eval_n_samples: int = Field(1, ge=1, description="completions per held-out prompt in evaluation")
     verify_weight_sync: bool = Field(

@@ -537,11 +537,8 @@ def _run_with_http(fn):
 
 
 def _truncate_jsonl(path: Path, max_step: int) -> None:
-    """Keep only the rows of a per-step JSONL file whose ``step`` ≤ ``max_step`` (atomically)."""
-    if not path.is_file():
-        return
-    kept = [line for line in path.read_text(encoding="utf-8").splitlines()
-            if line.strip() and json.loads(line).get("step", 0) <= max_step]
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-    tmp.replace(path)
+    """Keep only the rows of a per-step JSONL file whose ``step`` ≤ ``max_step`` (a torn last line
+    is dropped with a warning)."""
+    from areal_core.jsonl import keep_rows_through_step
+
+    keep_rows_through_step(path, max_step)
