@@ -10,9 +10,20 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from areal_core.config.base import StrictModel
+
+
+def _confined_name(value: str) -> str:
+    """A run-directory component: one path segment, so fileroot/experiment/trial stays inside fileroot."""
+    if not value or value in (".", "..") or any(c in value for c in "/\\\0") or value != value.strip():
+        raise ValueError(f"{value!r} must be a single directory name (no '/', '\\', '..', or surrounding spaces): "
+                         f"the run directory must stay inside fileroot")
+    return value
+
+
+RunName = Annotated[str, AfterValidator(_confined_name)]
 
 
 class ComponentKind:
@@ -103,8 +114,8 @@ class LoggingConfig(StrictModel):
 class RunConfig(StrictModel):
     """A whole RL run."""
 
-    experiment_name: str = Field("areal", description="groups trials; part of the run directory")
-    trial_name: str = Field("trial0", description="one run of an experiment")
+    experiment_name: RunName = Field("areal", description="groups trials; part of the run directory")
+    trial_name: RunName = Field("trial0", description="one run of an experiment")
     fileroot: str = Field("runs", description="run directories go under fileroot/experiment_name/trial_name")
     seed: int = Field(1, description="global seed")
     model_path: str = Field(description="local HF model directory (actor, reference and servers start from it)")
@@ -147,8 +158,8 @@ class SFTConfig(StrictModel):
     ``model_path``.
     """
 
-    experiment_name: str = Field("areal-sft", description="groups trials; part of the run directory")
-    trial_name: str = Field("trial0", description="one run of an experiment")
+    experiment_name: RunName = Field("areal-sft", description="groups trials; part of the run directory")
+    trial_name: RunName = Field("trial0", description="one run of an experiment")
     fileroot: str = Field("runs", description="run directories go under fileroot/experiment_name/trial_name")
     seed: int = Field(1, description="global seed (data order, engine RNG)")
     model_path: str = Field(description="local HF model directory to fine-tune")

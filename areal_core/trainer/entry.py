@@ -165,16 +165,10 @@ def _check_run_dir(run_dir: Path, recover: str) -> None:
 
 
 def _check_paths(cfg: ResolvedConfig) -> None:
-    run = cfg.run
-    problems = []
-    if not Path(run.model_path).expanduser().is_dir():
-        problems.append(f"model_path: {run.model_path!r} is not a directory")
-    for name in ("train_dataset", "valid_dataset"):
-        section = getattr(run, name)
-        if section is not None and not Path(section.path).expanduser().exists():
-            problems.append(f"{name}.path: {section.path!r} does not exist")
-    if problems:
-        raise ArealError("invalid config:\n  " + "\n  ".join(problems))
+    """Model directory, datasets and batch arithmetic, before any process starts."""
+    from areal_core.trainer.preflight import check_run
+
+    check_run(cfg)
 
 
 def _terminate_as_interrupt() -> None:
