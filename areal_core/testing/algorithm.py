@@ -30,7 +30,6 @@ untouched; an algorithm that needs a critic or reference engine (``uses_critic``
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
 from typing import Any, ClassVar
 
 import pytest
@@ -42,6 +41,7 @@ from areal_core.config.base import validate_section
 from areal_core.data.batch import SequenceBatch
 from areal_core.errors import ArealError
 from areal_core.registry import build_registry
+from areal_core.testing.engines import make_train_engine, run_context
 from areal_core.testing.contract import ComponentContract
 
 # (group, prompt length, loss mask of the response, reward): unequal lengths, one group whose
@@ -103,12 +103,11 @@ class AlgorithmContract(ComponentContract):
     def make_engine(self, model_path: str):
         """Call ``make_engine(role)`` for a new initialized train engine (destroyed after the test)."""
         registry = build_registry()
-        run = SimpleNamespace(model_path=model_path, seed=1, total_steps=100)
+        run = run_context(model_path)
         engines = []
 
         def make(role: str):
-            engine = registry.create("train_engine", self.train_engine_name, self.train_engine_config(role), run=run)
-            engine.initialize()
+            engine = make_train_engine(self.train_engine_name, self.train_engine_config(role), run, registry=registry)
             engines.append(engine)
             return engine
 
@@ -163,7 +162,6 @@ class AlgorithmContract(ComponentContract):
     def test_train_step_updates_actor_and_returns_finite_stats(self, component, engines, batch):
         actor = engines["actor"]
         before = {k: v.detach().clone() for k, v in actor.named_full_weights()}
-        version = actor.version
         snapshot = _snapshot(batch)
 
         stats = component.train_step(batch, actor, critic=engines.get("critic"), ref=engines.get("ref"))
@@ -171,7 +169,6 @@ class AlgorithmContract(ComponentContract):
         assert isinstance(stats, dict) and stats, f"{self.component_name}: train_step returned {stats!r}"
         bad = {k: v for k, v in stats.items() if not isinstance(v, float) or not math.isfinite(v)}
         assert not bad, f"{self.component_name}: stats that are not finite floats: {bad}"
-        assert actor.version > version, f"{self.component_name}: train_step did not step the actor"
         after = dict(actor.named_full_weights())
         assert any(not torch.equal(before[k], after[k]) for k in before), f"{self.component_name}: weights unchanged"
         assert _snapshot(batch).keys() == snapshot.keys(), f"{self.component_name}: train_step added input fields"
