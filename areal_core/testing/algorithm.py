@@ -9,20 +9,21 @@ A plugin's test module subclasses :class:`AlgorithmContract`, once per registere
         plugin = areal_grpo.plugin
         component_name = "dapo"
         component_config = {"max_response_tokens": 16}
+        train_engine_name = "fsdp"                  # an installed train engine the suite trains with
         drops_uniform_groups = True
         invalid_configs = [{"eps_clip": -0.1}]
 
 ``train_step`` runs against real train engines built through the registry of *installed*
-plugins: ``train_engine_name`` (default ``fsdp``, from areal-fsdp) with the section
+plugins: ``train_engine_name`` (required: core names no engine) with the section
 :meth:`AlgorithmContract.train_engine_config` returns for each role (actor, critic, ref) and a
 run context carrying ``model_path`` (a tiny HF model written by the suite), ``seed`` and
-``total_steps``. Override ``train_engine_name`` and ``train_engine_config`` to use another engine.
+``total_steps``. Override ``train_engine_config`` to fit another engine's config.
 
 Checked: keep_group keeps a group with different rewards and (per ``drops_uniform_groups``)
 drops or keeps one whose rewards are all equal; the config model rejects each of
 ``invalid_configs`` with an error naming the ``algorithm`` section; ``train_step`` on a packed
 batch of groups with unequal lengths, masked prompt tokens and a masked tool span returns finite
-float stats, steps the actor (its version grows, its weights change) and leaves the input batch
+float stats, changes the actor's weights and leaves the input batch
 untouched; an algorithm that needs a critic or reference engine (``uses_critic``,
 ``uses_ref``) fails with an ArealError when it is not given one.
 """
@@ -83,7 +84,7 @@ class AlgorithmContract(ComponentContract):
     uses_ref: ClassVar[bool] = False  # train_step needs a reference engine
     invalid_configs: ClassVar[list[dict[str, Any]]] = []  # sections (without name) that must be rejected
 
-    train_engine_name: ClassVar[str] = "fsdp"
+    train_engine_name: ClassVar[str] = ""  # an installed train engine; set by the test class
     tiny_size: ClassVar[str] = "0.2m"
 
     def train_engine_config(self, role: str) -> dict[str, Any]:
@@ -102,6 +103,9 @@ class AlgorithmContract(ComponentContract):
     @pytest.fixture
     def make_engine(self, model_path: str):
         """Call ``make_engine(role)`` for a new initialized train engine (destroyed after the test)."""
+        if not self.train_engine_name:
+            pytest.fail(f"{type(self).__name__}: set train_engine_name to an installed train engine (e.g. the one "
+                        f"your algorithm is meant for); the suite trains against it")
         registry = build_registry()
         run = run_context(model_path)
         engines = []

@@ -13,6 +13,7 @@ from areal_core.testing.algorithm import AlgorithmContract
 
 class TestReinforceBaseline(AlgorithmContract):
     plugin = areal_example.plugin
+    train_engine_name = "fsdp"
     component_name = "reinforce_baseline"
     component_config = {"entropy_coef": 0.01}
     drops_uniform_groups = True
