@@ -44,13 +44,15 @@ KINDS: dict[str, Kind] = {
     )
 }
 
-# First-party components that live in separately installed distributions of this repository:
-# used only to tell a user which package to install when a name is unknown. Only packages this
-# project publishes belong here: a hint naming any other would send users to whoever registers it.
+# First-party components that live in separately installed distributions: used only to tell a
+# user which package to install when a name is unknown.
 KNOWN_DISTRIBUTIONS: dict[tuple[str, str], str] = {
     ("train_engine", "fsdp"): "areal-fsdp",
+    ("train_engine", "megatron"): "areal-megatron",
     ("inference_backend", "sglang"): "areal-sglang",
+    ("inference_backend", "vllm"): "areal-vllm",
     ("inference_backend", "embedded"): "areal-embedded",
+    ("device", "npu"): "areal-npu",
     **{
         ("algorithm", a): "areal-grpo"
         for a in ("grpo", "dr_grpo", "lite_ppo", "rloo", "reinforce_pp", "ppo", "dapo", "gspo", "sapo", "m2po")
@@ -148,10 +150,9 @@ class Registry:
             lines.append(f"  did you mean {close[0]!r}?")
         dist = KNOWN_DISTRIBUTIONS.get((kind, name))
         if dist:
-            lines.append(f"  {name!r} is provided by {dist}, in plugins/{dist} of the areal repository: "
-                         f"pip install -e plugins/{dist}")
+            lines.append(f"  {name!r} is provided by {dist}: pip install {dist}")
         else:
-            lines.append("  if a plugin provides it, install that plugin and check `areal plugins`")
+            lines.append(f"  if a plugin provides it, install that plugin (pip install <plugin>) and check `areal plugins`")
         for f in self.failures:
             lines.append(f"  plugin {f.entry_point!r} from {f.distribution} failed to load: {f.error}")
         return "\n".join(lines)

@@ -112,7 +112,7 @@ def test_component_sections_need_a_known_name(toy_registry, run_yaml):
         load(toy_registry, run_yaml({"actor": {"optimizer": {"lr": 1}}, "critic": {"name": "fsdp"}, "inference": "toy_backend"}))
     text = str(info.value)
     assert "actor.name: the registered name of the train engine to use is required (missing); available: toy_engine" in text
-    assert "critic: unknown train engine 'fsdp'" in text and "pip install -e plugins/areal-fsdp" in text
+    assert "critic: unknown train engine 'fsdp'" in text and "pip install areal-fsdp" in text
     assert "inference: Input should be a valid dictionary" in text
 
 

@@ -28,8 +28,7 @@ import torch
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from areal_core.auth import API_KEY_ENV
-from areal_core.errors import ArealError
+from areal_core.plugin import API_KEY_ENV, ArealError
 from areal_embedded.guard import BodyTooLarge, Guard, TransportLimits, guarded_protocol
 from areal_embedded.runner import ModelRunner
 from areal_embedded.scheduler import Command, Scheduler, Sequence
@@ -261,7 +260,7 @@ class EmbeddedServer:
                 "num_paused_requests": 0}
 
     async def init_group(self, body: dict[str, Any]) -> dict[str, Any]:
-        from areal_core.rollout.weight_transfer import open_weight_group
+        from areal_sglang.weight_transfer import open_weight_group
 
         missing = [k for k in ("master_address", "master_port", "rank_offset", "world_size") if k not in body]
         if missing:
@@ -282,10 +281,7 @@ class EmbeddedServer:
         Names, shapes and dtypes are checked against the model before receiving. A bad bucket is
         still received (the trainer's broadcast must complete) but discarded, and the group's
         update is refused at commit: the served weights never mix two versions."""
-        from areal_core.rollout.weight_transfer import (
-            broadcast_from_rank0,
-            dtype_from_name,
-        )
+        from areal_sglang.weight_transfer import broadcast_from_rank0, dtype_from_name
 
         name = body.get("group_name", "areal_weights")
         group = self.groups.get(name)
@@ -352,7 +348,7 @@ class EmbeddedServer:
         """Checksum of the model's parameters and the version they belong to. Read outside the
         model thread (weights change only in exclusive update commands); a version change during
         the read means an update overlapped it, so the read is repeated."""
-        from areal_core.checksum import tensors_checksum
+        from areal_core.plugin import tensors_checksum
 
         while True:
             version = self.scheduler.version

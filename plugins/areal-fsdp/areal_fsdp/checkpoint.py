@@ -16,7 +16,7 @@ from typing import Callable
 
 import torch
 
-from areal_core.files import disk_full_error, fsync_tree, require_free_space
+from areal_core.plugin import disk_full_error, fsync_tree, require_free_space
 from areal_fsdp.config import FSDPEngineConfig
 
 
