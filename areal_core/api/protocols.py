@@ -160,6 +160,15 @@ class SupportsStats(Protocol):
 
 
 @runtime_checkable
+class SupportsServerStatus(Protocol):
+    """A scheduler that can say what became of an inference server it started (for errors and
+    lost-server logs): its address, pid, whether it exited (status), was killed (signal), is
+    stopped or running, and the end of its log when it is not running."""
+
+    def describe_server(self, addr: str) -> str: ...
+
+
+@runtime_checkable
 class SupportsAclose(Protocol):
     """Something holding connections that must be closed on its own event loop."""
 

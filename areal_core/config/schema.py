@@ -62,6 +62,15 @@ class RolloutConfig(StrictModel):
         5.0, gt=0, description="report (with the stack of the code holding it) when the rollout event loop is "
                                "blocked for longer than this, e.g. by a synchronous call inside an async reward")
     request_timeout_s: float = Field(600.0, gt=0, description="one HTTP generate call slower than this is retried on another server")
+    control_timeout_s: float = Field(
+        60.0, gt=0, description="deadline of a pause, resume or health call to one server (they take milliseconds on "
+                                "CPU and seconds on a loaded GPU server); a server that misses it is probed, then lost")
+    weight_update_timeout_s: float = Field(
+        1800.0, gt=0, description="deadline of one weight push to all servers (loading a large checkpoint from disk on "
+                                  "GPUs can take minutes; a tiny CPU model takes under a second)")
+    on_server_lost: Literal["continue", "stop"] = Field(
+        "continue", description="a server that stops answering (killed, stopped, hung) with others left: continue = "
+                                "drop it and go on with the rest (disk/adapter weight sync); stop = end the run naming it")
     enforce_token_lag: bool = Field(
         False, description="strict staleness: a finished group holding any token more than η versions older than the "
                            "weights it would train is generated again instead (admission alone bounds the lag of a "

@@ -232,9 +232,10 @@ class RolloutController:
         self._watchdog.stop()
         blocked = self._watchdog.blocked_s > 0  # a blocked loop cannot shut down: do not wait for it
         try:
-            self._call(self._shutdown(), timeout_s=1 if blocked else 30)
-        except concurrent.futures.TimeoutError:
-            log.error("rollout loop did not shut down (blocked); abandoning its thread")
+            if blocked:
+                log.error("rollout loop is blocked and cannot shut down; abandoning its thread")
+            else:
+                self._call(self._shutdown(), timeout_s=30)
         finally:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=1 if blocked else 30)

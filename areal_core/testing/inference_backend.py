@@ -43,6 +43,7 @@ import pytest
 
 from areal_core.api.protocols import InferenceBackend, SupportsWeightsChecksum
 from areal_core.api.types import ModelRequest, SamplingParams, WeightUpdateMeta
+from areal_core.auth import auth_headers
 from areal_core.checksum import tensors_checksum
 from areal_core.errors import ArealError
 from areal_core.registry import build_registry, get_registry
@@ -131,7 +132,7 @@ class RunningServer:
 async def _with_client(fn, timeout_s: float = 120.0):
     import httpx
 
-    async with httpx.AsyncClient(timeout=timeout_s) as client:
+    async with httpx.AsyncClient(timeout=timeout_s, headers=auth_headers()) as client:
         return await fn(client)
 
 

@@ -58,6 +58,7 @@ from typing import Any
 
 from areal_core.api.protocols import SupportsAdapterExport, SupportsWeightsChecksum, WeightUpdater
 from areal_core.api.types import RunContext, Trajectory, WeightUpdateMeta, WeightVersion
+from areal_core.auth import auth_headers
 from areal_core.config.base import WorkflowConfigBase
 from areal_core.config.loader import ResolvedConfig
 from areal_core.errors import ArealError
@@ -126,7 +127,7 @@ class RLTrainer:
     """
 
     def __init__(self, cfg: ResolvedConfig, run_dir: str | Path, server_addrs: list[str], *, registry=None,
-                 rank: int = 0, world_size: int = 1, host_addr: str = "127.0.0.1"):
+                 rank: int = 0, world_size: int = 1, host_addr: str = "127.0.0.1", describe_server=None):
         self.cfg = cfg
         self.run = cfg.run
         self.run_dir = Path(run_dir)
@@ -137,6 +138,7 @@ class RLTrainer:
         self.step = 0  # completed steps
         self.weight_version = WeightVersion(0)  # owned here: set once the servers serve new weights
         self.host_addr = host_addr
+        self.describe_server = describe_server  # scheduler's account of a server (SupportsServerStatus)
         self.counters = {"trained_groups": 0, "trained_samples": 0, "trained_tokens": 0, "train_time_s": 0.0}
         self.actor = self.critic = self.ref = None
         self.controller = None
@@ -181,7 +183,7 @@ class RLTrainer:
         run = self.run
         self.tokenizer = AutoTokenizer.from_pretrained(run.model_path)
         self.backend = self._create("inference")
-        reward = RewardRunner(self._create("reward"), run.rollout.reward_timeout_s)
+        reward = RewardRunner.from_config(self._create("reward"), run.rollout)
         self.workflow = self._create("workflow", reward=reward, tokenizer=self.tokenizer)
         self.train_loader = EpochDataLoader(load_rows(run.train_dataset, "train_dataset"), seed=run.seed,
                                             shuffle=run.train_dataset.shuffle)
@@ -195,7 +197,8 @@ class RLTrainer:
         state = self._recover_state()
         self.step = int(state["step"]) if state else 0
         self.weight_version.set(self.step)  # the restored weights are pushed as this version
-        client = RolloutClient.from_config(self.backend, self.addrs, run.rollout, self.weight_version)
+        self.client = client = RolloutClient.from_config(self.backend, self.addrs, run.rollout, self.weight_version)
+        client.describe_server = self.describe_server
         self.eval_client = RolloutClient.from_config(self.backend, self.addrs, run.rollout, self.weight_version)
         self.controller = RolloutController(client, run.rollout, keep_group=self.algorithm)
         if state:
@@ -326,6 +329,7 @@ class RLTrainer:
                 self.weight_version.set(version)
             finally:
                 self.controller.resume()
+                self.addrs = self.eval_client.addrs = list(self.client.addrs)  # lost servers are left out
             if kind != "distributed":
                 self._remove_old_weights(version)
         else:
@@ -353,7 +357,8 @@ class RLTrainer:
         assert isinstance(backend, SupportsWeightsChecksum)  # checked in setup
 
         async def ask(http):
-            return await asyncio.gather(*(backend.weights_checksum(http, a) for a in self.addrs))
+            return await asyncio.wait_for(asyncio.gather(*(backend.weights_checksum(http, a) for a in self.addrs)),
+                                          self.run.rollout.control_timeout_s)
 
         theirs = _run_with_http(ask)
         bad = [f"{a}: {c}" for a, c in zip(self.addrs, theirs) if c != mine]
@@ -406,7 +411,8 @@ class RLTrainer:
         if self.is_main:
             state = {"version": self.step, "controller": self.controller.state_dict(),
                      "dataset": self.train_loader.state_dict(), "counters": dict(self.counters)}
-        ckpt.save_checkpoint(self.run_dir, self.step, engines, state or {}, rank=self.rank, barrier=self._barrier)
+        ckpt.save_checkpoint(self.run_dir, self.step, engines, state or {}, rank=self.rank, barrier=self._barrier,
+                             keep=self.run.trainer.keep_checkpoints)
 
     def _load_engines(self, path: Path | None) -> None:
         path = self._share(str(path) if path else None)
@@ -547,7 +553,7 @@ def _run_with_http(fn):
     import httpx
 
     async def main():
-        async with httpx.AsyncClient(timeout=httpx.Timeout(None, connect=10.0)) as http:
+        async with httpx.AsyncClient(timeout=httpx.Timeout(None, connect=10.0), headers=auth_headers()) as http:
             return await fn(http)
 
     return asyncio.run(main())
