@@ -68,9 +68,10 @@ class RolloutConfig(StrictModel):
     weight_update_timeout_s: float = Field(
         1800.0, gt=0, description="deadline of one weight push to all servers (loading a large checkpoint from disk on "
                                   "GPUs can take minutes; a tiny CPU model takes under a second)")
-    on_server_lost: Literal["continue", "stop"] = Field(
-        "continue", description="a server that stops answering (killed, stopped, hung) with others left: continue = "
-                                "drop it and go on with the rest (disk/adapter weight sync); stop = end the run naming it")
+    on_server_lost: Literal["restart", "continue", "stop"] = Field(
+        "restart", description="a server that stops answering (killed, stopped, hung): restart = the scheduler starts "
+                               "it again at the current weights (local scheduler; else as continue); continue = go on "
+                               "with the others; stop = end the run naming it. distributed weight sync always stops")
     enforce_token_lag: bool = Field(
         False, description="strict staleness: a finished group holding any token more than η versions older than the "
                            "weights it would train is generated again instead (admission alone bounds the lag of a "

@@ -105,6 +105,7 @@ class LocalScheduler:
         self.log_dir = Path(log_dir) if log_dir is not None else Path("logs")
         self.processes: list[LocalProcess] = []
         self.servers: dict[str, LocalProcess] = {}  # inference servers by address
+        self._server_launch: dict[str, tuple[InferenceBackend, list[str], dict[str, str]]] = {}
         atexit.register(self.stop_all)
 
     # ------------------------------------------------------------------ Scheduler protocol
@@ -171,7 +172,9 @@ class LocalScheduler:
             server_env = dict(env or {})
             if devices:
                 server_env["CUDA_VISIBLE_DEVICES"] = devices[i % len(devices)]
-            procs += self.launch(f"server{i}", backend.server_command(model_path, host, port), server_env)
+            argv = backend.server_command(model_path, host, port)
+            procs += self.launch(f"server{i}", argv, server_env)
+            self._server_launch[f"{host}:{port}"] = (backend, argv, server_env)
         addrs = [f"{host}:{port}" for port in ports]
         self.servers.update(zip(addrs, procs))
         asyncio.run(self._wait_healthy(backend, list(zip(addrs, procs))))
@@ -189,6 +192,19 @@ class LocalScheduler:
         if code is None:
             return line
         return f"{line}; end of {p.log_path}:\n{p.log_tail(LOST_LOG_TAIL_CHARS)}"
+
+    def restart_server(self, addr: str) -> None:
+        """Start the server at ``addr`` again (killing what is left of it), same command, port and
+        environment; returns once it is healthy. It serves the weights it started with."""
+        backend, argv, env = self._server_launch[addr]
+        old = self.servers[addr]
+        if old.alive():
+            self._signal(old, signal.SIGKILL)
+            old.popen.wait()
+        (new,) = self.launch(old.name, argv, env)
+        self.servers[addr] = new
+        asyncio.run(self._wait_healthy(backend, [(addr, new)]))
+        log.warning("inference server restarted", addr=addr, pid=new.pid)
 
     def check_alive(self, procs: list[LocalProcess]) -> None:
         """ArealError naming the first of ``procs`` that has exited, with its log tail."""

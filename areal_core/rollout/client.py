@@ -26,11 +26,15 @@ Each has a deadline: ``control_timeout_s`` for pause, resume and health, ``weigh
 for a weight push; a server that misses it (stopped, hung, dead) never blocks the trainer.
 
 **Lost servers.** A server that fails a control call and then fails a health probe is *lost*.
-With ``on_server_lost="continue"`` and others left, it is dropped from :attr:`addrs` (logged with
-the reason; generation and later syncs use the rest; its in-flight requests fail over to them) and
-a disk or adapter weight push is repeated on the survivors. With ``"stop"``, or none left, or a
-``distributed`` push (its process group includes the lost server), :class:`InferenceUnavailableError`
-names every failed server and why. :attr:`lost` keeps the dropped addresses.
+With ``on_server_lost="restart"`` and a scheduler that can (``restart_server``), it is started
+again at the same address, brought to the last pushed weights and version (disk and adapter paths;
+until the first push it serves the initial weights, version 0), paused if the others are, and
+kept. With ``"continue"`` (or a restart that fails) and others left, it is dropped from
+:attr:`addrs` (logged with the reason; generation and later syncs use the rest; its in-flight
+requests fail over to them). A disk or adapter weight push that lost a server is then repeated.
+With ``"stop"``, or none left, or a ``distributed`` push (its process group includes the lost
+server), :class:`InferenceUnavailableError` names every failed server and why. :attr:`lost`
+keeps the dropped addresses.
 New weights travel through the backend's :class:`~areal_core.api.WeightUpdater`; the client only
 lends it its connections and server list.
 
@@ -91,12 +95,15 @@ class RolloutClient:
         self.request_timeout_s = float(request_timeout_s)
         self.control_timeout_s = float(control_timeout_s)
         self.weight_update_timeout_s = float(weight_update_timeout_s)
-        if on_server_lost not in ("continue", "stop"):
-            raise ArealError(f"rollout.on_server_lost must be 'continue' or 'stop' (got {on_server_lost!r})")
+        if on_server_lost not in ("restart", "continue", "stop"):
+            raise ArealError(f"rollout.on_server_lost must be 'restart', 'continue' or 'stop' (got {on_server_lost!r})")
         self.on_server_lost = on_server_lost
         self.lost: dict[str, str] = {}  # address -> why it was dropped
-        # what the scheduler knows of a server (pid, exit status or signal, log tail), when it can tell
+        # what the scheduler knows of a server (pid, exit status or signal, log tail), when it can
+        # tell, and how it starts one again (blocking until healthy): SupportsServerStatus
         self.describe_server: Callable[[str], str] | None = None
+        self.restart_server: Callable[[str], None] | None = None
+        self._last_push: tuple[WeightUpdater, Any, int] | None = None  # a disk/adapter push to replay
         self.dead_cooldown_s = float(dead_cooldown_s)
         self.pause_poll_s = float(pause_poll_s)
         self.weight_version = weight_version if weight_version is not None else WeightVersion()
@@ -271,9 +278,11 @@ class RolloutClient:
             lost = await self._unhealthy(self.addrs)
             if not lost or not isinstance(weights, (str, os.PathLike)):
                 raise
-            self._drop({a: f"{what} failed ({exc}) and /health does not answer" for a in lost}, what)
+            await self._lose({a: f"{what} failed ({exc}) and /health does not answer" for a in lost}, what)
             sent = await self._wrap_server_errors(what, self._deadline(
                 updater.push(self.http, list(self.addrs), weights, version), self.weight_update_timeout_s, what))
+        if isinstance(weights, (str, os.PathLike)):
+            self._last_push = (updater, weights, version)
         self._stats["sync_s"] = time.monotonic() - start
         self._stats["sync_bytes"] = int(sent or 0)
         return int(sent or 0)
@@ -307,7 +316,7 @@ class RolloutClient:
                 self._dead_until[a] = time.monotonic() + self.dead_cooldown_s
             raise InferenceUnavailableError(f"{what} failed on {len(answering)} of {len(addrs)} inference servers:\n  "
                                             + "\n  ".join(f"{a}: {why}" for a, why in answering.items()))
-        self._drop({a: f"{what}: {failed[a]}; /health does not answer either" for a in unhealthy}, what)
+        await self._lose({a: f"{what}: {failed[a]}; /health does not answer either" for a in unhealthy}, what)
 
     async def _deadline(self, coro, timeout_s: float, what: str) -> Any:
         try:
@@ -330,12 +339,20 @@ class RolloutClient:
     def _health_timeout_s(self) -> float:
         return min(HEALTH_TIMEOUT_S, self.control_timeout_s)
 
-    def _drop(self, lost: dict[str, str], what: str) -> None:
-        """Drop lost servers, or raise when the policy or the count forbids it."""
+    async def _lose(self, lost: dict[str, str], what: str) -> None:
+        """Restart, drop or raise for lost servers, per ``on_server_lost`` (see "Lost servers")."""
         if self.describe_server is not None:
             lost = {a: f"{why}\n    {self.describe_server(a)}" for a, why in lost.items()}
-        survivors = [a for a in self.addrs if a not in lost]
         detail = "\n  ".join(f"{a}: {why}" for a, why in lost.items())
+        if self.on_server_lost == "restart" and self.restart_server is not None:
+            log.error("inference server lost; restarting it", lost=list(lost), reason=detail)
+            results = await asyncio.gather(*(self._restart(a) for a in lost), return_exceptions=True)
+            lost = {a: f"{lost[a]}\n    restart failed: {type(r).__name__}: {r}"  # those cannot come back: dropped
+                    for a, r in zip(list(lost), results) if isinstance(r, BaseException)}
+            if not lost:
+                return
+            detail = "\n  ".join(f"{a}: {why}" for a, why in lost.items())
+        survivors = [a for a in self.addrs if a not in lost]
         if self.on_server_lost == "stop" or not survivors:
             reason = "rollout.on_server_lost=stop" if survivors else "no inference server is left"
             raise InferenceUnavailableError(f"{what}: lost {len(lost)} of {len(self.addrs)} inference servers "
@@ -344,8 +361,22 @@ class RolloutClient:
         self.lost.update(lost)
         for rid in [r for r, a in self._sticky.items() if a in lost]:
             del self._sticky[rid]
-        log.error("inference server lost; continuing on the others (rollout.on_server_lost=continue)",
-                  lost=list(lost), remaining=survivors, reason=detail)
+        log.error("inference server lost; continuing on the others", lost=list(lost), remaining=survivors,
+                  reason=detail)
+
+    async def _restart(self, addr: str) -> None:
+        """Start ``addr`` again, bring it to the last pushed weights and version, pause it if the
+        others are paused."""
+        await asyncio.to_thread(self.restart_server, addr)
+        if self._last_push is not None:
+            updater, weights, version = self._last_push
+            await self._deadline(updater.push(self.http, [addr], weights, version), self.weight_update_timeout_s,
+                                 f"bringing restarted {addr} to version {version}")
+        if self._paused:
+            await self._deadline(self.backend.pause(self.http, addr), self.control_timeout_s, f"pausing {addr}")
+        self._dead_until.pop(addr, None)
+        self._stats["restarts"] = self._stats.get("restarts", 0) + 1
+        log.warning("inference server back", addr=addr, version=self._last_push[2] if self._last_push else None)
 
     async def health(self) -> dict[str, bool]:
         """``addr -> healthy`` for every server (an unreachable server is False)."""

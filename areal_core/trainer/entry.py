@@ -91,13 +91,13 @@ def run_training(cfg: ResolvedConfig, registry=None) -> Path:
     ranks = scheduler_cfg.trainer_ranks if isinstance(scheduler_cfg, SchedulerConfigBase) else 1
     scheduler.prepare(run_dir)
     key_env = {API_KEY_ENV: ensure_run_key()}  # servers require it, every client of the run sends it
-    describe = scheduler.describe_server if isinstance(scheduler, SupportsServerStatus) else None
+    server_status = scheduler if isinstance(scheduler, SupportsServerStatus) else None
     with scheduler:
         addrs = scheduler.start_inference_servers(backend, run.model_path, n_servers, env=key_env)
         try:
             if ranks == 1:
                 run_rank(cfg, run_dir, addrs, registry=registry, host_addr=scheduler.host_addr(),
-                         describe_server=describe)
+                         server_status=server_status)
             else:
                 argv = [sys.executable, "-m", "areal_core.trainer.entry", "--rank-of", str(run_dir),
                         "--servers", ",".join(addrs)]
@@ -105,21 +105,21 @@ def run_training(cfg: ResolvedConfig, registry=None) -> Path:
                 log.info("trainer ranks started", ranks=ranks, logs=str(run_dir / "logs"))
                 scheduler.wait(handles)
         except InferenceUnavailableError as exc:
-            if describe is None:
+            if server_status is None:
                 raise
-            states = "\n  ".join(describe(a) for a in addrs)
+            states = "\n  ".join(server_status.describe_server(a) for a in addrs)
             raise InferenceUnavailableError(f"{exc}\ninference servers now:\n  {states}") from None
     return run_dir
 
 
 def run_rank(cfg: ResolvedConfig, run_dir: Path, addrs: list[str], *, rank: int = 0, world_size: int = 1,
-             registry=None, host_addr: str = "127.0.0.1", describe_server=None) -> None:
+             registry=None, host_addr: str = "127.0.0.1", server_status=None) -> None:
     """One trainer rank: set up, train to the end, release everything."""
     from areal_core.trainer.rl import RLTrainer
 
     group = _init_trainer_group(cfg, registry) if world_size > 1 else None
     trainer = RLTrainer(cfg, run_dir, addrs, registry=registry, rank=rank, world_size=world_size, host_addr=host_addr,
-                        describe_server=describe_server)
+                        server_status=server_status)
     try:
         trainer.setup()
         trainer.run_loop()

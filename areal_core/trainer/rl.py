@@ -127,7 +127,7 @@ class RLTrainer:
     """
 
     def __init__(self, cfg: ResolvedConfig, run_dir: str | Path, server_addrs: list[str], *, registry=None,
-                 rank: int = 0, world_size: int = 1, host_addr: str = "127.0.0.1", describe_server=None):
+                 rank: int = 0, world_size: int = 1, host_addr: str = "127.0.0.1", server_status=None):
         self.cfg = cfg
         self.run = cfg.run
         self.run_dir = Path(run_dir)
@@ -138,7 +138,7 @@ class RLTrainer:
         self.step = 0  # completed steps
         self.weight_version = WeightVersion(0)  # owned here: set once the servers serve new weights
         self.host_addr = host_addr
-        self.describe_server = describe_server  # scheduler's account of a server (SupportsServerStatus)
+        self.server_status = server_status  # the scheduler, when it can describe and restart servers
         self.counters = {"trained_groups": 0, "trained_samples": 0, "trained_tokens": 0, "train_time_s": 0.0}
         self.actor = self.critic = self.ref = None
         self.controller = None
@@ -198,7 +198,12 @@ class RLTrainer:
         self.step = int(state["step"]) if state else 0
         self.weight_version.set(self.step)  # the restored weights are pushed as this version
         self.client = client = RolloutClient.from_config(self.backend, self.addrs, run.rollout, self.weight_version)
-        client.describe_server = self.describe_server
+        if self.server_status is not None:
+            client.describe_server = self.server_status.describe_server
+            client.restart_server = self.server_status.restart_server
+        if run.weight_sync.type == "distributed" and client.on_server_lost != "stop":
+            client.on_server_lost = "stop"  # the broadcast group includes every server: it cannot shrink
+            log.info("weight_sync.type=distributed: a lost inference server stops the run (rollout.on_server_lost)")
         self.eval_client = RolloutClient.from_config(self.backend, self.addrs, run.rollout, self.weight_version)
         self.controller = RolloutController(client, run.rollout, keep_group=self.algorithm)
         if state:

@@ -1,6 +1,8 @@
 """``areal train`` with two inference servers, one killed by SIGKILL after the first step: the run
-goes on to the last step on the other server (``rollout.on_server_lost=continue``), names the lost
-server with its pid and signal in the log, and trains no sample twice. Slow (a whole run)."""
+goes on to the last step, naming the lost server with its pid and signal in the log, and trains no
+sample twice; with ``rollout.on_server_lost=restart`` (the default) the local scheduler starts the
+server again at the current weights, with ``continue`` the run finishes on the other server.
+Slow (whole runs)."""
 
 from __future__ import annotations
 
@@ -44,7 +46,9 @@ def kill_one_server_after_first_step(run_dir, stop: threading.Event) -> list[int
     return killed
 
 
-def test_a_run_survives_losing_one_of_two_servers(tmp_path):
+@pytest.mark.parametrize("policy,words", [("restart", "inference server back"),
+                                          ("continue", "inference server lost; continuing on the others")])
+def test_a_run_survives_losing_one_of_two_servers(tmp_path, policy, words):
     from areal_core.testing.tiny import make_tiny_model
 
     model = make_tiny_model(tmp_path / "model", size="0.2m")
@@ -53,7 +57,7 @@ def test_a_run_survives_losing_one_of_two_servers(tmp_path):
     cfg = support.run_config(tmp_path, model, "lost",
                              inference={"name": "embedded", "n_servers": 2, "threads": 1, "max_batch": 16})
     cfg["trainer"] = {"total_steps": 4, "checkpoint_every": 0, "verify_weight_sync": True}
-    cfg["rollout"] = {**cfg["rollout"], "control_timeout_s": 5.0}
+    cfg["rollout"] = {**cfg["rollout"], "control_timeout_s": 5.0, "on_server_lost": policy}
     path = support.write_config(tmp_path / "lost.yaml", cfg)
     registry = build_registry(extra_plugins=[(support, "e2e-test")])
     set_registry(registry)
@@ -68,7 +72,7 @@ def test_a_run_survives_losing_one_of_two_servers(tmp_path):
     assert len(killed) == 1
     assert [row["step"] for row in read_metrics(run_dir) if "train/actor/grad_norm" in row] == [1, 2, 3, 4]
     log = (run_dir / "log.jsonl").read_text()
-    assert "inference server lost; continuing on the others" in log
+    assert words in log
     assert f"(pid {killed[0]}) was killed by SIGKILL" in log
     trained = [sid for row in support.audit_rows(run_dir) for sid in row["sample_ids"]]
     assert len(trained) == len(set(trained))

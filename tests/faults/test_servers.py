@@ -102,3 +102,32 @@ def test_losing_one_of_two_servers_does_not_end_the_run(servers):
     assert client.addrs == [addrs[0]] and list(client.lost) == [addrs[1]]
     assert f"server1 {addrs[1]} (pid {victim.pid}) was killed by SIGKILL; end of" in client.lost[addrs[1]]
     assert all(len(r.output_ids) == 4 and r.output_versions == [7] * 4 for r in responses)
+
+
+def test_lost_servers_are_restarted_at_the_current_version(servers):
+    """``on_server_lost=restart``: the local scheduler starts them again; they get the last pushed
+    weights and version before the run goes on."""
+    scheduler, backend, addrs, model = servers
+    client = client_for(servers, on_server_lost="restart")
+    client.restart_server = scheduler.restart_server
+    updater = backend.weight_updater(WeightUpdateMeta(type="disk"))
+    req = ModelRequest([5, 17, 33], SamplingParams(max_new_tokens=4, temperature=0.0))
+
+    async def scenario():
+        await client.pause()  # server1 is dead since the previous test: restarted here, at no push yet
+        await client.push_weights(updater, str(model), 8)
+        await client.resume()
+        victim = scheduler.servers[addrs[0]]
+        victim.popen.send_signal(signal.SIGKILL)
+        victim.popen.wait()
+        await client.pause()  # server0 lost: restarted and brought to version 8 before the push of 9
+        await client.push_weights(updater, str(model), 9)
+        await client.resume()
+        responses = await asyncio.gather(*(client.agenerate(req) for _ in range(4)))
+        await client.aclose()
+        return victim.pid, responses
+
+    old_pid, responses = asyncio.run(scenario())
+    assert client.addrs == addrs and client.lost == {} and client.stats()["restarts"] == 2
+    assert scheduler.servers[addrs[0]].pid != old_pid and scheduler.servers[addrs[0]].alive()
+    assert all(r.output_versions == [9] * 4 for r in responses)
