@@ -1,8 +1,12 @@
 """Training statistics summed over micro-batches (and data-parallel ranks), reported as means.
 
 The loss functions run once per micro-batch, on whichever rank holds it. Each adds sums, counts
-and maxima here as detached tensors; :meth:`StatSums.result` turns them into floats once per
-step. When ``torch.distributed`` is initialised the sums and maxima are all-reduced over the
+and maxima here as detached tensors (a policy loss through ``x.stats``, see
+:mod:`areal_grpo.policy_loss`); :meth:`StatSums.result` turns them into floats once per step. So
+``add_mean(name, v, mask)`` reports Σ v over the masked tokens of every micro-batch of every
+minibatch and epoch of the step, on every rank, divided by the number of those tokens: a token
+mean over the whole step, whatever the micro-batching. ``add_max`` reports the step's maximum.
+A name must be added on every rank in the same step (make it depend on the config only). When ``torch.distributed`` is initialised the sums and maxima are all-reduced over the
 default process group first (every trainer rank calls ``train_step`` in lockstep, and the keys
 depend only on the config, so every rank reduces the same tensors).
 """
