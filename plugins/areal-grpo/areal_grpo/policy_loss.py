@@ -33,8 +33,9 @@ that a config is validated without importing torch.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from areal_core.errors import ArealError
 
@@ -52,16 +53,16 @@ BUILTIN_POLICY_LOSSES = {"clip": "areal_grpo.losses", "sapo": "areal_grpo.losses
 class PolicyLossInput:
     """What a policy loss sees of one micro-batch. Token tensors are [T] over its packed tokens."""
 
-    logprobs: "torch.Tensor"  # log π_θ: the only tensor with a gradient
-    prox_logprobs: "torch.Tensor"  # log π_prox, the trust-region anchor (no gradient)
-    log_ratio: "torch.Tensor"  # log r = log π_θ - log π_prox; 0 off mask; per sequence with importance_level=sequence
-    ratio: "torch.Tensor"  # r = exp(log r), exponent clamped to ±20 (areal_grpo.numerics.LOG_RATIO_BOUND)
-    advantages: "torch.Tensor"  # A (sequence means with importance_level=sequence)
-    mask: "torch.Tensor"  # bool: the tokens that enter the loss
-    seq_index: "torch.Tensor"  # long: the sequence of each token, in 0..num_seqs-1
+    logprobs: torch.Tensor  # log π_θ: the only tensor with a gradient
+    prox_logprobs: torch.Tensor  # log π_prox, the trust-region anchor (no gradient)
+    log_ratio: torch.Tensor  # log r = log π_θ - log π_prox; 0 off mask; per sequence with importance_level=sequence
+    ratio: torch.Tensor  # r = exp(log r), exponent clamped to ±20 (areal_grpo.numerics.LOG_RATIO_BOUND)
+    advantages: torch.Tensor  # A (sequence means with importance_level=sequence)
+    mask: torch.Tensor  # bool: the tokens that enter the loss
+    seq_index: torch.Tensor  # long: the sequence of each token, in 0..num_seqs-1
     num_seqs: int
-    config: "PPOConfig"  # the algorithm's config (a PPOConfig subclass may add the loss's own fields)
-    stats: "StatSums"  # where the loss reports statistics
+    config: PPOConfig  # the algorithm's config (a PPOConfig subclass may add the loss's own fields)
+    stats: StatSums  # where the loss reports statistics
 
 
 PolicyLoss = Callable[[PolicyLossInput], "torch.Tensor"]
