@@ -1,4 +1,7 @@
-"""cispo passes the algorithm contract suite (areal-fsdp's engine) and its loss matches the paper's formula."""
+"""cispo passes the algorithm contract suite (areal-fsdp engine), its loss matches the paper, any preset selects it."""
+
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -43,3 +46,13 @@ def test_capped_stop_gradient_weight_times_advantage_times_logprob(cispo):
     # the gradient -r̂·A of every token, capped ones included (PPO's clip would give a and d 0)
     assert_close(grad, torch.tensor([0, 1.2, 0.5, 0, -2.0, -2.4]))
     assert cispo.step_stats.result()["actor/cispo_capped_fraction"] == 0.5  # a and d of 4
+
+
+def test_any_ppo_preset_selects_cispo_through_the_entry_point():
+    """In a fresh process nothing imported areal_example.cispo: the installed entry point finds it."""
+    code = ("import sys; from areal_core.registry import build_registry; "
+            "algo = build_registry().create('algorithm', 'grpo', {'policy_loss': 'cispo'}); "
+            "print(algo.policy_loss.__module__, algo.policy_loss.__name__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["areal_example.cispo", "cispo"]

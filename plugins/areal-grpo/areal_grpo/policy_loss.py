@@ -16,9 +16,15 @@ Write one, in any package (import this module's names from ``areal_grpo``)::
         x.stats.add_mean("actor/my_stat", x.ratio, x.mask)
         return -x.ratio.detach() * x.advantages * x.logprobs
 
-and select it with ``algorithm: {name: grpo, policy_loss: reinforce_is}`` once the module that
-registers it is imported (a plugin whose algorithm's config model lives in that module
-imports it when the config is validated; see ``contrib/areal-example``'s ``cispo``).
+and declare it in the package's ``pyproject.toml`` so that a run config can select it before
+anything imported the module (the entry point is loaded, i.e. the module imported, on first use)::
+
+    [project.entry-points."areal_grpo.policy_losses"]
+    reinforce_is = "my_pkg.losses:reinforce_is"
+
+Then ``algorithm: {name: grpo, policy_loss: reinforce_is}`` selects it (see
+``contrib/areal-example``'s ``cispo``). A loss registered only by the decorator is selectable once
+its module is imported.
 
 Contract of a loss: return a [T] tensor differentiable in ``x.logprobs``; values off ``x.mask``
 are discarded with ``torch.where``, but their gradient must stay finite: exponentiate only
@@ -26,13 +32,14 @@ are discarded with ``torch.where``, but their gradient must stay finite: exponen
 :func:`areal_grpo.numerics.bounded_exp`. Report statistics with ``x.stats.add_mean`` /
 ``x.stats.add_max`` (see :class:`areal_grpo.stats.StatSums` for how they are reduced).
 
-The built-ins, ``clip`` and ``sapo``, live in :mod:`areal_grpo.losses`; this module names them so
-that a config is validated without importing torch.
+The built-ins, ``clip`` and ``sapo``, live in :mod:`areal_grpo.losses`. Built-ins and entry points
+are known by name without importing them, so a config is validated without importing torch.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -45,8 +52,9 @@ if TYPE_CHECKING:
     from areal_grpo.config import PPOConfig
     from areal_grpo.stats import StatSums
 
-# name -> module whose import registers it
-BUILTIN_POLICY_LOSSES = {"clip": "areal_grpo.losses", "sapo": "areal_grpo.losses"}
+ENTRY_POINT_GROUP = "areal_grpo.policy_losses"
+# name -> "module:function", loaded on first use like an entry point
+BUILTIN_POLICY_LOSSES = {"clip": "areal_grpo.losses:clip", "sapo": "areal_grpo.losses:sapo"}
 
 
 @dataclass(frozen=True)
@@ -83,24 +91,36 @@ def register_policy_loss(name: str) -> Callable[[PolicyLoss], PolicyLoss]:
 
 
 def policy_loss_names() -> list[str]:
-    """The names a config may select: the built-ins and every loss registered so far."""
-    return sorted({*BUILTIN_POLICY_LOSSES, *_LOSSES})
+    """The names a config may select: built-ins, installed entry points, and every loss registered so far."""
+    return sorted({*_declared(), *_LOSSES})
 
 
 def get_policy_loss(name: str) -> PolicyLoss:
-    """The loss registered as ``name`` (a built-in is imported on first use); ArealError if none is."""
-    if name not in _LOSSES and name in BUILTIN_POLICY_LOSSES:
-        importlib.import_module(BUILTIN_POLICY_LOSSES[name])
+    """The loss registered as ``name``, importing a built-in or entry point on first use; ArealError if none is."""
     if name not in _LOSSES:
-        raise ArealError(unknown_policy_loss(name))
+        declared = _declared()
+        if name not in declared:
+            raise ArealError(unknown_policy_loss(name))
+        try:
+            fn = importlib.metadata.EntryPoint(name, declared[name], ENTRY_POINT_GROUP).load()
+        except (ImportError, AttributeError) as exc:
+            raise ArealError(f"policy loss {name!r} is declared as {declared[name]!r}, which does not load: "
+                             f"{type(exc).__name__}: {exc}") from exc
+        register_policy_loss(name)(fn)
     return _LOSSES[name]
+
+
+def _declared() -> dict[str, str]:
+    """name -> "module:function" of the built-ins and of the installed packages' entry points."""
+    installed = {ep.name: ep.value for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
+    return {**installed, **BUILTIN_POLICY_LOSSES}
 
 
 def unknown_policy_loss(name: str) -> str:
     """The message for a ``policy_loss`` nobody registered."""
     return (f"unknown policy loss {name!r}; registered: {', '.join(policy_loss_names())}. A package registers one "
-            "with @areal_grpo.register_policy_loss in a module that must be imported first (select the algorithm "
-            "whose config model lives there, or import it)")
+            "with @areal_grpo.register_policy_loss and declares it under the entry-point group "
+            f"{ENTRY_POINT_GROUP!r}; is its package installed?")
 
 
 def _qualname(fn: PolicyLoss) -> str:

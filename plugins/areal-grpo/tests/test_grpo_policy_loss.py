@@ -76,10 +76,35 @@ def test_a_registered_loss_is_selected_by_name_and_reports_stats(registry, isola
 def test_builtins_match_their_declared_names():
     import areal_grpo.losses  # noqa: F401 - registers the built-ins
 
-    for name in BUILTIN_POLICY_LOSSES:
-        assert policy_loss._LOSSES[name].__module__ == BUILTIN_POLICY_LOSSES[name]
-    assert {n for n, f in policy_loss._LOSSES.items() if f.__module__ == "areal_grpo.losses"} == set(
-        BUILTIN_POLICY_LOSSES)
+    declared = {n: f"{f.__module__}:{f.__name__}" for n, f in policy_loss._LOSSES.items()
+                if f.__module__ == "areal_grpo.losses"}
+    assert declared == BUILTIN_POLICY_LOSSES
+
+
+def test_an_installed_entry_point_is_selectable_before_its_module_is_imported(registry, isolated_losses, tmp_path,
+                                                                            monkeypatch):
+    """A package declaring [project.entry-points."areal_grpo.policy_losses"] (here a dist-info on sys.path)."""
+    (tmp_path / "fake_policy_loss_pkg.py").write_text(
+        "from areal_grpo import register_policy_loss\n\n\n@register_policy_loss('test_ep_loss')\n"
+        "def test_ep_loss(x):\n    return -x.ratio * x.advantages\n")
+    dist = tmp_path / "fake_policy_loss_pkg-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: fake-policy-loss-pkg\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[areal_grpo.policy_losses]\ntest_ep_loss = fake_policy_loss_pkg:test_ep_loss\n"
+                                           "test_ep_broken = fake_policy_loss_pkg:no_such_function\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        assert {"test_ep_loss", "test_ep_broken"} <= set(areal_grpo.policy_loss_names())
+        assert "fake_policy_loss_pkg" not in sys.modules
+        loss, grad = run_policy_loss(registry.create("algorithm", "grpo", {"policy_loss": "test_ep_loss"}))
+        # -r·A on a..e: 1.5 + 0.5 - 2 - 2.5 - 1.8 = -4.3; gradient -r·A
+        assert_close(loss, torch.tensor(-4.3))
+        assert_close(grad, torch.tensor([0, 1.5, 0.5, 0, 0, -2.0, -2.5, -1.8]))
+        with pytest.raises(ArealError, match=r"'test_ep_broken' is declared as 'fake_policy_loss_pkg:no_such_function', "
+                                             r"which does not load: AttributeError"):
+            registry.create("algorithm", "grpo", {"policy_loss": "test_ep_broken"})
+    finally:
+        sys.modules.pop("fake_policy_loss_pkg", None)
 
 
 def test_unknown_policy_loss_is_a_config_error_naming_the_registered_ones(registry):
