@@ -29,8 +29,8 @@ its module is imported.
 Contract of a loss: return a [T] tensor differentiable in ``x.logprobs``; values off ``x.mask``
 are discarded with ``torch.where``, but their gradient must stay finite: exponentiate only
 ``x.ratio`` / ``x.log_ratio`` (already 0 off the mask and bounded) or bound what you exp with
-:func:`areal_grpo.numerics.bounded_exp`. Report statistics with ``x.stats.add_mean`` /
-``x.stats.add_max`` (see :class:`areal_grpo.stats.StatSums` for how they are reduced).
+``areal_grpo.bounded_exp``. Report statistics with ``x.stats.add_mean`` / ``x.stats.add_max``
+(see ``areal_grpo.StatSums`` for how they are reduced). A result of another shape is an error.
 
 The built-ins, ``clip`` and ``sapo``, live in :mod:`areal_grpo.losses`. Built-ins and entry points
 are known by name without importing them, so a config is validated without importing torch.
@@ -38,7 +38,6 @@ are known by name without importing them, so a config is validated without impor
 
 from __future__ import annotations
 
-import importlib
 import importlib.metadata
 from collections.abc import Callable
 from dataclasses import dataclass

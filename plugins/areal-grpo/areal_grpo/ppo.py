@@ -211,7 +211,12 @@ class PPOAlgorithm:
         x = PolicyLossInput(logprobs=logprobs, prox_logprobs=prox, log_ratio=log_ratio, ratio=ratio,
                             advantages=advantages, mask=keep, seq_index=seq_index, num_seqs=num_seqs, config=cfg,
                             stats=self.step_stats)
-        token_loss = weights * self.policy_loss(x)
+        token_loss = self.policy_loss(x)
+        if token_loss.shape != logprobs.shape:
+            raise ArealError(f"algorithm {cfg.name!r}: policy loss {cfg.policy_loss!r} returned shape "
+                             f"{tuple(token_loss.shape)}; it must return one loss per token, shape "
+                             f"{tuple(logprobs.shape)}")
+        token_loss = weights * token_loss
         if cfg.entropy_coef > 0:
             token_loss = token_loss - cfg.entropy_coef * entropy
         if cfg.kl_loss_coef > 0:
@@ -285,7 +290,8 @@ class PPOAlgorithm:
                 stats["m2po/masked_fraction"] = (float(loss_mask.sum() - update_mask.sum()) - behav_masked) / n_loss
         if "ref_logprobs" in batch.tokens:
             old = batch.tokens.get("prox_logprobs", batch["logprobs"])
-            stats["kl_ref/mean"] = float(adv_fns.kl_estimate(old, batch["ref_logprobs"], "k3", mask=loss_mask)[loss_mask].mean())
+            kl_ref = adv_fns.kl_estimate(old, batch["ref_logprobs"], "k3", mask=loss_mask)
+            stats["kl_ref/mean"] = float(kl_ref[loss_mask].mean())
         if "values" in batch.tokens:
             stats["critic/values_mean"] = float(batch["values"][loss_mask].mean())
             stats["critic/returns_mean"] = float(batch["returns"][loss_mask].mean())

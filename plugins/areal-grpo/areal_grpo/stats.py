@@ -6,9 +6,10 @@ and maxima here as detached tensors (a policy loss through ``x.stats``, see
 ``add_mean(name, v, mask)`` reports Σ v over the masked tokens of every micro-batch of every
 minibatch and epoch of the step, on every rank, divided by the number of those tokens: a token
 mean over the whole step, whatever the micro-batching. ``add_max`` reports the step's maximum.
-A name must be added on every rank in the same step (make it depend on the config only). When ``torch.distributed`` is initialised the sums and maxima are all-reduced over the
-default process group first (every trainer rank calls ``train_step`` in lockstep, and the keys
-depend only on the config, so every rank reduces the same tensors).
+When ``torch.distributed`` is initialised the sums and maxima are all-reduced over the default
+process group first: every trainer rank calls ``train_step`` in lockstep, so a name must be added
+on every rank in the same step (make it depend on the config, not on the data), and then every
+rank reduces the same tensors.
 """
 
 from __future__ import annotations

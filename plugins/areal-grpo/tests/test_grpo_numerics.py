@@ -131,7 +131,8 @@ def packed_micro_batch(algo, prompt_ref_gap: float, kept_log_ratio: float, advan
               "versions": torch.where(mask > 0, 0, -1), "ref_logprobs": ref, "advantages": advantage * mask}
     if algo.config.prox_logprobs != "loglinear":  # loglinear: π_prox comes from π_θ inside the loss
         tokens["prox_logprobs"] = prox
-    batch = SequenceBatch(torch.tensor([0, 3, 8]), tokens, {"rewards": torch.zeros(2), "group_index": torch.tensor([0, 0])})
+    seqs = {"rewards": torch.zeros(2), "group_index": torch.tensor([0, 0])}
+    batch = SequenceBatch(torch.tensor([0, 3, 8]), tokens, seqs)
     return theta.requires_grad_(True), algo.off_policy_corrections(batch, prox_version=0)
 
 

@@ -90,7 +90,8 @@ def test_an_installed_entry_point_is_selectable_before_its_module_is_imported(re
     dist = tmp_path / "fake_policy_loss_pkg-0.1.dist-info"
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: fake-policy-loss-pkg\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text("[areal_grpo.policy_losses]\ntest_ep_loss = fake_policy_loss_pkg:test_ep_loss\n"
+    (dist / "entry_points.txt").write_text("[areal_grpo.policy_losses]\n"
+                                           "test_ep_loss = fake_policy_loss_pkg:test_ep_loss\n"
                                            "test_ep_broken = fake_policy_loss_pkg:no_such_function\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     try:
@@ -100,8 +101,8 @@ def test_an_installed_entry_point_is_selectable_before_its_module_is_imported(re
         # -r·A on a..e: 1.5 + 0.5 - 2 - 2.5 - 1.8 = -4.3; gradient -r·A
         assert_close(loss, torch.tensor(-4.3))
         assert_close(grad, torch.tensor([0, 1.5, 0.5, 0, 0, -2.0, -2.5, -1.8]))
-        with pytest.raises(ArealError, match=r"'test_ep_broken' is declared as 'fake_policy_loss_pkg:no_such_function', "
-                                             r"which does not load: AttributeError"):
+        with pytest.raises(ArealError, match=r"'test_ep_broken' is declared as "
+                                             r"'fake_policy_loss_pkg:no_such_function', which does not load"):
             registry.create("algorithm", "grpo", {"policy_loss": "test_ep_broken"})
     finally:
         sys.modules.pop("fake_policy_loss_pkg", None)
@@ -127,6 +128,14 @@ def test_a_name_registered_by_two_functions_is_an_error(isolated_losses):
         register_policy_loss("test_twice")(second)
 
 
+def test_a_loss_of_the_wrong_shape_is_an_error_naming_it(registry, isolated_losses):
+    register_policy_loss("test_scalar")(lambda x: (-x.ratio * x.advantages).sum())
+    algo = registry.create("algorithm", "grpo", {"policy_loss": "test_scalar"})
+    with pytest.raises(ArealError, match=r"policy loss 'test_scalar' returned shape \(\); it must return one loss per "
+                                         r"token, shape \(8,\)"):
+        run_policy_loss(algo)
+
+
 def test_dual_clip_needs_the_clip_loss(registry):
     model = registry.get("algorithm", "grpo").load_config_model()
     with pytest.raises(ArealError, match="dual_clip applies to policy_loss=clip only"):
@@ -138,6 +147,7 @@ def test_public_api_is_declared_and_importing_it_loads_no_torch():
     for name in areal_grpo.__all__:
         assert getattr(areal_grpo, name) is not None, name
     code = ("import sys, areal_grpo, areal_grpo.plugin, areal_grpo.presets; "
-            "areal_grpo.presets.GRPOConfig(name='grpo', policy_loss='sapo'); assert 'torch' not in sys.modules, 'torch loaded'")
+            "areal_grpo.presets.GRPOConfig(name='grpo', policy_loss='sapo'); "
+            "assert 'torch' not in sys.modules, 'torch loaded'")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
