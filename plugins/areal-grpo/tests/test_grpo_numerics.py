@@ -178,3 +178,12 @@ def test_behaviour_weight_of_plus_100_is_bounded():
     w, keep = behaviour_weights(prox, behav, mask, torch.tensor([0, 0, 0]), 1, mode="mask", level="token",
                                 lower=0.0, upper=5.0)
     assert torch.isfinite(w).all() and keep.tolist() == [True, False, False]
+
+
+def test_segment_mean_ignores_an_inf_off_the_mask():
+    from areal_grpo.segments import segment_mean
+
+    x = torch.tensor([1.0, 3.0, float("inf"), 2.0], requires_grad=True)
+    mean = segment_mean(x, torch.tensor([1, 1, 0, 1]), torch.tensor([0, 0, 0, 1]), 2)
+    (grad,) = torch.autograd.grad(mean.sum(), x)
+    assert mean.tolist() == [2.0, 2.0] and grad.tolist() == [0.5, 0.5, 0.0, 1.0]
