@@ -5,7 +5,7 @@ A policy loss maps one micro-batch's :class:`PolicyLossInput` to token losses �
 the algorithm's: π_prox, the behaviour weights w and the masks before it; after it the weight,
 the mask, the entropy bonus and KL term, the aggregation::
 
-    loss = aggregate( where(mask, w·ℓ_t - c_H·H_t + c_KL·k3_t, 0) )
+    loss = aggregate( where(mask, w·ℓ_t - c_H·H_t + c_KL·k(log π_θ - log π_ref)_t, 0) )
 
 Write one, in any package (import this module's names from ``areal_grpo``)::
 
