@@ -17,6 +17,7 @@ class TestCISPO(AlgorithmContract):
     plugin = areal_example.plugin
     component_name = "cispo"
     component_config = {"eps_clip_higher": 0.3}
+    train_engine_name = "fsdp"
     invalid_configs = [{"policy_loss": "cispo_typo"}, {"eps_clip_higher": -0.1}]
 
 
