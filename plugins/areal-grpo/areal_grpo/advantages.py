@@ -116,15 +116,16 @@ def spread(rewards: torch.Tensor, index: torch.Tensor, unbiased: bool) -> torch.
 
 def normalize_rewards(rewards: torch.Tensor, group_index: torch.Tensor, *, mean_level: str, leave_one_out: bool,
                       std_level: str, unbiased: bool, eps: float) -> torch.Tensor:
-    """[B] in ``rewards``' dtype: (r - b)/(σ + eps) with b and σ each at its own level, "none" skipping it
-    (step 3). Computed in float64; a centred reward within rounding of b is exactly 0."""
+    """[B] in ``rewards``' dtype (float32 for integer rewards): (r - b)/(σ + eps) with b and σ each at its
+    own level, "none" skipping it (step 3). Computed in float64; a centred reward within rounding of b is
+    exactly 0."""
     out = rewards.double()
     if mean_level != "none":
         b = baseline(rewards, _level_index(mean_level, group_index), leave_one_out)
         out = snap_to_zero(out - b, b)
     if std_level != "none":
         out = out / (spread(rewards, _level_index(std_level, group_index), unbiased) + eps)
-    return out.to(rewards.dtype)
+    return out.to(rewards.dtype if rewards.is_floating_point() else torch.float32)
 
 
 def kl_estimate(logp: torch.Tensor, ref_logp: torch.Tensor, kind: Literal["k1", "k2", "k3"],
