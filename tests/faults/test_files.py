@@ -3,7 +3,6 @@ and durability (every checkpoint file fsync'd before the rename). The disk is a 
 
 from __future__ import annotations
 
-import io
 import json
 import os
 from pathlib import Path
@@ -13,7 +12,6 @@ import torch
 
 from areal_core.errors import ArealError
 from areal_core.jsonl import keep_rows_through_step, read_rows
-from areal_core.logging import configure_logging
 from areal_core.testing.faults import small_filesystem
 from areal_core.trainer import checkpoint as ckpt
 
@@ -27,14 +25,6 @@ class TorchSaveEngine:
     def save(self, path):
         Path(path).mkdir(parents=True)
         torch.save(self.state, Path(path) / "model.pt")
-
-
-@pytest.fixture
-def log_text():
-    out = io.StringIO()
-    configure_logging(stream=out)
-    yield out
-    configure_logging(stream=io.StringIO())
 
 
 def test_disk_full_during_a_checkpoint_names_path_and_size_and_leaves_no_tmp():

@@ -4,7 +4,6 @@ synchronous rewards hold a bounded number of threads, and a blocked event loop i
 from __future__ import annotations
 
 import asyncio
-import io
 import threading
 import time
 
@@ -14,7 +13,6 @@ import torch
 
 from areal_core.config.schema import RolloutConfig
 from areal_core.errors import ArealError
-from areal_core.logging import configure_logging
 from areal_core.rollout.client import RolloutClient
 from areal_core.rollout.controller import RolloutController
 from areal_core.rollout.reward_runner import RewardFailureRateError, RewardRunner
@@ -29,14 +27,6 @@ def tokenizer():
     from areal_core.testing.tiny import make_tokenizer
 
     return make_tokenizer()
-
-
-@pytest.fixture
-def log_text():
-    out = io.StringIO()
-    configure_logging(stream=out)
-    yield out
-    configure_logging(stream=io.StringIO())
 
 
 def controller(config):

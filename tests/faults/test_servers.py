@@ -76,7 +76,7 @@ def test_a_stopped_server_fails_pause_by_its_deadline_and_is_named(servers):
         os.kill(pid, signal.SIGCONT)
     message = str(err.value)
     assert elapsed < 10
-    assert f"lost 1 of 2 inference servers (rollout.on_server_lost=stop)" in message
+    assert "lost 1 of 2 inference servers (rollout.on_server_lost=stop)" in message
     assert f"{addrs[0]}: pause: TimeoutError: pause: no answer within 2s" in message
     assert f"server0 {addrs[0]} (pid {pid}) is stopped (SIGSTOP or a debugger)" in message
     asyncio.run(client_for(servers).resume())  # both answer again
