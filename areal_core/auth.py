@@ -10,8 +10,10 @@ A standalone server (``areal serve``) takes the key from the same variable or ``
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+from typing import Iterator
 
 API_KEY_ENV = "AREAL_API_KEY"
 
@@ -25,6 +27,18 @@ def auth_headers() -> dict[str, str]:
     """``{"Authorization": "Bearer <key>"}`` when a key is set, else ``{}``."""
     key = api_key()
     return {"Authorization": f"Bearer {key}"} if key else {}
+
+
+@contextlib.contextmanager
+def run_key() -> Iterator[str]:
+    """:func:`ensure_run_key` for the duration of a run: a key generated here is removed from the
+    environment afterwards (an operator's own ``AREAL_API_KEY`` stays)."""
+    generated = api_key() is None
+    try:
+        yield ensure_run_key()
+    finally:
+        if generated:
+            os.environ.pop(API_KEY_ENV, None)
 
 
 def ensure_run_key() -> str:

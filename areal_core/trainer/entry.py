@@ -38,7 +38,7 @@ import sys
 from pathlib import Path
 
 from areal_core.api.protocols import Scheduler, SupportsServerStatus, missing_members
-from areal_core.auth import API_KEY_ENV, ensure_run_key
+from areal_core.auth import API_KEY_ENV, run_key
 from areal_core.config.base import InferenceConfigBase, SchedulerConfigBase
 from areal_core.config.loader import RESOLVED_CONFIG_FILE, ResolvedConfig, load_config, save_resolved
 from areal_core.errors import ArealError
@@ -90,9 +90,9 @@ def run_training(cfg: ResolvedConfig, registry=None) -> Path:
     n_servers = inference_cfg.n_servers if isinstance(inference_cfg, InferenceConfigBase) else 1
     ranks = scheduler_cfg.trainer_ranks if isinstance(scheduler_cfg, SchedulerConfigBase) else 1
     scheduler.prepare(run_dir)
-    key_env = {API_KEY_ENV: ensure_run_key()}  # servers require it, every client of the run sends it
     server_status = scheduler if isinstance(scheduler, SupportsServerStatus) else None
-    with scheduler:
+    with run_key() as key, scheduler:
+        key_env = {API_KEY_ENV: key}  # servers require it, every client of the run sends it
         addrs = scheduler.start_inference_servers(backend, run.model_path, n_servers, env=key_env)
         try:
             if ranks == 1:
