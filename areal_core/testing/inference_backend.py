@@ -22,6 +22,14 @@ token); greedy output is deterministic; seeded sampling is reproducible; pause a
 in-flight request with its partial output, holds new requests, and resume releases them; a
 weight update from disk sets the version that responses then report; bad input raises
 ``ArealError``.
+
+Fidelity (the server computes what the weights say, within ``logprob_tolerance``): greedy output
+equals transformers' greedy decoding; returned logprobs equal a teacher-forced transformers
+forward at the sampling temperature; after a disk update to other weights (tied embeddings
+included) both follow the new weights; a generation interrupted by a pause + weight update keeps
+its first tokens under the old weights and continues under the new ones, each token's logprob
+and version matching the weights that produced it. Backends with ``supports_adapter`` also
+serve a pushed LoRA adapter (and a replacement) exactly as PEFT computes it.
 """
 
 from __future__ import annotations
@@ -68,6 +76,65 @@ def make_served_model(path: str | Path, size: str = "0.2m", seed: int = 0, weigh
                 param.normal_(0.0, weight_std, generator=generator)
     model.save_pretrained(path)
     return path
+
+
+def make_lora_adapter(base: str | Path, path: str | Path, seed: int = 0, rank: int = 8, std: float = 0.2) -> Path:
+    """A PEFT LoRA adapter on every linear layer of ``base`` whose B matrices are drawn with
+    ``std`` (PEFT initialises B to 0, which would change nothing)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    config = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules=[
+        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    peft_model = get_peft_model(model, config)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0.0, std, generator=generator)
+    peft_model.save_pretrained(path)
+    return Path(path)
+
+
+class Reference:
+    """transformers' view of a model directory (optionally with a PEFT adapter): the numbers a
+    backend's output is checked against."""
+
+    def __init__(self, model_path: str | Path, adapter: str | Path | None = None):
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+        if adapter is not None:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, adapter)
+        self.model = model.eval()
+
+    def logprobs(self, prompt: list[int], output: list[int], temperature: float = 1.0) -> list[float]:
+        """log p(output[i] | prompt + output[:i]) under softmax(logits / temperature) (greedy: 1)."""
+        import torch
+
+        ids = torch.tensor([list(prompt) + list(output)])
+        with torch.no_grad():
+            logits = self.model(ids).logits[0, len(prompt) - 1:-1].float()
+        scaled = torch.log_softmax(logits / (temperature if temperature > 0 else 1.0), dim=-1)
+        return scaled.gather(1, torch.tensor(output).unsqueeze(1)).squeeze(1).tolist()
+
+    def greedy(self, prompt: list[int], n: int) -> list[int]:
+        import torch
+
+        with torch.no_grad():
+            out = self.model.generate(torch.tensor([prompt]), max_new_tokens=n, min_new_tokens=n, do_sample=False,
+                                      pad_token_id=0)
+        return out[0, len(prompt):].tolist()
+
+
+def max_gap(a: list[float], b: list[float]) -> float:
+    assert len(a) == len(b) and a, (len(a), len(b))
+    return max(abs(x - y) for x, y in zip(a, b))
 
 
 def free_port() -> int:
@@ -141,6 +208,8 @@ class InferenceBackendContract(ComponentContract):
     startup_timeout_s: ClassVar[float] = 180.0
     server_env: ClassVar[dict[str, str]] = {"OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     long_generation_tokens: ClassVar[int] = 1500  # still running ~0.5 s after it starts
+    logprob_tolerance: ClassVar[float] = 1e-3  # max |logprob - transformers fp32|; set to what was measured
+    supports_adapter: ClassVar[bool] = False  # weight_updater(type="adapter") serves PEFT adapters
 
     @pytest.fixture(scope="class")
     @classmethod
@@ -164,6 +233,32 @@ class InferenceBackendContract(ComponentContract):
 
     def generate(self, server: RunningServer, req: ModelRequest):
         return run_async(_with_client(lambda c: server.backend.generate(c, server.addr, req)))
+
+    @staticmethod
+    async def push(client, server: RunningServer, weights: str, version: int, path_type: str = "disk"):
+        """Move ``weights`` to the server through the backend's ``path_type`` updater."""
+        updater = server.backend.weight_updater(WeightUpdateMeta(type=path_type, version=version))
+        await updater.connect(client, [server.addr])
+        try:
+            return await updater.push(client, [server.addr], weights, version)
+        finally:
+            await updater.close(client)
+
+    def push_sync(self, server: RunningServer, weights: str, version: int, path_type: str = "disk"):
+        return run_async(_with_client(lambda c: self.push(c, server, weights, version, path_type)))
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def other_model(cls, tmp_path_factory) -> str:
+        """Weights of the served architecture drawn with another seed (the update target)."""
+        return str(make_served_model(tmp_path_factory.mktemp("other_model"), size=cls.model_size, seed=1))
+
+    @pytest.fixture
+    def restore_weights(self, server: RunningServer):
+        """Put the served model's own weights back after a test that changed them."""
+        yield
+        version = self.generate(server, ModelRequest(PROMPTS[1], greedy(1))).output_versions[0] + 1
+        self.push_sync(server, server.model_path, version)
 
     # -- the tests ----------------------------------------------------------------------------------
 
@@ -237,8 +332,7 @@ class InferenceBackendContract(ComponentContract):
     def test_update_weights_from_disk_sets_version(self, server: RunningServer):
         before = self.generate(server, ModelRequest(PROMPTS[0], greedy(4, ignore_eos=True)))
         version = before.output_versions[0] + 1
-        meta = WeightUpdateMeta(type="disk", version=version, path=server.model_path)
-        run_async(_with_client(lambda c: server.backend.update_weights(c, server.addr, meta)))
+        self.push_sync(server, server.model_path, version)
         after = self.generate(server, ModelRequest(PROMPTS[0], greedy(4, ignore_eos=True)))
         assert after.output_versions == [version] * 4
         assert after.output_ids == before.output_ids  # same weights reloaded
@@ -249,5 +343,91 @@ class InferenceBackendContract(ComponentContract):
         with pytest.raises(ArealError, match="top_p"):
             self.generate(server, ModelRequest(PROMPTS[0], SamplingParams(max_new_tokens=4, top_p=0.0)))
         with pytest.raises(ArealError):
-            meta = WeightUpdateMeta(type="disk", version=1, path=str(Path(server.model_path) / "no_such_dir"))
-            run_async(_with_client(lambda c: server.backend.update_weights(c, server.addr, meta)))
+            self.push_sync(server, str(Path(server.model_path) / "no_such_dir"), 1)
+
+    # -- fidelity: the server computes what the weights say -----------------------------------------
+
+    def test_greedy_equals_transformers_greedy(self, server: RunningServer):
+        ref = Reference(server.model_path)
+        for prompt in PROMPTS:
+            resp = self.generate(server, ModelRequest(prompt, greedy(16, ignore_eos=True)))
+            assert resp.output_ids == ref.greedy(prompt, 16)
+            assert max_gap(resp.output_logprobs, ref.logprobs(prompt, resp.output_ids)) < self.logprob_tolerance
+
+    @pytest.mark.parametrize("temperature", [1.0, 0.7])
+    def test_logprobs_equal_teacher_forced_forward(self, server: RunningServer, temperature: float):
+        ref = Reference(server.model_path)
+        for i, prompt in enumerate(PROMPTS):
+            params = SamplingParams(max_new_tokens=24, temperature=temperature, ignore_eos=True, seed=11 + i)
+            resp = self.generate(server, ModelRequest(prompt, params))
+            gap = max_gap(resp.output_logprobs, ref.logprobs(prompt, resp.output_ids, temperature))
+            assert gap < self.logprob_tolerance, f"max |logprob - transformers| = {gap:.2e} at T={temperature}"
+
+    def test_logprobs_after_update_follow_new_weights(self, server: RunningServer, other_model: str, restore_weights):
+        """Catches a stale part of the model after a reload (e.g. a tied lm_head not refreshed)."""
+        version = self.generate(server, ModelRequest(PROMPTS[1], greedy(1))).output_versions[0] + 1
+        self.push_sync(server, other_model, version)
+        new = Reference(other_model)
+        for prompt in PROMPTS:
+            resp = self.generate(server, ModelRequest(prompt, greedy(12, ignore_eos=True)))
+            assert resp.output_versions == [version] * 12
+            assert resp.output_ids == new.greedy(prompt, 12)
+            assert max_gap(resp.output_logprobs, new.logprobs(prompt, resp.output_ids)) < self.logprob_tolerance
+
+    def test_interrupted_generation_continues_under_new_weights(self, server: RunningServer, other_model: str,
+                                                              restore_weights):
+        """areal's interruptible client across a pause + weight update: per-token versions, each
+        token's logprob from the weights that produced it."""
+        from areal_core.rollout.client import RolloutClient
+
+        n = self.long_generation_tokens
+        old_version = self.generate(server, ModelRequest(PROMPTS[0], greedy(1))).output_versions[0]
+
+        async def scenario():
+            rollout = RolloutClient(server.backend, [server.addr], version=old_version)
+            try:
+                task = asyncio.create_task(rollout.agenerate(ModelRequest(PROMPTS[0], greedy(n, ignore_eos=True))))
+                await asyncio.sleep(0.5)
+                await rollout.pause()
+                await self.push(rollout.http, server, other_model, old_version + 1)
+                rollout.set_version(old_version + 1)
+                await rollout.resume()
+                return await asyncio.wait_for(task, 300)
+            finally:
+                await rollout.aclose()
+
+        resp = run_async(scenario())
+        assert resp.finish_reason == "length" and len(resp.output_ids) == n
+        assert resp.n_interruptions >= 1
+        k = resp.output_versions.index(old_version + 1)
+        assert 0 < k and resp.output_versions == [old_version] * k + [old_version + 1] * (n - k)
+        prompt, out = PROMPTS[0], resp.output_ids
+        old_lp = Reference(server.model_path).logprobs(prompt, out[:k])
+        new_lp = Reference(other_model).logprobs(prompt + out[:k], out[k:])
+        assert max_gap(resp.output_logprobs[:k], old_lp) < self.logprob_tolerance
+        assert max_gap(resp.output_logprobs[k:], new_lp) < self.logprob_tolerance
+
+    def test_adapter_changes_outputs_as_peft_says(self, server: RunningServer, tmp_path):
+        if not self.supports_adapter:
+            with pytest.raises(ArealError, match="adapter"):
+                server.backend.weight_updater(WeightUpdateMeta(type="adapter"))
+            return
+        version = self.generate(server, ModelRequest(PROMPTS[1], greedy(1))).output_versions[0]
+        base_ids = self.generate(server, ModelRequest(PROMPTS[2], greedy(12, ignore_eos=True))).output_ids
+        for seed in (1, 2):  # load, then replace in place
+            adapter = make_lora_adapter(server.model_path, tmp_path / f"adapter{seed}", seed=seed)
+            version += 1
+            sent = self.push_sync(server, str(adapter), version, "adapter")
+            assert sent == sum(f.stat().st_size for f in adapter.glob("*.safetensors"))
+            ref = Reference(server.model_path, adapter)
+            for prompt in PROMPTS:
+                resp = self.generate(server, ModelRequest(prompt, greedy(12, ignore_eos=True)))
+                assert resp.output_versions == [version] * 12
+                assert resp.output_ids == ref.greedy(prompt, 12)
+                assert max_gap(resp.output_logprobs, ref.logprobs(prompt, resp.output_ids)) < self.logprob_tolerance
+        adapted = self.generate(server, ModelRequest(PROMPTS[2], greedy(12, ignore_eos=True))).output_ids
+        assert adapted != base_ids, "the adapter should change the greedy continuation"
+        # an adapter with B = 0 adds nothing: the base model's outputs come back (and later tests see them)
+        zero = make_lora_adapter(server.model_path, tmp_path / "zero", std=0.0)
+        self.push_sync(server, str(zero), version + 1, "adapter")
+        assert self.generate(server, ModelRequest(PROMPTS[2], greedy(12, ignore_eos=True))).output_ids == base_ids

