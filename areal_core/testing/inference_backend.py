@@ -19,17 +19,21 @@ server started some other way.
 Checked: ``server_command`` is an argv; ``health``; generate returns as many logprobs (all <= 0)
 and versions as tokens, finish reasons ``length`` and ``stop`` (stop token included as the last
 token); greedy output is deterministic; seeded sampling is reproducible; pause aborts an
-in-flight request with its partial output, holds new requests, and resume releases them; a
-weight update from disk sets the version that responses then report; bad input raises
-``ArealError``.
+in-flight request with its partial output, holds new requests, and resume releases them; the
+backend's weight updater for each path it supports (``supported_sync_paths``; ``disk`` is
+required) loads other weights, which change the output, and sets the version responses report;
+an unsupported path is an ArealError naming it; a backend implementing
+:class:`~areal_core.api.SupportsWeightsChecksum` reports the served weights' checksum; bad input
+raises ``ArealError``. These are exactly the calls ``areal train`` makes on a backend.
 
 Fidelity (the server computes what the weights say, within ``logprob_tolerance``): greedy output
 equals transformers' greedy decoding; returned logprobs equal a teacher-forced transformers
-forward at the sampling temperature; after a disk update to other weights (tied embeddings
-included) both follow the new weights; a generation interrupted by a pause + weight update keeps
-its first tokens under the old weights and continues under the new ones, each token's logprob
-and version matching the weights that produced it. Backends with ``supports_adapter`` also
-serve a pushed LoRA adapter (and a replacement) exactly as PEFT computes it.
+forward at the sampling temperature; after a disk update to other weights (tied embeddings, whose
+``lm_head`` a reload may miss) both follow the new weights; a generation interrupted by a pause +
+weight update through areal's interruptible client keeps its first tokens under the old weights
+and continues under the new ones, each token's version and logprob those of the weights that
+produced it. With ``adapter`` in ``supported_sync_paths``, a pushed LoRA adapter (and its
+in-place replacement) is served exactly as PEFT computes it.
 """
 
 from __future__ import annotations
@@ -46,8 +50,9 @@ from typing import Any, ClassVar, Iterator
 
 import pytest
 
-from areal_core.api.protocols import InferenceBackend
+from areal_core.api.protocols import InferenceBackend, SupportsWeightsChecksum
 from areal_core.api.types import ModelRequest, SamplingParams, WeightUpdateMeta
+from areal_core.checksum import tensors_checksum
 from areal_core.errors import ArealError
 from areal_core.registry import build_registry, get_registry
 from areal_core.testing.contract import ComponentContract, run_async
@@ -80,7 +85,7 @@ def make_served_model(path: str | Path, size: str = "0.2m", seed: int = 0, weigh
 
 def make_lora_adapter(base: str | Path, path: str | Path, seed: int = 0, rank: int = 8, std: float = 0.2) -> Path:
     """A PEFT LoRA adapter on every linear layer of ``base`` whose B matrices are drawn with
-    ``std`` (PEFT initialises B to 0, which would change nothing)."""
+    ``std`` (PEFT initialises B to 0, which changes nothing; ``std=0`` keeps that)."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
@@ -100,7 +105,7 @@ def make_lora_adapter(base: str | Path, path: str | Path, seed: int = 0, rank: i
 
 class Reference:
     """transformers' view of a model directory (optionally with a PEFT adapter): the numbers a
-    backend's output is checked against."""
+    backend's output is checked against (fp32)."""
 
     def __init__(self, model_path: str | Path, adapter: str | Path | None = None):
         import torch
@@ -133,6 +138,7 @@ class Reference:
 
 
 def max_gap(a: list[float], b: list[float]) -> float:
+    """max |a_i - b_i| over two equally long, non-empty lists."""
     assert len(a) == len(b) and a, (len(a), len(b))
     return max(abs(x - y) for x, y in zip(a, b))
 
@@ -208,13 +214,19 @@ class InferenceBackendContract(ComponentContract):
     startup_timeout_s: ClassVar[float] = 180.0
     server_env: ClassVar[dict[str, str]] = {"OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     long_generation_tokens: ClassVar[int] = 1500  # still running ~0.5 s after it starts
-    logprob_tolerance: ClassVar[float] = 1e-3  # max |logprob - transformers fp32|; set to what was measured
-    supports_adapter: ClassVar[bool] = False  # weight_updater(type="adapter") serves PEFT adapters
+    supported_sync_paths: ClassVar[tuple[str, ...]] = ("disk",)  # of "disk", "distributed", "adapter"
+    logprob_tolerance: ClassVar[float] = 1e-3  # max |logprob - transformers fp32|; set it to what you measured
 
     @pytest.fixture(scope="class")
     @classmethod
     def served_model(cls, tmp_path_factory) -> str:
         return str(make_served_model(tmp_path_factory.mktemp("served_model"), size=cls.model_size))
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def other_model(cls, tmp_path_factory) -> str:
+        """Same architecture as ``served_model``, other weights (what a weight update loads)."""
+        return str(make_served_model(tmp_path_factory.mktemp("other_model"), size=cls.model_size, seed=1))
 
     @pytest.fixture(scope="class")
     @classmethod
@@ -233,32 +245,6 @@ class InferenceBackendContract(ComponentContract):
 
     def generate(self, server: RunningServer, req: ModelRequest):
         return run_async(_with_client(lambda c: server.backend.generate(c, server.addr, req)))
-
-    @staticmethod
-    async def push(client, server: RunningServer, weights: str, version: int, path_type: str = "disk"):
-        """Move ``weights`` to the server through the backend's ``path_type`` updater."""
-        updater = server.backend.weight_updater(WeightUpdateMeta(type=path_type, version=version))
-        await updater.connect(client, [server.addr])
-        try:
-            return await updater.push(client, [server.addr], weights, version)
-        finally:
-            await updater.close(client)
-
-    def push_sync(self, server: RunningServer, weights: str, version: int, path_type: str = "disk"):
-        return run_async(_with_client(lambda c: self.push(c, server, weights, version, path_type)))
-
-    @pytest.fixture(scope="class")
-    @classmethod
-    def other_model(cls, tmp_path_factory) -> str:
-        """Weights of the served architecture drawn with another seed (the update target)."""
-        return str(make_served_model(tmp_path_factory.mktemp("other_model"), size=cls.model_size, seed=1))
-
-    @pytest.fixture
-    def restore_weights(self, server: RunningServer):
-        """Put the served model's own weights back after a test that changed them."""
-        yield
-        version = self.generate(server, ModelRequest(PROMPTS[1], greedy(1))).output_versions[0] + 1
-        self.push_sync(server, server.model_path, version)
 
     # -- the tests ----------------------------------------------------------------------------------
 
@@ -329,13 +315,81 @@ class InferenceBackendContract(ComponentContract):
         assert held_while_paused, "a request sent while paused must wait for resume"
         assert after.finish_reason == "length" and len(after.output_ids) == 4
 
-    def test_update_weights_from_disk_sets_version(self, server: RunningServer):
-        before = self.generate(server, ModelRequest(PROMPTS[0], greedy(4, ignore_eos=True)))
-        version = before.output_versions[0] + 1
-        self.push_sync(server, server.model_path, version)
-        after = self.generate(server, ModelRequest(PROMPTS[0], greedy(4, ignore_eos=True)))
-        assert after.output_versions == [version] * 4
-        assert after.output_ids == before.output_ids  # same weights reloaded
+    @staticmethod
+    async def apush(client, server: RunningServer, meta: WeightUpdateMeta, weights: Any, version: int) -> int:
+        """What the trainer does: the backend's updater for ``meta.type``, connect, push, close."""
+        updater = server.backend.weight_updater(meta)
+        await updater.connect(client, [server.addr])
+        try:
+            return await updater.push(client, [server.addr], weights, version)
+        finally:
+            await updater.close(client)
+
+    def push(self, server: RunningServer, meta: WeightUpdateMeta, weights: Any, version: int) -> int:
+        return run_async(_with_client(lambda c: self.apush(c, server, meta, weights, version)))
+
+    @pytest.fixture
+    def restore_weights(self, server: RunningServer):
+        """Put the served model's own weights back after a test that changed them."""
+        yield
+        self.push(server, WeightUpdateMeta(type="disk"), server.model_path, self._version_now(server) + 1)
+
+    def _version_now(self, server: RunningServer) -> int:
+        return self.generate(server, ModelRequest(PROMPTS[1], greedy(1, ignore_eos=True))).output_versions[0]
+
+    def test_disk_update_loads_new_weights_and_sets_version(self, server: RunningServer, other_model: str):
+        req = ModelRequest(PROMPTS[0], greedy(8, ignore_eos=True))
+        before = self.generate(server, req)
+        version = self._version_now(server) + 1
+        try:
+            self.push(server, WeightUpdateMeta(type="disk"), other_model, version)
+            after = self.generate(server, req)
+            assert after.output_versions == [version] * 8
+            assert after.output_logprobs != before.output_logprobs, "the update did not change the served weights"
+        finally:
+            self.push(server, WeightUpdateMeta(type="disk"), server.model_path, version + 1)
+        restored = self.generate(server, req)
+        assert restored.output_ids == before.output_ids  # the served model's weights again
+        assert max(abs(x - y) for x, y in zip(restored.output_logprobs, before.output_logprobs)) < 1e-4
+
+    def test_distributed_update_matches_disk_update(self, server: RunningServer, other_model: str):
+        if "distributed" not in self.supported_sync_paths:
+            pytest.skip(f"{self.component_name}: no distributed weight path (supported_sync_paths)")
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        req = ModelRequest(PROMPTS[2], greedy(8, ignore_eos=True))
+        version = self._version_now(server) + 1
+        self.push(server, WeightUpdateMeta(type="disk"), other_model, version)
+        by_disk = self.generate(server, req)
+        self.push(server, WeightUpdateMeta(type="disk"), server.model_path, version + 1)
+        model = AutoModelForCausalLM.from_pretrained(other_model, dtype=torch.float32)
+        meta = WeightUpdateMeta(type="distributed", master_address="127.0.0.1", master_port=free_port(),
+                                backend="gloo", bucket_bytes=1 << 16)
+        try:
+            self.push(server, meta, iter(list(model.named_parameters())), version + 2)
+            by_broadcast = self.generate(server, req)
+            assert by_broadcast.output_versions == [version + 2] * 8
+            assert by_broadcast.output_ids == by_disk.output_ids
+            assert max(abs(x - y) for x, y in zip(by_broadcast.output_logprobs, by_disk.output_logprobs)) < 1e-4
+        finally:
+            self.push(server, WeightUpdateMeta(type="disk"), server.model_path, version + 3)
+
+    def test_unsupported_sync_path_is_a_clear_error(self, component):
+        for path in ("disk", "distributed", "adapter"):
+            if path not in self.supported_sync_paths:
+                with pytest.raises(ArealError, match=path):
+                    component.weight_updater(WeightUpdateMeta(type=path, master_port=1))
+
+    def test_weights_checksum_when_supported(self, server: RunningServer):
+        if not isinstance(server.backend, SupportsWeightsChecksum):
+            pytest.skip(f"{self.component_name}: no weights_checksum (optional capability)")
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(server.model_path, dtype=torch.float32)
+        theirs = run_async(_with_client(lambda c: server.backend.weights_checksum(c, server.addr)))
+        assert theirs == tensors_checksum(model.named_parameters())
 
     def test_bad_input_raises_areal_error(self, server: RunningServer):
         with pytest.raises(ArealError):
@@ -343,7 +397,8 @@ class InferenceBackendContract(ComponentContract):
         with pytest.raises(ArealError, match="top_p"):
             self.generate(server, ModelRequest(PROMPTS[0], SamplingParams(max_new_tokens=4, top_p=0.0)))
         with pytest.raises(ArealError):
-            self.push_sync(server, str(Path(server.model_path) / "no_such_dir"), 1)
+            self.push(server, WeightUpdateMeta(type="disk"), str(Path(server.model_path) / "no_such_dir"),
+                      self._version_now(server) + 1)
 
     # -- fidelity: the server computes what the weights say -----------------------------------------
 
@@ -364,9 +419,9 @@ class InferenceBackendContract(ComponentContract):
             assert gap < self.logprob_tolerance, f"max |logprob - transformers| = {gap:.2e} at T={temperature}"
 
     def test_logprobs_after_update_follow_new_weights(self, server: RunningServer, other_model: str, restore_weights):
-        """Catches a stale part of the model after a reload (e.g. a tied lm_head not refreshed)."""
-        version = self.generate(server, ModelRequest(PROMPTS[1], greedy(1))).output_versions[0] + 1
-        self.push_sync(server, other_model, version)
+        """Catches a part of the model a reload leaves stale (e.g. a tied lm_head)."""
+        version = self._version_now(server) + 1
+        self.push(server, WeightUpdateMeta(type="disk"), other_model, version)
         new = Reference(other_model)
         for prompt in PROMPTS:
             resp = self.generate(server, ModelRequest(prompt, greedy(12, ignore_eos=True)))
@@ -381,43 +436,40 @@ class InferenceBackendContract(ComponentContract):
         from areal_core.rollout.client import RolloutClient
 
         n = self.long_generation_tokens
-        old_version = self.generate(server, ModelRequest(PROMPTS[0], greedy(1))).output_versions[0]
+        old = self._version_now(server)
 
         async def scenario():
-            rollout = RolloutClient(server.backend, [server.addr], version=old_version)
+            rollout = RolloutClient(server.backend, [server.addr], version=old)
             try:
                 task = asyncio.create_task(rollout.agenerate(ModelRequest(PROMPTS[0], greedy(n, ignore_eos=True))))
                 await asyncio.sleep(0.5)
                 await rollout.pause()
-                await self.push(rollout.http, server, other_model, old_version + 1)
-                rollout.set_version(old_version + 1)
+                await self.apush(rollout.http, server, WeightUpdateMeta(type="disk"), other_model, old + 1)
+                rollout.set_version(old + 1)
                 await rollout.resume()
                 return await asyncio.wait_for(task, 300)
             finally:
                 await rollout.aclose()
 
         resp = run_async(scenario())
-        assert resp.finish_reason == "length" and len(resp.output_ids) == n
-        assert resp.n_interruptions >= 1
-        k = resp.output_versions.index(old_version + 1)
-        assert 0 < k and resp.output_versions == [old_version] * k + [old_version + 1] * (n - k)
+        assert resp.finish_reason == "length" and len(resp.output_ids) == n and resp.n_interruptions >= 1
+        k = resp.output_versions.index(old + 1)
+        assert 0 < k and resp.output_versions == [old] * k + [old + 1] * (n - k)
         prompt, out = PROMPTS[0], resp.output_ids
-        old_lp = Reference(server.model_path).logprobs(prompt, out[:k])
-        new_lp = Reference(other_model).logprobs(prompt + out[:k], out[k:])
-        assert max_gap(resp.output_logprobs[:k], old_lp) < self.logprob_tolerance
-        assert max_gap(resp.output_logprobs[k:], new_lp) < self.logprob_tolerance
+        assert max_gap(resp.output_logprobs[:k], Reference(server.model_path).logprobs(prompt, out[:k])) \
+            < self.logprob_tolerance
+        assert max_gap(resp.output_logprobs[k:], Reference(other_model).logprobs(prompt + out[:k], out[k:])) \
+            < self.logprob_tolerance
 
     def test_adapter_changes_outputs_as_peft_says(self, server: RunningServer, tmp_path):
-        if not self.supports_adapter:
-            with pytest.raises(ArealError, match="adapter"):
-                server.backend.weight_updater(WeightUpdateMeta(type="adapter"))
-            return
-        version = self.generate(server, ModelRequest(PROMPTS[1], greedy(1))).output_versions[0]
+        if "adapter" not in self.supported_sync_paths:
+            pytest.skip(f"{self.component_name}: no adapter weight path (supported_sync_paths)")
+        version = self._version_now(server)
         base_ids = self.generate(server, ModelRequest(PROMPTS[2], greedy(12, ignore_eos=True))).output_ids
         for seed in (1, 2):  # load, then replace in place
             adapter = make_lora_adapter(server.model_path, tmp_path / f"adapter{seed}", seed=seed)
             version += 1
-            sent = self.push_sync(server, str(adapter), version, "adapter")
+            sent = self.push(server, WeightUpdateMeta(type="adapter"), str(adapter), version)
             assert sent == sum(f.stat().st_size for f in adapter.glob("*.safetensors"))
             ref = Reference(server.model_path, adapter)
             for prompt in PROMPTS:
@@ -429,5 +481,5 @@ class InferenceBackendContract(ComponentContract):
         assert adapted != base_ids, "the adapter should change the greedy continuation"
         # an adapter with B = 0 adds nothing: the base model's outputs come back (and later tests see them)
         zero = make_lora_adapter(server.model_path, tmp_path / "zero", std=0.0)
-        self.push_sync(server, str(zero), version + 1, "adapter")
+        self.push(server, WeightUpdateMeta(type="adapter"), str(zero), version + 1)
         assert self.generate(server, ModelRequest(PROMPTS[2], greedy(12, ignore_eos=True))).output_ids == base_ids

