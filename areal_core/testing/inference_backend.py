@@ -315,18 +315,18 @@ class InferenceBackendContract(ComponentContract):
         assert held_while_paused, "a request sent while paused must wait for resume"
         assert after.finish_reason == "length" and len(after.output_ids) == 4
 
-    @staticmethod
-    async def apush(client, server: RunningServer, meta: WeightUpdateMeta, weights: Any, version: int) -> int:
+    def push(self, server: RunningServer, meta: WeightUpdateMeta, weights: Any, version: int) -> int:
         """What the trainer does: the backend's updater for ``meta.type``, connect, push, close."""
         updater = server.backend.weight_updater(meta)
-        await updater.connect(client, [server.addr])
-        try:
-            return await updater.push(client, [server.addr], weights, version)
-        finally:
-            await updater.close(client)
 
-    def push(self, server: RunningServer, meta: WeightUpdateMeta, weights: Any, version: int) -> int:
-        return run_async(_with_client(lambda c: self.apush(c, server, meta, weights, version)))
+        async def go(client):
+            await updater.connect(client, [server.addr])
+            try:
+                return await updater.push(client, [server.addr], weights, version)
+            finally:
+                await updater.close(client)
+
+        return run_async(_with_client(go))
 
     @pytest.fixture
     def restore_weights(self, server: RunningServer):
@@ -433,22 +433,27 @@ class InferenceBackendContract(ComponentContract):
                                                               restore_weights):
         """areal's interruptible client across a pause + weight update: per-token versions, each
         token's logprob from the weights that produced it."""
+        from areal_core.api.types import WeightVersion
         from areal_core.rollout.client import RolloutClient
 
         n = self.long_generation_tokens
         old = self._version_now(server)
 
-        async def scenario():
-            rollout = RolloutClient(server.backend, [server.addr], version=old)
+        async def scenario():  # what the trainer does between two steps
+            version = WeightVersion(old)
+            rollout = RolloutClient(server.backend, [server.addr], weight_version=version)
+            updater = server.backend.weight_updater(WeightUpdateMeta(type="disk"))
             try:
+                await updater.connect(rollout.http, [server.addr])
                 task = asyncio.create_task(rollout.agenerate(ModelRequest(PROMPTS[0], greedy(n, ignore_eos=True))))
                 await asyncio.sleep(0.5)
                 await rollout.pause()
-                await self.apush(rollout.http, server, WeightUpdateMeta(type="disk"), other_model, old + 1)
-                rollout.set_version(old + 1)
+                await rollout.push_weights(updater, other_model, old + 1)
+                version.set(old + 1)
                 await rollout.resume()
                 return await asyncio.wait_for(task, 300)
             finally:
+                await rollout.close_updater(updater)
                 await rollout.aclose()
 
         resp = run_async(scenario())
