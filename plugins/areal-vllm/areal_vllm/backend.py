@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from areal_core.plugin import ArealError, ModelRequest, ModelResponse, WeightUpdateMeta, WeightUpdater
 from areal_vllm.config import VLLMConfig

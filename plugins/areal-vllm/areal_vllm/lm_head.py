@@ -31,7 +31,7 @@ def _tensor_names(path: Path) -> dict[str, str]:
     names: dict[str, str] = {}
     for shard in sorted(path.glob("*.safetensors")):
         with safe_open(str(shard), "pt") as f:
-            names |= {name: shard.name for name in f.keys()}
+            names |= dict.fromkeys(f.keys(), shard.name)
     return names
 
 

@@ -38,13 +38,13 @@ def parse_version(text: str) -> tuple[int, int]:
     return int(match.group(1)), int(match.group(2))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def check_vllm(python: str) -> str:
     """Return ``"dist version"`` of the vLLM that ``python`` imports; ArealError naming the
     interpreter and the cause when it has none, or an older release than :data:`MIN_VERSION`."""
     field = "inference.python"
     try:
-        proc = subprocess.run([python, "-c", _PROBE], capture_output=True, text=True, timeout=60)
+        proc = subprocess.run([python, "-c", _PROBE], capture_output=True, text=True, timeout=60, check=False)
     except FileNotFoundError:
         raise ArealError(f"{field}={python!r}: no such interpreter (name the python of the environment "
                          "where vLLM is installed)") from None

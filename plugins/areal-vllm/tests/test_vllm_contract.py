@@ -7,6 +7,7 @@ skipped. ``AREAL_VLLM_PYTHON`` set but without a working vLLM is an error, not a
 
 import os
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -42,7 +43,7 @@ def _processes_mentioning(text: str) -> list[int]:
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
-                cmdline = open(f"/proc/{entry}/cmdline", "rb").read().decode(errors="replace")
+                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().decode(errors="replace")
             except OSError:
                 continue
             if text in cmdline:
