@@ -1,6 +1,6 @@
 """The ``areal`` command.
 
-    areal plugins [--json]                         installed components by kind, failed plugins
+    areal plugins [--json]                         installed components by kind, failed plugins, name conflicts
     areal config show [--config run.yaml] [k=v..]  the resolved config, as YAML
     areal config docs [-o PATH] [--installed]      write the config reference
     areal plugin new NAME [--dir plugins]          scaffold a plugin from plugins/_template
@@ -134,6 +134,10 @@ def cmd_plugins(args) -> int:
                 for kind in KINDS for c in registry.by_kind(kind)
             ],
             "failures": [{"entry_point": f.entry_point, "distribution": f.distribution, "error": f.error} for f in registry.failures],
+            "conflicts": [
+                {"kind": c.kind, "name": c.name, "distributions": [r.distribution for r in c.components], "error": c.message()}
+                for c in registry.conflicts.values()
+            ],
         }, indent=2))
         return 0
 
@@ -144,10 +148,12 @@ def cmd_plugins(args) -> int:
     for column in ("kind", "name", "summary", "distribution", "version"):
         table.add_column(column, overflow="fold")
     for kind in KINDS.values():
-        components = registry.by_kind(kind.name)
-        for i, c in enumerate(components):
-            table.add_row(kind.label if i == 0 else "", *(_escape(v) for v in (c.name, c.summary, c.distribution, c.version)))
-        if not components:
+        rows = [(c.name, _escape(c.summary), _escape(c.distribution), _escape(c.version)) for c in registry.by_kind(kind.name)]
+        rows += [(n, "[red]unusable: registered twice (see below)[/red]", _escape(", ".join(r.distribution for r in c.components)), "")
+                 for (k, n), c in registry.conflicts.items() if k == kind.name]
+        for i, (name, *rest) in enumerate(sorted(rows)):
+            table.add_row(kind.label if i == 0 else "", _escape(name), *rest)
+        if not rows:
             table.add_row(kind.label, "[dim]-[/dim]", "[dim]none installed[/dim]", "", "")
         table.add_section()
     console.print(table)
@@ -158,6 +164,15 @@ def cmd_plugins(args) -> int:
         for f in registry.failures:
             failed.add_row(_escape(f.entry_point), _escape(f.distribution), f"[red]{_escape(f.error)}[/red]")
         console.print(failed)
+    if registry.conflicts:
+        clashes = Table(title="names registered twice (a run that uses one fails; the rest work)", title_justify="left",
+                        title_style="bold red")
+        for column in ("kind", "name", "registered by", "fix"):
+            clashes.add_column(column, overflow="fold")
+        for c in registry.conflicts.values():
+            clashes.add_row(KINDS[c.kind].label, _escape(c.name), _escape(", ".join(r.origin for r in c.components)),
+                            f"[red]{_escape(c.fix)}[/red]")
+        console.print(clashes)
     return 0
 
 
