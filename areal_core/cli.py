@@ -3,7 +3,7 @@
     areal plugins [--json]                         installed components by kind, failed plugins, name conflicts
     areal config show [--config run.yaml] [k=v..]  the resolved config, as YAML
     areal config docs [-o PATH] [--installed]      write the config reference
-    areal plugin new NAME [--dir plugins]          scaffold a plugin from plugins/_template
+    areal plugin new NAME [--kind K] [--dir D]     scaffold a plugin providing one component of kind K
     areal serve --backend NAME --model PATH [k=v..]  exec one inference server
     areal train ...   /   areal sft ...   /   areal plot RUN_DIR ...   the trainers' own command lines
 
@@ -75,6 +75,8 @@ def _run(argv: list[str]) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from areal_core.scaffold import DEFAULT_KIND, KIND_TEMPLATES
+
     parser = argparse.ArgumentParser(prog="areal", description="Asynchronous RL for LLMs, built from plugins.")
     parser.add_argument("--version", action="version", version=f"areal-core {__version__}")
     parser.add_argument("--log-level", choices=LEVELS, help="log level (default: AREAL_LOG_LEVEL or info)")
@@ -100,8 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     plugin = commands.add_parser("plugin", help="plugin development helpers")
     plugin_commands = plugin.add_subparsers(title="plugin commands", metavar="SUBCOMMAND")
-    new = plugin_commands.add_parser("new", help="create plugins/areal-NAME from the plugin template")
+    new = plugin_commands.add_parser("new", help="create plugins/areal-NAME: one component of a kind, its contract test, README")
     new.add_argument("name", help="plugin name, e.g. my-reward (distribution areal-my-reward)")
+    new.add_argument("--kind", default=DEFAULT_KIND, choices=KIND_TEMPLATES,
+                     help=f"component kind the plugin provides (default: {DEFAULT_KIND})")
     new.add_argument("--dir", default="plugins", help="parent directory (default: plugins)")
     new.set_defaults(handler=cmd_plugin_new)
     plugin.set_defaults(handler=lambda args: plugin.print_help() or 2)
@@ -199,10 +203,12 @@ def cmd_config_docs(args) -> int:
 
 
 def cmd_plugin_new(args) -> int:
-    from areal_core.scaffold import new_plugin
+    from areal_core.scaffold import KIND_TEMPLATES, new_plugin
 
-    dest = new_plugin(args.name, args.dir)
+    dest = new_plugin(args.name, args.dir, kind=args.kind)
     print(f"created {dest}\nnext: pip install -e {dest}[test] && pytest {dest}/tests")
+    if not KIND_TEMPLATES[args.kind].working:
+        print(f"the {args.kind} is a skeleton: its contract test fails until you implement the methods that raise NotImplementedError")
     return 0
 
 

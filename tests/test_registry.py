@@ -5,14 +5,19 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-
+from coretest_support import PYTHON, subprocess_env
 from pydantic import Field
 
 from areal_core import first_party, hookimpl
 from areal_core.config.base import ComponentConfig
 from areal_core.errors import ArealError
-from areal_core.registry import KINDS, Component, build_registry, get_registry, set_registry
-from coretest_support import PYTHON, subprocess_env
+from areal_core.registry import (
+    KINDS,
+    Component,
+    build_registry,
+    get_registry,
+    set_registry,
+)
 
 
 class EveryHookPlugin:
@@ -172,8 +177,8 @@ def test_first_party_json_is_up_to_date():
     ("@hookimpl\ndef areal_frobnicate():\n    return []\n",
      "`areal_frobnicate` is not an areal hook; areal's hooks are areal_register_algorithms, "),
     ("@hookimpl\ndef areal_register_rewards(config):\n    return []\n",
-     "hookimpl definition: areal_register_rewards(config); "
-     "Argument(s) {'config'} are declared in the hookimpl but can not be found in the hookspec"),
+     ("hookimpl definition: areal_register_rewards(config); "
+      "Argument(s) {'config'} are declared in the hookimpl but can not be found in the hookspec")),
 ], ids=["misspelled", "undecorated", "misspelled-undecorated", "invented", "wrong-arguments"])
 def test_a_hook_areal_would_never_call_fails_naming_plugin_hook_and_closest_name(fake_dist, source, expected):
     module = f"typo_plugin_{abs(hash(source))}"  # one module per case: imported modules stay cached
@@ -201,10 +206,12 @@ def test_every_bad_hook_is_reported_at_once_and_helpers_are_not_hooks():
     with pytest.raises(ArealError) as info:
         build_registry(extra_plugins=[(TwoTypos(), "areal-typos")], entry_points=False)
     lines = str(info.value).splitlines()[1:]
-    assert lines == ["  plugin TwoTypos (areal-typos): `areal_register_metric_sink` is not an areal hook; "
-                     "did you mean `areal_register_metric_sinks`?",
-                     "  plugin TwoTypos (areal-typos): `areal_register_reward` is not an areal hook; "
-                     "did you mean `areal_register_rewards`?"]
+    assert lines == [
+        ("  plugin TwoTypos (areal-typos): `areal_register_metric_sink` is not an areal hook; "
+         "did you mean `areal_register_metric_sinks`?"),
+        ("  plugin TwoTypos (areal-typos): `areal_register_reward` is not an areal hook; "
+         "did you mean `areal_register_rewards`?"),
+    ]
 
 
 def test_a_config_default_of_the_wrong_type_is_rejected_naming_plugin_model_and_field():

@@ -33,7 +33,14 @@ import pytest
 
 from areal_core.config.base import ComponentConfig, validate_section
 from areal_core.errors import ArealError
-from areal_core.registry import KINDS, Component, Registry, build_registry, get_registry, set_registry
+from areal_core.registry import (
+    KINDS,
+    Component,
+    Registry,
+    build_registry,
+    get_registry,
+    set_registry,
+)
 
 
 def run_async(awaitable):
