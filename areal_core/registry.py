@@ -200,7 +200,7 @@ class Registry:
         first = first_party.providers(kind)
         lines = [f"unknown {label} {name!r}."]
         lines.append(f"  available {label}s: {', '.join(available) if available else '(none installed)'}")
-        close = difflib.get_close_matches(name, sorted({*available, *first}), n=1)
+        close = difflib.get_close_matches(name, sorted({*available, *first} - {name}), n=1)
         if close:
             hint = "" if close[0] in available else f" (provided by {first[close[0]]}: {first_party.install_hint(first[close[0]])})"
             lines.append(f"  did you mean {close[0]!r}?{hint}")
@@ -209,7 +209,8 @@ class Registry:
         dist = first.get(name)
         failed = {f.distribution.split()[0] for f in self.failures}
         if dist in self.distributions:
-            lines.append(f"  {name!r} is provided by {dist}, but the installed {dist} {self.distributions[dist]} "
+            installed = f"{dist} {self.distributions[dist]}".strip()
+            lines.append(f"  {name!r} is provided by {dist}, but the installed {installed} "
                          f"does not register it: upgrade it ({first_party.install_hint(dist)})")
         elif dist in failed:
             lines.append(f"  {name!r} is provided by {dist}, which is installed but failed to load (below)")

@@ -153,8 +153,18 @@ def test_unknown_name_hints_come_from_what_is_installed():
             return [Component("fsdp_v0", "old:Engine", None, "old")]
 
     registry = build_registry(extra_plugins=[(OldFSDP(), "areal-fsdp")], entry_points=False)
-    with pytest.raises(ArealError, match=r"the installed areal-fsdp  does not register it: upgrade it"):
+    with pytest.raises(ArealError, match=r"the installed areal-fsdp does not register it: upgrade it"):
         registry.get("train_engine", "fsdp")
+    class BrokenFSDP:
+        @hookimpl
+        def areal_register_train_engines(self):
+            raise ImportError("No module named 'torch.distributed.fsdp'")
+
+    broken = build_registry(extra_plugins=[(BrokenFSDP(), "areal-fsdp 0.1.0")], entry_points=False)
+    with pytest.raises(ArealError) as info:
+        broken.get("train_engine", "fsdp")
+    assert "'fsdp' is provided by areal-fsdp, which is installed but failed to load (below)" in str(info.value)
+    assert "did you mean" not in str(info.value)
     with pytest.raises(ArealError, match=r"'cpu' is a device \(from areal-core\), not a train engine"):
         registry.get("train_engine", "cpu")
     with pytest.raises(ArealError, match=r"install that plugin \(pip install <plugin>\)"):

@@ -97,7 +97,8 @@ class ComponentContract:
     def _check_plugin_registered(self, registry: Registry) -> None:
         """The plugin under test is given: a missing name is its fault, not a missing install."""
         label, hook = KINDS[self.kind].label, KINDS[self.kind].hook
-        mine = [c.name for c in registry.by_kind(self.kind) if c.distribution == self._label()]
+        plugin_name = getattr(self.plugin, "__name__", type(self.plugin).__name__)  # as the registry records it
+        mine = [c.name for c in registry.by_kind(self.kind) if c.plugin == plugin_name]
         if self.component_name in mine:
             return
         where = f"{type(self).__name__}: plugin {self._label()}"
