@@ -19,9 +19,11 @@ BROKEN_PLUGINS = textwrap.dedent('''
     from areal_core import Component, hookimpl
     from areal_core.api.types import Trajectory
     from areal_core.config.base import ComponentConfig
+    from areal_core.launcher.local import LocalScheduler, LocalSchedulerConfig
     from areal_core.testing.device import DeviceContract
     from areal_core.testing.metric_sink import MetricSinkContract
     from areal_core.testing.reward import RewardCase, RewardContract
+    from areal_core.testing.scheduler import SchedulerContract
     from areal_core.testing.workflow import WorkflowContract
 
     class UndocumentedConfig(ComponentConfig):
@@ -56,7 +58,22 @@ BROKEN_PLUGINS = textwrap.dedent('''
             t.loss_mask = [1] * len(t.loss_mask)
             return [t]
 
+    class LeakyScheduler(LocalScheduler):
+        """Drops AREAL_HOST_ADDR from the ranks' env and leaves its processes running on exit
+        (they die with the test process: atexit stop_all, PR_SET_PDEATHSIG)."""
+
+        def launch(self, name, argv, env=None, count=1, envs=None):
+            env = {k: v for k, v in (env or {}).items() if k != "AREAL_HOST_ADDR"}
+            return super().launch(name, argv, env, count, envs)
+
+        def __exit__(self, *exc):
+            pass
+
     class Broken:
+        @hookimpl
+        def areal_register_schedulers(self):
+            return [Component("leaky", LeakyScheduler, LocalSchedulerConfig, "leaks its processes")]
+
         @hookimpl
         def areal_register_rewards(self):
             return [Component("nan", NaNReward, UndocumentedConfig, "returns NaN"),
@@ -88,6 +105,9 @@ BROKEN_PLUGINS = textwrap.dedent('''
     class TestNegative(DeviceContract):
         plugin, component_name = Broken(), "negative"
 
+    class TestLeaky(SchedulerContract):
+        plugin, component_name = Broken(), "leaky"
+
     class TestPromptTrainer(WorkflowContract):
         plugin, component_name = Broken(), "prompt_trainer"
         samples = [{"prompt": "a b"}, {"prompt": "c d"}]
@@ -103,6 +123,8 @@ EXPECTED_FAILURES = {
     "TestNegative::test_memory_stats_are_finite_gib",
     "TestPromptTrainer::test_episode_yields_well_formed_trajectories",
     "TestPromptTrainer::test_concurrent_episodes",
+    "TestLeaky::test_trainer_ranks_get_their_env_and_wait_returns",
+    "TestLeaky::test_leaving_the_context_stops_servers_and_ranks",
 }
 
 
