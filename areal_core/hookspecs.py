@@ -6,9 +6,9 @@ hooks with ``@hookimpl`` (``from areal_core.plugin import hookimpl``). Provider 
 lazy ``"module:attr"`` strings, so discovery imports neither torch nor an engine.
 
 Load order: areal's own built-in components, then entry points in the order
-``importlib.metadata`` lists them. Each plugin is validated as it is registered: an ``areal_*``
-function that is not one of these hooks, or lacks ``@hookimpl``, is an error naming the closest
-hook; a name registered twice in a kind is a conflict that fails only the runs that use it
+``importlib.metadata`` lists them. Each plugin is validated as it is registered: a ``@hookimpl``
+function that is not one of these hooks, or an ``areal_register_*`` function without
+``@hookimpl``, is an error naming the closest hook; a name registered twice in a kind is a conflict that fails only the runs that use it
 (``areal_core.registry``).
 
 Factory call signature, one per kind (``config`` is an instance of the record's config model):

@@ -7,8 +7,8 @@ the user sees:
 ==================================== ==========================================================
 plugin import or hook raises         recorded in ``failures``: ``areal plugins`` lists it, and an
                                      unknown-name error names it (never silently skipped)
-``areal_*`` function areal never     ArealError when the registry is built, naming the plugin,
-calls (misspelled, no ``@hookimpl``) the function and the closest hook name
+a hook areal never calls             ArealError when the registry is built, naming the plugin,
+(misspelled, no ``@hookimpl``)       the function and the closest hook name
 a name registered twice              recorded in ``conflicts``: ``areal plugins`` lists it; only
                                      using that name fails ("uninstall one of A, B" / "rename")
 a config model default of the wrong  ArealError when the component's config model is loaded,
@@ -247,10 +247,10 @@ def _reference(ref) -> str:
 
 
 def hook_errors(pm: pluggy.PluginManager, plugin: object) -> list[str]:
-    """Each ``areal_*`` function of a registered ``plugin`` that areal would never call.
+    """Each hook function of a registered ``plugin`` that areal would never call.
 
     The same check as pluggy's ``check_pending`` (a ``@hookimpl`` whose name no hook spec has),
-    for one plugin and every such function at once, plus the ``areal_*`` functions that lack
+    for one plugin and every such function at once, plus the hook-like functions that lack
     ``@hookimpl`` (pluggy does not see those at all). Each names the closest valid hook.
     """
     hooks = sorted(n for n, caller in vars(pm.hook).items() if isinstance(caller, pluggy.HookCaller) and caller.has_spec())
@@ -258,13 +258,21 @@ def hook_errors(pm: pluggy.PluginManager, plugin: object) -> list[str]:
     errors = [_unknown_hook(c.name, hooks) for c in callers if not c.has_spec()]
     marked = {c.name for c in callers}
     for attr in sorted(dir(plugin)):
-        if attr.startswith("areal_") and attr not in marked and inspect.isroutine(getattr(plugin, attr, None)):
-            if attr in hooks:
-                errors.append(f"`{attr}` lacks @hookimpl, so areal never calls it: decorate it with "
-                              "`hookimpl` from areal_core.plugin")
-            else:
-                errors.append(_unknown_hook(attr, hooks) + "; it also lacks @hookimpl")
+        if attr in marked or not _looks_like_a_hook(attr, hooks) or not inspect.isroutine(getattr(plugin, attr, None)):
+            continue
+        if attr in hooks:
+            errors.append(f"`{attr}` lacks @hookimpl, so areal never calls it: decorate it with "
+                          "`hookimpl` from areal_core.plugin")
+        else:
+            errors.append(_unknown_hook(attr, hooks) + "; it also lacks @hookimpl")
     return errors
+
+
+def _looks_like_a_hook(name: str, hooks: list[str]) -> bool:
+    """An undecorated function meant as a hook: ``areal_register_*``, or a near miss of a hook
+    name. Other ``areal_*`` helpers of a plugin module are left alone (a ``@hookimpl`` on any
+    unknown name is always an error)."""
+    return name.startswith("areal_register") or bool(difflib.get_close_matches(name, hooks, n=1, cutoff=0.8))
 
 
 def _unknown_hook(name: str, hooks: list[str]) -> str:
@@ -300,7 +308,7 @@ def build_registry(extra_plugins: list[tuple[object, str]] = (), entry_points: b
     built-ins, as tests do to add temporary plugins. ``entry_points=False`` skips installed plugins.
 
     A plugin that fails to import, or whose hook raises, is recorded in ``failures``; a name
-    registered twice is recorded in ``conflicts``. A plugin that defines an ``areal_*`` hook
+    registered twice is recorded in ``conflicts``. A plugin that defines a hook
     areal would never call (misspelled, unknown, or without ``@hookimpl``) raises ArealError
     naming every such hook of every plugin, with the closest valid name: it would otherwise
     register nothing, silently.

@@ -210,7 +210,10 @@ def test_every_bad_hook_is_reported_at_once_and_helpers_are_not_hooks():
         def areal_register_metric_sink(self):
             return []
 
-        def make_reward(self):  # not areal_*: a helper, not a hook
+        def make_reward(self):  # helpers are not hooks
+            return None
+
+        def areal_train(self):  # nor is an areal_* helper that looks like no hook
             return None
 
     with pytest.raises(ArealError) as info:

@@ -28,15 +28,17 @@ TEST_EXTRA = ("areal-core[test]",)
 @dataclass(frozen=True)
 class KindTemplate:
     """What differs per kind: the module and class the component lives in, the contract suite
-    its test subclasses, what that suite needs installed, and whether the code is a working
-    component (it passes its suite as generated) or a skeleton raising NotImplementedError."""
+    its test subclasses, whether that suite trains with a real train engine (the generated test
+    then names the first-party one, ``${train_engine}``, and the ``test`` extra installs its
+    distribution), and whether the code is a working component (it passes its suite as
+    generated) or a skeleton raising NotImplementedError."""
 
     module: str
     suffix: str
     suite: str
     suite_module: str
     summary: str
-    test_extra: tuple[str, ...] = ()
+    needs_train_engine: bool = False
     working: bool = True
 
 
@@ -47,7 +49,7 @@ KIND_TEMPLATES: dict[str, KindTemplate] = {
                              "answer, and retry with feedback while the reward is below a threshold"),
     "algorithm": KindTemplate("algorithm", "Algorithm", "AlgorithmContract", "algorithm",
                               "group-baseline policy gradient with capped importance weights",
-                              test_extra=("areal-fsdp",)),
+                              needs_train_engine=True),
     "metric_sink": KindTemplate("sink", "Sink", "MetricSinkContract", "metric_sink",
                                 "one CSV row per metric value in RUN_DIR/metrics.csv"),
     "device": KindTemplate("device", "Device", "DeviceContract", "device",
@@ -65,8 +67,12 @@ DEFAULT_KIND = "reward"
 
 def fields(name: str, kind: str) -> dict[str, str]:
     """The template variables for plugin ``name`` providing a ``kind`` component."""
+    from areal_core import first_party
+
     snake = name.replace("-", "_")
     t = KIND_TEMPLATES[kind]
+    engine, engine_dist = min(first_party.providers("train_engine").items(), default=("", ""))
+    extra = (*TEST_EXTRA, *((engine_dist,) if t.needs_train_engine and engine_dist else ()))
     return {
         "name": snake,
         "dist": f"areal-{snake.replace('_', '-')}",
@@ -79,7 +85,9 @@ def fields(name: str, kind: str) -> dict[str, str]:
         "summary": t.summary,
         "suite": t.suite,
         "suite_module": t.suite_module,
-        "test_extra": ", ".join(f'"{d}"' for d in (*TEST_EXTRA, *t.test_extra)),
+        "test_extra": ", ".join(f'"{d}"' for d in extra),
+        "train_engine": engine,
+        "train_engine_dist": engine_dist,
     }
 
 
