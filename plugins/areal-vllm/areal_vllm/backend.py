@@ -22,7 +22,13 @@ from typing import TYPE_CHECKING
 from areal_core.plugin import ArealError, ModelRequest, ModelResponse, WeightUpdateMeta, WeightUpdater
 from areal_vllm.config import VLLMConfig
 from areal_vllm.preflight import check_vllm
-from areal_vllm.protocol import completion_payload, parse_completion, parse_weight_version, request
+from areal_vllm.protocol import (
+    ServerRequestError,
+    completion_payload,
+    parse_completion,
+    parse_weight_version,
+    request,
+)
 
 if TYPE_CHECKING:
     import httpx
@@ -117,10 +123,10 @@ class VLLMBackend:
         import httpx
 
         try:
-            resp = await client.get(f"http://{addr}/health")
-        except httpx.HTTPError:
+            await request(client, addr, "GET", "/health")
+        except (httpx.HTTPError, ServerRequestError):
             return False
-        return resp.status_code == 200
+        return True
 
     # ------------------------------------------------------------------ weights
     def weight_updater(self, meta: WeightUpdateMeta) -> WeightUpdater:
