@@ -176,7 +176,7 @@ class AgentProxy:
         @app.post("/v1/chat/completions")
         async def chat_completions(body: ChatCompletionRequest, request: Request):
             session = session_of(request)
-            records = await self.chat.complete(self.engine, session, body.to_chat(self.defaults))
+            records = await self.chat.complete(session.engine or self.engine, session, body.to_chat(self.defaults))
             model = body.model or self.model_name
             if body.stream:
                 include_usage = bool((body.stream_options or {}).get("include_usage"))
@@ -186,7 +186,7 @@ class AgentProxy:
         @app.post("/v1/responses")
         async def responses(body: ResponsesRequest, request: Request):
             session = session_of(request)
-            (record,) = await self.chat.complete(self.engine, session, body.to_chat(self.defaults))
+            (record,) = await self.chat.complete(session.engine or self.engine, session, body.to_chat(self.defaults))
             model = body.model or self.model_name
             if body.stream:
                 return StreamingResponse(response_events(record, model), media_type="text/event-stream")

@@ -53,6 +53,7 @@ class Session:
     last_active: float = field(default_factory=time.monotonic)
     closed: str | None = None  # None while open; else why it closed ("ended", "expired")
     in_flight: int = 0  # calls being generated (a session never expires during one)
+    engine: Any = None  # the InferenceEngine of the episode that opened it (None: the proxy's default)
 
     def touch(self) -> None:
         self.last_active = time.monotonic()
