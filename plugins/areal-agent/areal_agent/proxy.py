@@ -86,33 +86,39 @@ class AgentProxy:
                  port: int = 0, admin_key: str | None = None, model_name: str = "areal",
                  max_body_bytes: int = 4 << 20):
         self.chat, self.store, self.defaults = chat, store, defaults
-        self.host, self.port = host, port
+        self.host, self.bind_port, self.port = host, port, port
         self.admin_key = admin_key or "sk-areal-admin-" + secrets.token_urlsafe(24)
         self.model_name = model_name
         self.max_body_bytes = max_body_bytes
         self.engine: InferenceEngine | None = None
         self._server = None
         self._task: asyncio.Task | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._sock: socket.socket | None = None
 
     @property
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}/v1"
 
     async def start(self, engine: InferenceEngine) -> str:
-        """Serve with ``engine`` (idempotent; a later call only swaps the engine)."""
+        """Serve with ``engine`` from the running event loop (idempotent there; a server left on an
+        earlier, finished loop is dropped and a new one bound)."""
         self.engine = engine
-        if self._task is not None and not self._task.done():
+        loop = asyncio.get_running_loop()
+        if self._task is not None and self._loop is loop and not self._task.done():
             return self.base_url
+        self._drop_socket()
         import uvicorn
 
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, self.port))
-        self.port = sock.getsockname()[1]
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind((self.host, self.bind_port))
+        self.port = self._sock.getsockname()[1]
         config = uvicorn.Config(self.app(), log_level="warning", lifespan="off", timeout_keep_alive=30)
         self._server = uvicorn.Server(config)
         self._server.install_signal_handlers = lambda: None  # noqa: E731 - the host process owns signals
-        self._task = asyncio.ensure_future(self._server.serve(sockets=[sock]))
+        self._loop = loop
+        self._task = asyncio.ensure_future(self._server.serve(sockets=[self._sock]))
         while not self._server.started:
             if self._task.done():
                 self._task.result()
@@ -120,10 +126,16 @@ class AgentProxy:
         return self.base_url
 
     async def stop(self) -> None:
-        if self._server is not None and self._task is not None:
+        if self._server is not None and self._task is not None and self._loop is asyncio.get_running_loop():
             self._server.should_exit = True
             await self._task
-        self._server = self._task = None
+        self._drop_socket()
+        self._server = self._task = self._loop = None
+
+    def _drop_socket(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
 
     # ------------------------------------------------------------------ the app
     def app(self):

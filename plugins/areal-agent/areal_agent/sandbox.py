@@ -10,9 +10,9 @@ CPU time            ``RLIMIT_CPU`` = wall_time_s + 1 (the kernel stops a busy lo
                     the parent is stalled)
 memory              ``RLIMIT_AS`` = ``memory_mb`` (an allocation beyond it raises MemoryError)
 file size           ``RLIMIT_FSIZE`` = ``max_file_mb``
-network             ``unshare --net`` when run as root (a new network namespace with no
-                    interface: connect fails in the kernel); always also the audit hook, which
-                    denies creating any socket
+network             ``unshare --net`` where it works (root, and a container that allows it:
+                    a new network namespace with no usable interface, so connect fails in the
+                    kernel); always also the audit hook, which denies creating any socket
 writes              the audit hook (PEP 578) of :mod:`areal_agent.sandbox_guard` denies opening
                     for write, creating, removing or renaming any path outside the scratch dir
 processes, ctypes   the same hook denies subprocess / os.system / exec / fork / spawn and ctypes
@@ -26,10 +26,12 @@ kernel-level ones are the rlimits, the process-group kill and the network namesp
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import resource
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -51,8 +53,15 @@ class SandboxResult:
         return f"error: {self.error}\n{self.stderr[-800:]}".strip()
 
 
-def _net_isolation_available() -> bool:
-    return os.geteuid() == 0 and shutil.which("unshare") is not None
+@functools.lru_cache(maxsize=1)
+def net_namespace_available() -> bool:
+    """Whether ``unshare --net`` works here (root, and a kernel / container that allows it)."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        return False
+    try:
+        return subprocess.run(["unshare", "--net", "--", "true"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
 
 
 class PythonSandbox:
@@ -63,7 +72,7 @@ class PythonSandbox:
         self.max_file_mb = int(max_file_mb)
         self.max_output_bytes = int(max_output_bytes)
         self.python = python or sys.executable
-        self.net_namespace = _net_isolation_available() if net_namespace is None else net_namespace
+        self.net_namespace = net_namespace_available() if net_namespace is None else net_namespace
 
     def _limits(self) -> None:  # runs in the child between fork and exec
         os.setsid()

@@ -35,11 +35,15 @@ def _words(rng: random.Random, n: int) -> str:
 
 def _conversations(chat, rng: random.Random, n: int):
     """(prompt ids, target ids) pairs rendered exactly as the proxy renders them."""
+    from areal_agent.tools import TOOL_SPECS
+
     out = []
     for _ in range(n):
-        tools = [ADD_TOOL] if rng.random() < 0.8 else [ADD_TOOL, {"type": "function", "function": {
-            "name": rng.choice(["mul", "lookup", "search"]), "description": _words(rng, 4),
-            "parameters": {"type": "object", "properties": {"x": {"type": "string"}}}}}]
+        extra = {"type": "function", "function": {"name": rng.choice(["mul", "lookup", "search"]),
+                                                  "description": _words(rng, 4),
+                                                  "parameters": {"type": "object", "properties": {"x": {"type": "string"}}}}}
+        tools = rng.choice([[ADD_TOOL], [ADD_TOOL], [ADD_TOOL, extra], [TOOL_SPECS["calculator"]],
+                            [TOOL_SPECS["calculator"], TOOL_SPECS["python"]], [ADD_TOOL, TOOL_SPECS["calculator"]]])
         messages = ([{"role": "system", "content": _words(rng, rng.randint(2, 12))}] if rng.random() < 0.7 else [])
         messages.append({"role": "user", "content": _words(rng, rng.randint(1, 10))})
         if rng.random() < 0.5:
@@ -52,7 +56,7 @@ def _conversations(chat, rng: random.Random, n: int):
     return out
 
 
-def train_tool_model(path: Path, steps: int = 150, seed: int = 0) -> Path:
+def train_tool_model(path: Path, steps: int = 300, seed: int = 0) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -92,7 +96,7 @@ def tool_model(request, tmp_path_factory) -> str:
     """The trained model directory, cached in pytest's cache between runs (delete it to rebuild)."""
     import shutil
 
-    cache = Path(request.config.cache.mkdir("areal-agent-tool-model-v1"))
+    cache = Path(request.config.cache.mkdir("areal-agent-tool-model-v2"))
     if not (cache / "trained").exists():
         shutil.copytree(train_tool_model(tmp_path_factory.mktemp("tool_model")), cache, dirs_exist_ok=True)
         (cache / "trained").write_text("ok\n")  # written last: a partial copy is rebuilt
