@@ -13,9 +13,10 @@ import inspect
 import json
 import os
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-from areal_agent.compat import ArealError
+from areal_core.plugin import ArealError
 
 
 def load_function(spec: str, field: str = "workflow.agent") -> Callable[..., Any]:

@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
-
-from areal_core.api.types import SamplingParams
 
 from areal_agent.chat import ChatRequest
 from areal_agent.messages import normalize_messages, to_openai_message
 from areal_agent.session import CallRecord
+from areal_core.plugin import SamplingParams
 
 
 class ChatCompletionRequest(BaseModel):

@@ -18,17 +18,16 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
-
-from areal_core.api.types import SamplingParams
-from areal_core.errors import ArealError
 
 from areal_agent.api_chat import sampling_from
 from areal_agent.chat import ChatRequest
 from areal_agent.messages import normalize_message
 from areal_agent.session import CallRecord
+from areal_core.plugin import ArealError, SamplingParams
 
 
 class ResponsesRequest(BaseModel):

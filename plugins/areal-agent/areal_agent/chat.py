@@ -23,14 +23,11 @@ import uuid
 from dataclasses import dataclass, replace
 from typing import Any
 
-from areal_core.api.protocols import InferenceEngine
-from areal_core.api.types import ModelRequest, SamplingParams
-from areal_core.errors import ArealError
-
 from areal_agent.messages import message_key
 from areal_agent.session import CallRecord, Session
 from areal_agent.templates import TEMPLATES
 from areal_agent.toolcalls import parse_tool_calls
+from areal_core.plugin import ArealError, InferenceEngine, ModelRequest, SamplingParams
 
 
 @dataclass

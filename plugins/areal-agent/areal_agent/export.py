@@ -22,9 +22,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-from areal_core.api.types import Trajectory
-
 from areal_agent.session import CallRecord
+from areal_core.plugin import Trajectory
 
 ExportMode = Literal["individual", "concat"]
 

@@ -11,9 +11,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from areal_core.errors import ArealError
-
 from areal_agent.toolcalls import arguments_of
+from areal_core.plugin import ArealError
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
 

@@ -1,7 +1,7 @@
 """Registers the agent workflows with areal (entry point ``areal`` -> this module). Import-light:
 factories and configs are named as ``"module:attr"`` strings."""
 
-from areal_agent.compat import Component, hookimpl
+from areal_core.plugin import Component, hookimpl
 
 
 @hookimpl

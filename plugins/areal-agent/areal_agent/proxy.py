@@ -30,16 +30,17 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict
 
-from areal_core.api.protocols import InferenceEngine
-from areal_core.api.types import SamplingParams
-from areal_core.errors import ArealError
-from areal_core.rollout.client import InferenceUnavailableError
-
-from areal_agent.api_chat import ChatCompletionRequest, completion_events, completion_json
+from areal_agent.api_chat import (
+    ChatCompletionRequest,
+    completion_events,
+    completion_json,
+)
 from areal_agent.api_responses import ResponsesRequest, response_events, response_json
 from areal_agent.chat import ChatModel
 from areal_agent.export import export_calls
 from areal_agent.session import Session, SessionStore
+from areal_core.plugin import ArealError, InferenceEngine, SamplingParams
+from areal_core.rollout.client import InferenceUnavailableError
 
 
 def _error(status: int, message: str, kind: str = "invalid_request_error") -> JSONResponse:
@@ -116,7 +117,7 @@ class AgentProxy:
         self.port = self._sock.getsockname()[1]
         config = uvicorn.Config(self.app(), log_level="warning", lifespan="off", timeout_keep_alive=30)
         self._server = uvicorn.Server(config)
-        self._server.install_signal_handlers = lambda: None  # noqa: E731 - the host process owns signals
+        self._server.install_signal_handlers = lambda: None
         self._loop = loop
         self._task = asyncio.ensure_future(self._server.serve(sockets=[self._sock]))
         while not self._server.started:

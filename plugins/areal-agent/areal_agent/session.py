@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from areal_core.errors import ArealError
+from areal_core.plugin import ArealError
 
 
 @dataclass

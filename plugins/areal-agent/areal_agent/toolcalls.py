@@ -46,13 +46,13 @@ def parse_tool_calls(text: str) -> ParsedOutput:
         try:
             obj = json.loads(body)
             if not isinstance(obj, dict) or not isinstance(obj.get("name"), str):
-                raise ValueError('expected an object with a string "name"')
+                raise TypeError('expected an object with a string "name"')
             args = obj.get("arguments", obj.get("parameters", {}))
             if isinstance(args, str):
                 args = json.loads(args)
             if not isinstance(args, dict):
-                raise ValueError('"arguments" must be an object')
-        except ValueError as exc:
+                raise TypeError('"arguments" must be an object')
+        except (ValueError, TypeError) as exc:
             errors.append(f"tool call {len(calls) + len(errors)}: {exc}: {body[:200]!r}")
             continue
         kept.append(text[last:match.start()])

@@ -5,15 +5,22 @@ from __future__ import annotations
 
 import asyncio
 
-from agents import Agent, ModelSettings, Runner, function_tool, set_default_openai_client, set_tracing_disabled
-from openai import AsyncOpenAI
-
-from areal_core.api.types import SamplingParams
+from agents import (
+    Agent,
+    ModelSettings,
+    Runner,
+    function_tool,
+    set_default_openai_client,
+    set_tracing_disabled,
+)
 from areal_agent.chat import ChatModel
 from areal_agent.export import export_calls
 from areal_agent.proxy import AgentProxy
 from areal_agent.session import SessionStore
 from conftest import FINAL
+from openai import AsyncOpenAI
+
+from areal_core.api.types import SamplingParams
 
 
 def test_agents_sdk_runs_a_tool_through_the_proxy(engine, tokenizer):

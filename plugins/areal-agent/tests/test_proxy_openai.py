@@ -8,13 +8,13 @@ import json
 import httpx
 import openai
 import pytest
-from openai import AsyncOpenAI
-
-from areal_core.api.types import SamplingParams
 from areal_agent.chat import ChatModel
 from areal_agent.proxy import AgentProxy
 from areal_agent.session import SessionStore
 from conftest import ADD_TOOL, FINAL
+from openai import AsyncOpenAI
+
+from areal_core.api.types import SamplingParams
 
 GREEDY = SamplingParams(max_new_tokens=64, temperature=0.0)
 
@@ -77,7 +77,7 @@ def test_tool_call_round_trip(engine, tokenizer):
 def test_streaming_matches_the_plain_answer(engine, tokenizer):
     async def scenario(proxy, session):
         c = client(proxy, session)
-        kw = dict(model="areal", messages=[{"role": "user", "content": "add"}], tools=[ADD_TOOL], temperature=0)
+        kw = {"model": "areal", "messages": [{"role": "user", "content": "add"}], "tools": [ADD_TOOL], "temperature": 0}
         plain = await c.chat.completions.create(**kw)
         chunks = [ch async for ch in await c.chat.completions.create(stream=True, stream_options={"include_usage": True}, **kw)]
         return plain, chunks

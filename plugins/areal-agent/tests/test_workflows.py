@@ -8,14 +8,14 @@ import os
 import sys
 from pathlib import Path
 
-import pytest
-
 import areal_agent.plugin
-from areal_agent.tools import call_tool, calculate
+import pytest
 from areal_agent.sandbox import PythonSandbox
+from areal_agent.tools import calculate, call_tool
+from conftest import FINAL
+
 from areal_core.registry import build_registry
 from areal_core.rollout.reward_runner import RewardRunner
-from conftest import FINAL
 
 TESTS = str(Path(__file__).resolve().parent)
 
@@ -35,7 +35,7 @@ def contains_answer(prompt, completion, sample):
 
 
 SAMPLE = {"id": "q1", "prompt": "what is two plus three", "answer": 5}
-AGENT_CFG = dict(chat_template="hermes", temperature=0.0, max_new_tokens=64, n_samples=2)
+AGENT_CFG = {"chat_template": "hermes", "temperature": 0.0, "max_new_tokens": 64, "n_samples": 2}
 
 
 def test_agent_in_process_exports_one_conversation_per_run(registry, engine, tokenizer):

@@ -31,15 +31,18 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from areal_core.api.protocols import InferenceEngine
-from areal_core.api.types import Trajectory
-
 from areal_agent.agent_process import load_function
-from areal_agent.compat import ArealError
 from areal_agent.proxy import AgentProxy
 from areal_agent.session import Session, SessionStore
-from areal_agent.workflows.common import (ChatWorkflowConfig, as_runner, chat_model, export_sessions, first_messages,
-                                          sampling_of)
+from areal_agent.workflows.common import (
+    ChatWorkflowConfig,
+    as_runner,
+    chat_model,
+    export_sessions,
+    first_messages,
+    sampling_of,
+)
+from areal_core.plugin import ArealError, InferenceEngine, Trajectory
 
 
 class AgentWorkflowConfig(ChatWorkflowConfig):

@@ -7,15 +7,13 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from areal_core.api.types import SamplingParams
-from areal_core.rollout.reward_runner import RewardRunner
-from areal_core.rollout.sample_ids import sample_id_of
-
 from areal_agent.chat import ChatModel
-from areal_agent.compat import ArealError, WorkflowConfigBase
 from areal_agent.export import export_calls
 from areal_agent.messages import normalize_messages
 from areal_agent.session import Session
+from areal_core.plugin import ArealError, SamplingParams, WorkflowConfigBase
+from areal_core.rollout.reward_runner import RewardRunner
+from areal_core.rollout.sample_ids import sample_id_of
 
 
 class ChatWorkflowConfig(WorkflowConfigBase):

@@ -22,16 +22,19 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from areal_core.api.protocols import InferenceEngine
-from areal_core.api.types import Trajectory
-
 from areal_agent.chat import ChatRequest
-from areal_agent.compat import ArealError
 from areal_agent.sandbox import PythonSandbox
 from areal_agent.session import Session
 from areal_agent.tools import TOOL_SPECS, call_tool
-from areal_agent.workflows.common import (ChatWorkflowConfig, as_runner, chat_model, export_sessions, first_messages,
-                                          sampling_of)
+from areal_agent.workflows.common import (
+    ChatWorkflowConfig,
+    as_runner,
+    chat_model,
+    export_sessions,
+    first_messages,
+    sampling_of,
+)
+from areal_core.plugin import ArealError, InferenceEngine, Trajectory
 
 
 class ToolUseConfig(ChatWorkflowConfig):
