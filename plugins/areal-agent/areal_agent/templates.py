@@ -11,12 +11,9 @@ see its tools. ``chat_template: hermes`` in the workflow config selects this one
     <|im_start|>assistant\\n                                     (add_generation_prompt)
 """
 
-HERMES_TOOLS_TEMPLATE = (
-    "{% set sys = messages[0]['content'] if messages and messages[0]['role'] == 'system' else none %}"
-    "{% if tools %}<|im_start|>system\n{% if sys %}{{ sys }}\n\n{% endif %}# Tools\n<tools>\n"
-    "{% for t in tools %}{{ t | tojson }}\n{% endfor %}</tools>\n"
-    "Call a tool with <tool_call>\n{\"name\": NAME, \"arguments\": {...}}\n</tool_call><|im_end|>\n"
-    "{% elif sys %}<|im_start|>system\n{{ sys }}<|im_end|>\n{% endif %}"
+_SYSTEM = "{% set sys = messages[0]['content'] if messages and messages[0]['role'] == 'system' else none %}"
+_NO_TOOLS = "{% elif sys %}<|im_start|>system\n{{ sys }}<|im_end|>\n{% endif %}"
+_TURNS = (
     "{% for m in messages %}"
     "{% if m['role'] == 'system' %}"
     "{% elif m['role'] == 'tool' %}<|im_start|>tool\n<tool_response>\n{{ m['content'] }}\n</tool_response><|im_end|>\n"
@@ -29,4 +26,21 @@ HERMES_TOOLS_TEMPLATE = (
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 
-TEMPLATES = {"hermes": HERMES_TOOLS_TEMPLATE}
+HERMES_TOOLS_TEMPLATE = (
+    _SYSTEM
+    + "{% if tools %}<|im_start|>system\n{% if sys %}{{ sys }}\n\n{% endif %}# Tools\n<tools>\n"
+    "{% for t in tools %}{{ t | tojson }}\n{% endfor %}</tools>\n"
+    "Call a tool with <tool_call>\n{\"name\": NAME, \"arguments\": {...}}\n</tool_call><|im_end|>\n"
+    + _NO_TOOLS + _TURNS
+)
+
+# Same turns, tools listed as ``name(arg, ...)`` only: short prompts for tiny models and small contexts.
+HERMES_BRIEF_TEMPLATE = (
+    _SYSTEM
+    + "{% if tools %}<|im_start|>system\n{% if sys %}{{ sys }}\n{% endif %}tools:"
+    "{% for t in tools %} {{ t['function']['name'] }}({{ (t['function'].get('parameters') or {}).get('properties', {}) "
+    "| list | join(', ') }}){% endfor %}<|im_end|>\n"
+    + _NO_TOOLS + _TURNS
+)
+
+TEMPLATES = {"hermes": HERMES_TOOLS_TEMPLATE, "hermes_brief": HERMES_BRIEF_TEMPLATE}

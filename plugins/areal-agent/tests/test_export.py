@@ -101,3 +101,15 @@ def test_tool_call_parsing():
     broken = parse_tool_calls('<tool_call>{"name": "add", "arguments": {"a": </tool_call> tail')
     assert broken.tool_calls == [] and len(broken.errors) == 1 and "<tool_call>" in broken.content
     assert parse_tool_calls('<tool_call>{"arguments": {}}</tool_call>').errors
+
+
+def test_brief_template_lists_tools_by_name_and_splices_the_same_way():
+    chat = ChatModel(make_tokenizer(), "hermes_brief")
+    s = Session(id="s", api_key="k")
+    m1 = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "add 2 and 3"}]
+    assert chat.render(m1, [ADD_TOOL], True) == ("<|im_start|>system\nbe brief\ntools: add(a, b)<|im_end|>\n"
+                                                 "<|im_start|>user\nadd 2 and 3<|im_end|>\n<|im_start|>assistant\n")
+    c1 = answer(chat, s, m1, TOOL_CALL)
+    m2 = m1 + [dict(c1.message), {"role": "tool", "tool_call_id": "x", "content": "5"}]
+    c2 = answer(chat, s, m2, "5")
+    assert c2.parent == "c1" and c2.prompt_ids[:len(c1.full_ids)] == c1.full_ids
