@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any, Literal
 
@@ -11,7 +12,13 @@ from areal_agent.chat import ChatModel
 from areal_agent.export import export_calls
 from areal_agent.messages import normalize_messages
 from areal_agent.session import Session
-from areal_core.plugin import ArealError, SamplingParams, WorkflowConfigBase
+from areal_core.plugin import (
+    ArealError,
+    InferenceEngine,
+    SamplingParams,
+    Trajectory,
+    WorkflowConfigBase,
+)
 from areal_core.rollout.reward_runner import RewardRunner
 from areal_core.rollout.sample_ids import sample_id_of
 
@@ -22,7 +29,7 @@ class ChatWorkflowConfig(WorkflowConfigBase):
     n_samples: int = Field(4, ge=1, description="episodes per dataset sample (one group)")
     max_new_tokens: int = Field(256, ge=1, description="completion length limit of one model call, in tokens")
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="nucleus sampling mass")
-    chat_template: str = Field("tokenizer", description="tokenizer: the tokenizer's own template; hermes: the "
+    chat_template: str = Field("tokenizer", description="tokenizer: the tokenizer's own template; hermes (or hermes_brief: tools as name(args)): the "
                                "built-in Hermes template with tools (areal_agent.templates); or a Jinja template")
     export: Literal["individual", "concat"] = Field(
         "concat", description="individual: each model call is one sample; concat: a conversation's calls are one "
@@ -77,3 +84,29 @@ def export_sessions(config: ChatWorkflowConfig, sessions: list[Session], sample:
         out += export_calls(session.calls, config.export, config.gamma, group_id=gid, sample_id=sid,
                             info=dict(info, session_id=session.id))
     return out
+
+
+class ConversationWorkflow:
+    """Base of ``multi_turn`` and ``tool_use``: ``n_samples`` conversations per sample, run on the
+    engine directly (no HTTP), exported as one group. Subclasses implement :meth:`converse`."""
+
+    name = ""
+
+    def __init__(self, config: ChatWorkflowConfig, reward, tokenizer):
+        if reward is None:
+            raise ArealError(f"workflow {self.name} needs a reward (the run config's reward: section)")
+        self.config = config
+        self.reward = as_runner(reward)
+        self.chat = chat_model(config, tokenizer)
+        self.sampling = sampling_of(config)
+
+    async def run_episode(self, engine: InferenceEngine, sample: dict[str, Any]) -> list[Trajectory]:
+        task, messages = first_messages(self.config, sample)
+        sessions = [Session(id=f"{self.name}-{i}", api_key="") for i in range(self.config.n_samples)]
+        infos = await asyncio.gather(*(self.converse(engine, s, task, list(messages), sample) for s in sessions))
+        return export_sessions(self.config, sessions, sample, infos)
+
+    async def converse(self, engine: InferenceEngine, session: Session, task: str, messages: list[dict[str, Any]],
+                       sample: dict[str, Any]) -> dict[str, Any]:
+        """Run one conversation, recording its calls (with rewards) in ``session``; returns its info."""
+        raise NotImplementedError

@@ -16,22 +16,11 @@ return of its first turn; the feedback turns are in it with loss mask 0.
 
 from __future__ import annotations
 
-import asyncio
-from typing import Any
-
 from pydantic import Field
 
 from areal_agent.chat import ChatRequest
 from areal_agent.session import Session
-from areal_agent.workflows.common import (
-    ChatWorkflowConfig,
-    as_runner,
-    chat_model,
-    export_sessions,
-    first_messages,
-    sampling_of,
-)
-from areal_core.plugin import ArealError, InferenceEngine, Trajectory
+from areal_agent.workflows.common import ChatWorkflowConfig, ConversationWorkflow
 
 
 class MultiTurnConfig(ChatWorkflowConfig):
@@ -43,28 +32,16 @@ class MultiTurnConfig(ChatWorkflowConfig):
     gamma: float = Field(0.9, ge=0.0, le=1.0, description="turn discount: reward r_i <- r_i + gamma * r_(i+1)")
 
 
-class MultiTurnWorkflow:
-    def __init__(self, config: MultiTurnConfig, reward, tokenizer):
-        if reward is None:
-            raise ArealError("workflow multi_turn needs a reward (the run config's reward: section)")
-        self.config = config
-        self.reward = as_runner(reward)
-        self.chat = chat_model(config, tokenizer)
-        self.sampling = sampling_of(config)
+class MultiTurnWorkflow(ConversationWorkflow):
+    name = "multi_turn"
 
-    async def run_episode(self, engine: InferenceEngine, sample: dict[str, Any]) -> list[Trajectory]:
-        task, messages = first_messages(self.config, sample)
-        sessions = [Session(id=f"mt-{i}", api_key="") for i in range(self.config.n_samples)]
-        turns = await asyncio.gather(*(self._converse(engine, s, task, list(messages), sample) for s in sessions))
-        return export_sessions(self.config, sessions, sample, [{"turns": t} for t in turns])
-
-    async def _converse(self, engine, session: Session, task: str, messages: list[dict], sample) -> int:
+    async def converse(self, engine, session: Session, task: str, messages: list[dict], sample) -> dict:
         for turn in range(1, self.config.max_turns + 1):
             (call,) = await self.chat.complete(engine, session, ChatRequest(messages=messages, sampling=self.sampling))
             outcome = await self.reward(task, call.message["content"], sample)
             if outcome.value >= self.config.success_threshold:
                 call.reward = outcome.value
-                return turn
+                return {"turns": turn}
             call.reward = 0.0
             messages = messages + [call.message, {"role": "user", "content": self.config.feedback}]
-        return self.config.max_turns
+        return {"turns": self.config.max_turns}

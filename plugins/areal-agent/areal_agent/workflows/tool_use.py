@@ -17,24 +17,13 @@ A conversation that never gives a final answer gets reward 0.
 
 from __future__ import annotations
 
-import asyncio
-from typing import Any
-
 from pydantic import Field, field_validator
 
 from areal_agent.chat import ChatRequest
 from areal_agent.sandbox import PythonSandbox
 from areal_agent.session import Session
 from areal_agent.tools import TOOL_SPECS, call_tool
-from areal_agent.workflows.common import (
-    ChatWorkflowConfig,
-    as_runner,
-    chat_model,
-    export_sessions,
-    first_messages,
-    sampling_of,
-)
-from areal_core.plugin import ArealError, InferenceEngine, Trajectory
+from areal_agent.workflows.common import ChatWorkflowConfig, ConversationWorkflow
 
 
 class ToolUseConfig(ChatWorkflowConfig):
@@ -55,24 +44,15 @@ class ToolUseConfig(ChatWorkflowConfig):
         return v
 
 
-class ToolUseWorkflow:
+class ToolUseWorkflow(ConversationWorkflow):
+    name = "tool_use"
+
     def __init__(self, config: ToolUseConfig, reward, tokenizer):
-        if reward is None:
-            raise ArealError("workflow tool_use needs a reward (the run config's reward: section)")
-        self.config = config
-        self.reward = as_runner(reward)
-        self.chat = chat_model(config, tokenizer)
-        self.sampling = sampling_of(config)
+        super().__init__(config, reward, tokenizer)
         self.tools = [TOOL_SPECS[t] for t in config.tools]
         self.sandbox = PythonSandbox(wall_time_s=config.sandbox_wall_time_s, memory_mb=config.sandbox_memory_mb)
 
-    async def run_episode(self, engine: InferenceEngine, sample: dict[str, Any]) -> list[Trajectory]:
-        task, messages = first_messages(self.config, sample)
-        sessions = [Session(id=f"tu-{i}", api_key="") for i in range(self.config.n_samples)]
-        infos = await asyncio.gather(*(self._converse(engine, s, task, list(messages), sample) for s in sessions))
-        return export_sessions(self.config, sessions, sample, infos)
-
-    async def _converse(self, engine, session: Session, task: str, messages: list[dict], sample) -> dict:
+    async def converse(self, engine, session: Session, task: str, messages: list[dict], sample) -> dict:
         tool_calls = failures = 0
         for _ in range(self.config.max_tool_rounds):
             (call,) = await self.chat.complete(engine, session, ChatRequest(messages, self.tools, self.sampling))
