@@ -57,6 +57,8 @@ class BodyLimit:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         declared = dict(scope.get("headers", [])).get(b"content-length")
+        if declared is not None and not declared.isdigit():
+            return await _error(400, f"bad content-length header {declared!r}")(scope, receive, send)
         if declared is not None and int(declared) > self.limit:
             return await _error(413, f"request body of {int(declared)} bytes exceeds max_body_bytes={self.limit}")(scope, receive, send)
         seen = 0

@@ -23,6 +23,7 @@ and the error in ``info.agent_error``. Sessions are closed in every case.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -145,7 +146,8 @@ class AgentWorkflow:
             out, err = await proc.communicate(json.dumps(sample).encode())
         finally:
             if proc.returncode is None:  # cancelled (timeout): the whole process group goes
-                os.killpg(proc.pid, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
                 await proc.wait()
         if proc.returncode != 0:
             tail = err.decode(errors="replace").strip().splitlines()[-3:]
