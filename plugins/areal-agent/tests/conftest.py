@@ -58,6 +58,17 @@ def _conversations(chat, rng: random.Random, n: int):
 
 def train_tool_model(path: Path, steps: int = 300, seed: int = 0) -> Path:
     import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny matrices: more threads only spin in barriers on a busy machine
+    try:
+        return _train(path, steps, seed)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(path: Path, steps: int, seed: int) -> Path:
+    import torch
     from areal_agent.chat import ChatModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
