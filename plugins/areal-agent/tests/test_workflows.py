@@ -75,7 +75,8 @@ def test_failing_agents_fail_the_episode_or_score_zero(registry, engine, tokeniz
 
     wf = make(registry, "agent", None, tokenizer, agent="sample_agents:raising_agent", on_agent_error="zero", **AGENT_CFG)
     group = asyncio.run(wf.run_episode(engine, SAMPLE))
-    assert [t.reward for t in group] == [0.0, 0.0] and "the agent broke" in group[0].info["agent_error"]
+    assert [t.reward for t in group] == [0.0, 0.0], list(wf.recent_errors)
+    assert "the agent broke" in group[0].info["agent_error"]
 
     wf = make(registry, "agent", None, tokenizer, agent="sample_agents:hanging_agent", timeout_s=0.5, **AGENT_CFG)
     with pytest.raises(AgentFailedError, match="timeout_s=0.5"):

@@ -23,6 +23,7 @@ and the error in ``info.agent_error``. Sessions are closed in every case.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import os
@@ -43,7 +44,11 @@ from areal_agent.workflows.common import (
     first_messages,
     sampling_of,
 )
+from areal_core.logging import get_logger
 from areal_core.plugin import ArealError, InferenceEngine, Trajectory
+from areal_core.rollout.sample_ids import sample_id_of
+
+log = get_logger(__name__)
 
 
 class AgentWorkflowConfig(ChatWorkflowConfig):
@@ -85,6 +90,7 @@ class AgentWorkflow:
                                 model_name=config.model_name, max_body_bytes=config.max_body_bytes)
         self.fn = load_function(config.agent) if config.agent and config.mode == "inprocess" else None
         self.counts = {"agent_runs": 0, "agent_errors": 0, "sessions_expired": 0}
+        self.recent_errors: collections.deque[str] = collections.deque(maxlen=32)  # newest last
 
     def stats(self) -> dict[str, float]:
         return dict(self.counts)
@@ -103,6 +109,9 @@ class AgentWorkflow:
         self.counts["agent_errors"] += sum(e is not None for e in errors)
         self.counts["sessions_expired"] = self.proxy.store.n_expired
         failed = [e for e in errors if e is not None]
+        for err in failed:
+            self.recent_errors.append(err)
+            log.warning("agent run failed", error=err, sample=sample_id_of(sample))
         if failed and self.config.on_agent_error == "fail_group":
             raise AgentFailedError(f"agent: {len(failed)} of {len(sessions)} runs failed; first: {failed[0]}")
         infos = []
