@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except SystemExit as exc:  # argparse's own exits (--help, usage errors)
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
-    except Exception as exc:  # noqa: BLE001 - a bug: say so in one line unless debugging
+    except Exception as exc:  # a bug: say so in one line unless debugging
         if debug:
             raise
         print(f"error: internal error: {type(exc).__name__}: {exc}\n(run with --debug for the traceback)", file=sys.stderr)

@@ -164,7 +164,7 @@ class MetricsLogger:
         self.sinks = sinks
 
     @classmethod
-    def create(cls, sink_configs: list[ComponentConfig], run_dir: str | Path, registry=None) -> "MetricsLogger":
+    def create(cls, sink_configs: list[ComponentConfig], run_dir: str | Path, registry=None) -> MetricsLogger:
         """Build the configured sinks by name (``jsonl`` added when absent) for ``run_dir``."""
         from areal_core.registry import get_registry
 
@@ -197,7 +197,7 @@ class MetricsLogger:
             except Exception as exc:  # noqa: BLE001
                 log.warning("metric sink failed to close", sink=name, error=f"{type(exc).__name__}: {exc}")
 
-    def __enter__(self) -> "MetricsLogger":
+    def __enter__(self) -> MetricsLogger:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -152,7 +152,7 @@ class Registry:
         if dist:
             lines.append(f"  {name!r} is provided by {dist}: pip install {dist}")
         else:
-            lines.append(f"  if a plugin provides it, install that plugin (pip install <plugin>) and check `areal plugins`")
+            lines.append("  if a plugin provides it, install that plugin (pip install <plugin>) and check `areal plugins`")
         for f in self.failures:
             lines.append(f"  plugin {f.entry_point!r} from {f.distribution} failed to load: {f.error}")
         return "\n".join(lines)
@@ -166,7 +166,7 @@ def _resolve(ref, what: str):
         obj = importlib.import_module(module_name)
         for part in attr.split(".") if attr else []:
             obj = getattr(obj, part)
-    except Exception as exc:  # noqa: BLE001 - reported with the reference that failed
+    except Exception as exc:  # reported with the reference that failed
         raise ArealError(f"cannot import {what} {ref!r}: {type(exc).__name__}: {exc}") from exc
     return obj
 

@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import types
 import typing
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Iterator, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -365,7 +366,7 @@ class _RawEnvSource(EnvSettingsSource):
     """pydantic-settings' env source, leaving every value as the text the user wrote: values are
     typed afterwards, exactly like command-line overrides."""
 
-    def decode_complex_value(self, field_name, field, value):  # noqa: ARG002 - signature of the base
+    def decode_complex_value(self, field_name, field, value):  # signature of the base
         return value
 
 

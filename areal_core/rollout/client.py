@@ -91,7 +91,7 @@ class RolloutClient:
 
     @classmethod
     def from_config(cls, backend: InferenceBackend, addrs: list[str], rollout,
-                    weight_version: WeightVersion | None = None) -> "RolloutClient":
+                    weight_version: WeightVersion | None = None) -> RolloutClient:
         """Build from a :class:`areal_core.config.schema.RolloutConfig`."""
         return cls(backend, addrs, request_timeout_s=rollout.request_timeout_s, weight_version=weight_version)
 

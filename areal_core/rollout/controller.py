@@ -39,8 +39,9 @@ import collections
 import concurrent.futures
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Protocol
 
 from areal_core.api.protocols import Algorithm, InferenceEngine, SupportsAclose, SupportsStats, WeightUpdater, Workflow
 from areal_core.api.types import Trajectory, WeightVersion
@@ -232,7 +233,7 @@ class RolloutController:
             self._thread.join(timeout=30)
             self._loop.close()
 
-    def __enter__(self) -> "RolloutController":
+    def __enter__(self) -> RolloutController:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -177,7 +177,7 @@ def _check_paths(cfg: ResolvedConfig) -> None:
 
 def _terminate_as_interrupt() -> None:
     """SIGTERM unwinds like Ctrl-C, so ``with scheduler`` stops the children."""
-    def handler(signum, frame):  # noqa: ARG001 - signal handler signature
+    def handler(signum, frame):  # signal handler signature
         raise KeyboardInterrupt(f"signal {signum}")
 
     try:

@@ -75,7 +75,7 @@ def pack(examples: list[tuple[list[int], list[int]]]):
     })
 
 
-def nll_loss(logprobs, entropy, batch):  # noqa: ARG001 - the LossFn signature
+def nll_loss(logprobs, entropy, batch):  # the LossFn signature
     """Summed NLL of the masked tokens of one micro-batch (the engine divides by the global count)."""
     mask = batch["loss_mask"]
     return -(logprobs * mask).sum(), {"entropy": float((entropy.detach() * mask).sum() / mask.sum().clamp(min=1))}
@@ -99,9 +99,9 @@ class SFTTrainer:
     def setup(self) -> None:
         from transformers import AutoTokenizer
 
+        from areal_core.api.types import RunContext
         from areal_core.data.dataset import EpochDataLoader, load_rows
         from areal_core.metrics import MetricsLogger
-        from areal_core.api.types import RunContext
 
         run = self.run
         self.tokenizer = AutoTokenizer.from_pretrained(run.model_path)
@@ -159,7 +159,6 @@ class SFTTrainer:
 
     def eval_loss(self) -> float:
         """Mean NLL per completion token over the held-out rows (no update)."""
-        import torch
 
         total = count = 0.0
         size = self.run.trainer.batch_size

@@ -65,7 +65,7 @@ def server(models, tmp_path_factory):
     addr = f"127.0.0.1:{port}"
     try:
         asyncio.run(RolloutClient(backend, [addr]).wait_until_healthy(timeout_s=90))
-    except Exception:
+    except Exception:  # noqa: BLE001 - any failure to start: stop the server, show its log
         proc.kill()
         raise AssertionError(f"embedded server did not start:\n{log_path.read_text()[-3000:]}") from None
     yield backend, addr

@@ -13,8 +13,8 @@ padding query never has an empty softmax).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import torch
 

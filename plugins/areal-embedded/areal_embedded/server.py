@@ -19,7 +19,8 @@ import asyncio
 import logging
 import random
 import uuid
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import torch
 from fastapi import FastAPI, Request
@@ -41,7 +42,7 @@ SUPPORTED_SAMPLING = {"max_new_tokens", "temperature", "top_p", "top_k", "stop_t
                       "sampling_seed", "seed"}
 
 
-class BadRequest(ArealError):
+class BadRequest(ArealError):  # noqa: N818 - named after the HTTP status it maps to
     """A request the server refuses (HTTP 400), with a message naming the field."""
 
 
@@ -135,7 +136,7 @@ class EmbeddedServer:
         while disconnected is not None and not (await asyncio.wait({gathered}, timeout=1.0))[0]:
             if await disconnected():
                 mine = set(map(id, sequences))
-                await self.control(Command("abort", targets=lambda s: id(s) in mine))
+                await self.control(Command("abort", targets=lambda s, mine=mine: id(s) in mine))
                 break
         results = await gathered
         for result in results:
@@ -270,7 +271,7 @@ def build_app(server: EmbeddedServer) -> FastAPI:
             return await coro
         except (BadRequest, ArealError, ValueError) as exc:
             return _error(400, str(exc))
-        except Exception as exc:  # noqa: BLE001 - the caller sees the reason
+        except Exception as exc:  # the caller sees the reason
             log.exception("request failed")
             return _error(500, f"{type(exc).__name__}: {exc}")
 

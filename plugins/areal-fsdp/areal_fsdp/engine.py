@@ -22,8 +22,8 @@ from __future__ import annotations
 import math
 import random
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import torch
 import torch.distributed as dist
@@ -43,7 +43,8 @@ from areal_core.api.types import RunContext
 from areal_core.data.batch import SequenceBatch
 from areal_core.data.microbatch import plan_micro_batches
 from areal_core.errors import ArealError
-from areal_fsdp import checkpoint, model as model_lib
+from areal_fsdp import checkpoint
+from areal_fsdp import model as model_lib
 from areal_fsdp.config import FSDPEngineConfig
 from areal_fsdp.dist import DistInfo, all_reduce_sum, setup, teardown
 from areal_fsdp.logprobs import packed_logprobs_entropy
@@ -53,7 +54,7 @@ DCP_SUBDIR = "dcp"
 ENGINE_STATE_FILE = "engine_state.pt"
 
 
-def create_engine(config: FSDPEngineConfig, run: RunContext | None = None) -> "FSDPEngine":
+def create_engine(config: FSDPEngineConfig, run: RunContext | None = None) -> FSDPEngine:
     """Registry factory: ``factory(config, run)``."""
     return FSDPEngine(config, run)
 

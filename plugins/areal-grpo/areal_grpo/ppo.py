@@ -37,8 +37,14 @@ from areal_core.data.batch import SequenceBatch
 from areal_core.errors import ArealError
 from areal_grpo import advantages as adv_fns
 from areal_grpo.config import PPOConfig
-from areal_grpo.losses import (aggregate, aggregate_weight, clipped_policy_loss, sapo_policy_loss, sequence_level,
-                               value_loss)
+from areal_grpo.losses import (
+    aggregate,
+    aggregate_weight,
+    clipped_policy_loss,
+    sapo_policy_loss,
+    sequence_level,
+    value_loss,
+)
 from areal_grpo.offpolicy import behaviour_weights, loglinear_alpha, loglinear_prox_logprobs, m2po_keep
 from areal_grpo.stats import StatSums
 
@@ -66,8 +72,8 @@ class PPOAlgorithm:
 
     # -- the step -----------------------------------------------------------------------------
 
-    def train_step(self, batch: SequenceBatch, actor: "TrainEngine", critic: "TrainEngine | None" = None,
-                   ref: "TrainEngine | None" = None) -> dict[str, float]:
+    def train_step(self, batch: SequenceBatch, actor: TrainEngine, critic: TrainEngine | None = None,
+                   ref: TrainEngine | None = None) -> dict[str, float]:
         """Update ``actor`` (and ``critic``) on ``batch``; returns stats for logging."""
         cfg = self.config
         self._check_inputs(batch, critic, ref)
@@ -95,8 +101,8 @@ class PPOAlgorithm:
 
     # -- 1. recompute -------------------------------------------------------------------------
 
-    def recompute(self, batch: SequenceBatch, actor: "TrainEngine", critic: "TrainEngine | None" = None,
-                  ref: "TrainEngine | None" = None) -> SequenceBatch:
+    def recompute(self, batch: SequenceBatch, actor: TrainEngine, critic: TrainEngine | None = None,
+                  ref: TrainEngine | None = None) -> SequenceBatch:
         """A copy of ``batch`` with ``prox_logprobs`` / ``ref_logprobs`` / ``values`` as the config needs."""
         cfg = self.config
         tokens = dict(batch.tokens)
