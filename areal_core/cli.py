@@ -96,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     docs.add_argument("-o", "--output", default="docs/config-reference.md", help="file to write, - for stdout")
     docs.add_argument("--installed", action="store_true", help="include every installed plugin (default: areal-core only)")
     docs.set_defaults(handler=cmd_config_docs)
-    config.set_defaults(handler=lambda args: config.print_help() or 2)
+    config.set_defaults(handler=lambda args: _print_help(config))
 
     plugin = commands.add_parser("plugin", help="plugin development helpers")
     plugin_commands = plugin.add_subparsers(title="plugin commands", metavar="SUBCOMMAND")
@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     new.add_argument("name", help="plugin name, e.g. my-reward (distribution areal-my-reward)")
     new.add_argument("--dir", default="plugins", help="parent directory (default: plugins)")
     new.set_defaults(handler=cmd_plugin_new)
-    plugin.set_defaults(handler=lambda args: plugin.print_help() or 2)
+    plugin.set_defaults(handler=lambda args: _print_help(plugin))
 
     serve = commands.add_parser("serve", help="start one inference server of a backend (replaces this process)")
     serve.add_argument("--backend", required=True, help="inference backend name (see `areal plugins`)")
@@ -121,6 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # -- commands ---------------------------------------------------------------------------------
+
+
+def _print_help(parser: argparse.ArgumentParser) -> int:
+    """A command group run without its subcommand: print its help, exit status 2."""
+    parser.print_help()
+    return 2
 
 
 def cmd_plugins(args) -> int:

@@ -55,7 +55,7 @@ class JsonlSink:
         self._file = self.path.open("a", encoding="utf-8")
 
     def log(self, step: int, metrics: dict[str, Any]) -> None:
-        row = {"step": int(step), "time": round(time.time(), 3)}
+        row: dict[str, Any] = {"step": int(step), "time": round(time.time(), 3)}
         row.update({k: to_number(v) for k, v in metrics.items()})
         self._file.write(json.dumps(row, allow_nan=False) + "\n")
         self._file.flush()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import importlib.metadata as md
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -181,7 +182,7 @@ def _components_from(pm: pluggy.PluginManager, plugin, dist: str, version: str) 
     return found
 
 
-def build_registry(extra_plugins: list[tuple[object, str]] = (), entry_points: bool = True) -> Registry:
+def build_registry(extra_plugins: Sequence[tuple[object, str]] = (), entry_points: bool = True) -> Registry:
     """Discover every plugin and return a fresh registry.
 
     ``extra_plugins``: (module-or-object, distribution label) pairs registered after the

@@ -28,7 +28,7 @@ import typing
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Generic, Literal, TypeVar, Union, overload
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -56,16 +56,19 @@ class ConfigError(ArealError):
         super().__init__(f"invalid config ({len(errors)} error{'s' if len(errors) != 1 else ''}):\n  {body}")
 
 
+RunT = TypeVar("RunT", bound=BaseModel)
+
+
 @dataclass
-class ResolvedConfig:
+class ResolvedConfig(Generic[RunT]):
     """A validated run config with every component section validated by its plugin's model.
 
-    ``run``: the run model instance (component sections in it are the raw mappings).
+    ``run``: the run model instance (a :class:`RunConfig`, :class:`SFTConfig`...) (component sections in it are the raw mappings).
     ``components``: validated component configs by dotted field path (``"actor"``,
     ``"metrics.sinks.0"``); ``kinds``: the component kind of each of those paths.
     """
 
-    run: BaseModel
+    run: RunT
     components: dict[str, ComponentConfig] = field(default_factory=dict)
     kinds: dict[str, str] = field(default_factory=dict)
 
@@ -91,6 +94,27 @@ class ResolvedConfig:
         return dump_yaml(self.to_dict())
 
 
+@overload
+def load_config(
+    model: type[RunT],
+    config_path: str | Path | None = None,
+    overrides: typing.Sequence[str] = (),
+    *,
+    env_prefix: str | None = ENV_PREFIX,
+    registry: Registry | None = None,
+) -> ResolvedConfig[RunT]: ...
+
+
+@overload
+def load_config(
+    *,
+    config_path: str | Path | None = None,
+    overrides: typing.Sequence[str] = (),
+    env_prefix: str | None = ENV_PREFIX,
+    registry: Registry | None = None,
+) -> ResolvedConfig[RunConfig]: ...
+
+
 def load_config(
     model: type[BaseModel] = RunConfig,
     config_path: str | Path | None = None,
@@ -98,7 +122,7 @@ def load_config(
     *,
     env_prefix: str | None = ENV_PREFIX,
     registry: Registry | None = None,
-) -> ResolvedConfig:
+) -> ResolvedConfig[Any]:
     """Merge the layers, validate both passes, and return the resolved config.
 
     ``env_prefix=None`` ignores the environment. Raises :class:`ConfigError` listing every error,
@@ -124,7 +148,9 @@ def load_config(
         origins.update({loc: f"{config_path}:{line}" for loc, line in lines.items()})
 
     if env_prefix:
-        source = _RawEnvSource(model, env_prefix=env_prefix, env_nested_delimiter=ENV_NESTED_DELIMITER, case_sensitive=False)
+        # pydantic-settings types settings_cls as BaseSettings; it reads only model_fields and model_config
+        source = _RawEnvSource(model, env_prefix=env_prefix,  # type: ignore[arg-type]
+                               env_nested_delimiter=ENV_NESTED_DELIMITER, case_sensitive=False)
         for loc, raw in _leaves(source()):
             loc = tuple(int(p) if p.isdigit() else p for p in loc)
             try:
@@ -153,20 +179,21 @@ def load_config(
     except ValidationError as exc:
         errors += _with_origins(exc, "", origins)
 
-    resolved = ResolvedConfig(run=run)
+    components: dict[str, ComponentConfig] = {}
+    kinds: dict[str, str] = {}
     for loc, kind, section in _find_sections(model, data, ()):
         cfg = _validate_component(kind, section, loc, origins, registry, errors)
         if cfg is not None:
             dotted = _join(loc)
-            resolved.components[dotted] = cfg
-            resolved.kinds[dotted] = kind
+            components[dotted] = cfg
+            kinds[dotted] = kind
 
-    if errors:
+    if errors or run is None:
         raise ConfigError(errors)
-    return resolved
+    return ResolvedConfig(run=run, components=components, kinds=kinds)
 
 
-def save_resolved(cfg: ResolvedConfig, run_dir: str | Path) -> Path:
+def save_resolved(cfg: ResolvedConfig[Any], run_dir: str | Path) -> Path:
     """Write ``run_dir/config.yaml``: the resolved config, loadable again with ``--config``."""
     path = Path(run_dir) / RESOLVED_CONFIG_FILE
     path.parent.mkdir(parents=True, exist_ok=True)

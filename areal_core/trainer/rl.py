@@ -54,16 +54,22 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from areal_core.api.protocols import SupportsAdapterExport, SupportsWeightsChecksum, WeightUpdater
+from areal_core.api.protocols import SupportsAdapterExport, SupportsWeightsChecksum, TrainEngine, WeightUpdater
 from areal_core.api.types import RunContext, Trajectory, WeightUpdateMeta, WeightVersion
 from areal_core.config.base import WorkflowConfigBase
 from areal_core.config.loader import ResolvedConfig
+from areal_core.config.schema import RunConfig
 from areal_core.errors import ArealError
 from areal_core.logging import get_logger
 from areal_core.metrics import METRICS_FILE, MetricsLogger
 from areal_core.trainer import checkpoint as ckpt
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
+    from areal_core.rollout.controller import RolloutController
 
 log = get_logger(__name__)
 
@@ -89,7 +95,7 @@ class StepTimer:
             self.times[name] = self.times.get(name, 0.0) + time.perf_counter() - start
 
 
-def reconcile_temperatures(cfg: ResolvedConfig) -> float:
+def reconcile_temperatures(cfg: ResolvedConfig[RunConfig]) -> float:
     """Make the actor's and the algorithm's ``temperature`` equal the workflow's sampling one.
 
     Returns τ. A field left at its default is set to τ; one set explicitly to another value is an
@@ -106,8 +112,9 @@ def reconcile_temperatures(cfg: ResolvedConfig) -> float:
         section = cfg.components.get(path)
         if section is None or "temperature" not in type(section).model_fields:
             continue
-        if "temperature" in section.model_fields_set and not math.isclose(section.temperature, tau):
-            errors.append(f"{path}.temperature is {section.temperature:g} but workflow.temperature is {sampling:g}: "
+        temperature = getattr(section, "temperature")  # noqa: B009 - a field of this model (checked above)
+        if "temperature" in section.model_fields_set and not math.isclose(temperature, tau):
+            errors.append(f"{path}.temperature is {temperature:g} but workflow.temperature is {sampling:g}: "
                           f"the loss must use the sampling temperature {tau:g} (set {path}.temperature={tau:g} or leave it unset)")
         elif "temperature" not in section.model_fields_set:
             cfg.components[path] = section.model_copy(update={"temperature": tau})
@@ -125,7 +132,7 @@ class RLTrainer:
     master address).
     """
 
-    def __init__(self, cfg: ResolvedConfig, run_dir: str | Path, server_addrs: list[str], *, registry=None,
+    def __init__(self, cfg: ResolvedConfig[RunConfig], run_dir: str | Path, server_addrs: list[str], *, registry=None,
                  rank: int = 0, world_size: int = 1, host_addr: str = "127.0.0.1"):
         self.cfg = cfg
         self.run = cfg.run
@@ -138,10 +145,13 @@ class RLTrainer:
         self.weight_version = WeightVersion(0)  # owned here: set once the servers serve new weights
         self.host_addr = host_addr
         self.counters = {"trained_groups": 0, "trained_samples": 0, "trained_tokens": 0, "train_time_s": 0.0}
-        self.actor = self.critic = self.ref = None
-        self.controller = None
-        self.metrics = None
-        self.progress = None
+        # built by setup() (the rollout side on the main rank only), used after it
+        self.actor: TrainEngine | None = None
+        self.critic: TrainEngine | None = None
+        self.ref: TrainEngine | None = None
+        self.controller: RolloutController | None = None
+        self.metrics: MetricsLogger | None = None
+        self.progress: Progress | None = None
         self.updater: WeightUpdater | None = None
         self._sync_bytes = 0
         self._last_checkpoint_s: float | None = None

@@ -206,6 +206,8 @@ class Scheduler:
                 self._abort_where(lambda s: True, f"aborted for {command.kind}")
             self._exclusive.popleft()
             try:
+                if command.run is None:
+                    raise ValueError(f"exclusive command {command.kind!r} has nothing to run")
                 command.future.set_result(command.run())
             except Exception as exc:  # noqa: BLE001 - reported to the HTTP caller
                 command.future.set_exception(exc)

@@ -254,11 +254,13 @@ class SGLangBroadcastUpdater:
         *_, self.group = await asyncio.gather(*requests, own)
 
     async def push(self, client: httpx.AsyncClient, addrs: list[str],
-                   weights: Iterable[tuple[str, torch.Tensor]], version: int) -> int:
+                   weights: str | Iterable[tuple[str, torch.Tensor]], version: int) -> int:
         """Broadcast every tensor (bucketed by ``meta.bucket_bytes``, consumed lazily), then set
         ``version`` on every server. Returns the bytes sent."""
         from areal_sglang.weight_transfer import broadcast_from_rank0, dtype_name, iter_buckets
 
+        if isinstance(weights, str):
+            raise ArealError(f"distributed weight update streams (name, tensor) pairs, not a directory ({weights!r})")
         if self.group is None:
             raise ArealError("SGLangBroadcastUpdater.push called before connect()")
         sent = 0

@@ -19,12 +19,13 @@ from areal_core.plugin import ArealError
 
 
 def open_weight_group(master_address: str, master_port: int, world_size: int, rank: int,
-                      backend: str = "gloo", timeout_s: float = 120.0) -> dist.ProcessGroup:
+                      backend: str = "gloo", timeout_s: float = 120.0) -> dist.ProcessGroupGloo | dist.ProcessGroupNCCL:
     """Join (rank 0: host) the weight-sync group; blocks until all ``world_size`` ranks joined."""
     if not 0 <= rank < world_size:
         raise ArealError(f"weight-sync rank {rank} is outside world_size {world_size}")
     timeout = datetime.timedelta(seconds=timeout_s)
     store = dist.TCPStore(master_address, master_port, world_size, is_master=(rank == 0), timeout=timeout)
+    group: dist.ProcessGroupGloo | dist.ProcessGroupNCCL
     if backend == "gloo":
         group = dist.ProcessGroupGloo(store, rank, world_size, timeout)
     elif backend == "nccl":
