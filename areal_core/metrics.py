@@ -105,7 +105,7 @@ class WandbSink:
             name=config.run_name or f"{run_dir.parent.name}/{run_dir.name}",
             group=config.group,
             tags=config.tags or None,
-            mode=config.mode or os.environ.get("WANDB_MODE") or "online",
+            mode=config.mode or os.environ.get("WANDB_MODE") or "online",  # type: ignore[arg-type]  # env: wandb checks it
             dir=str(run_dir),
             config=read_yaml_file(saved)[0] if saved.exists() else None,
             settings=wandb.Settings(silent=True, console="off"),

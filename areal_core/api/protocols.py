@@ -19,8 +19,9 @@ if TYPE_CHECKING:  # torch is imported only by the modules that run models
     from areal_core.data.batch import SequenceBatch
 
 # loss_fn(logprobs [t], entropy [t], micro_batch) -> (loss summed over the micro-batch, stats)
+# (a critic engine passes values [t] and entropy None, hence Any)
 # The engine divides the sum by the global loss weight (all micro-batches, all DP ranks).
-LossFn = Callable[["torch.Tensor", "torch.Tensor", "SequenceBatch"], "tuple[torch.Tensor, dict[str, float]]"]
+LossFn = Callable[["torch.Tensor", Any, "SequenceBatch"], "tuple[torch.Tensor, dict[str, float]]"]
 # loss_weight_fn(micro_batch) -> this micro-batch's share of the normaliser (e.g. its loss-token count)
 LossWeightFn = Callable[["SequenceBatch"], float]
 

@@ -261,6 +261,7 @@ class RLTrainer:
         if self.step > 0:
             self._load_engines(ckpt.latest_checkpoint(self.run_dir) if self.is_main else None)
         if self.is_main:
+            assert self.controller is not None and self.updater is not None  # built by _setup_rollout
             self.controller.connect_updater(self.updater)
         if self.step > 0:
             self._sync_weights(StepTimer())  # fresh servers get the restored weights as version `step`
@@ -276,6 +277,7 @@ class RLTrainer:
         return last
 
     def _train_one_step(self) -> dict[str, Any]:
+        assert self.actor is not None  # built by setup()
         s = self.step
         timer = StepTimer()
         start = time.perf_counter()
@@ -312,12 +314,14 @@ class RLTrainer:
     def _prepare_batch(self) -> list[Trajectory] | None:
         if not self.is_main:
             return None
+        assert self.controller is not None  # built by _setup_rollout
         return self.controller.prepare_batch(self.train_loader, self.workflow)
 
     # ============================================================== weights
     def _sync_weights(self, timer: StepTimer) -> None:
         """Make every server serve the actor's weights as version ``self.step`` (all ranks call:
         exports and ``named_full_weights`` are collective), then set the run's weight version."""
+        assert self.actor is not None  # built by setup()
         version = self.step
         path = self.run_dir / WEIGHTS_DIR / f"v{version}"
         kind = self.run.weight_sync.type
@@ -325,9 +329,11 @@ class RLTrainer:
             if kind == "disk":
                 self.actor.export_hf(str(path))
             elif kind == "adapter":
+                assert isinstance(self.actor, SupportsAdapterExport)  # checked in setup
                 self.actor.export_adapter(str(path))
         weights = self.actor.named_full_weights() if kind == "distributed" else str(path)
         if self.is_main:
+            assert self.controller is not None and self.updater is not None  # built by _setup_rollout
             with timer.phase("pause_s"):
                 self.controller.pause()
             try:
@@ -355,6 +361,7 @@ class RLTrainer:
     def _verify_weights(self, version: int) -> None:
         from areal_core.checksum import tensors_checksum
 
+        assert self.actor is not None  # built by setup()
         mine = tensors_checksum(self.actor.named_full_weights())
         if not self.is_main:
             return
@@ -392,6 +399,7 @@ class RLTrainer:
         return out
 
     async def _eval_episodes(self) -> tuple[list[float], int]:
+        assert self.valid_rows is not None  # _eval_due: only runs with a valid_dataset
         limit = asyncio.Semaphore(self.run.rollout.max_concurrent_rollouts)
 
         async def one(row):
@@ -414,6 +422,7 @@ class RLTrainer:
         engines = {"actor": self.actor, **({"critic": self.critic} if self.critic is not None else {})}
         state = None
         if self.is_main:
+            assert self.controller is not None  # built by _setup_rollout
             state = {"version": self.step, "controller": self.controller.state_dict(),
                      "dataset": self.train_loader.state_dict(), "counters": dict(self.counters)}
         ckpt.save_checkpoint(self.run_dir, self.step, engines, state or {}, rank=self.rank, barrier=self._barrier)
@@ -422,6 +431,7 @@ class RLTrainer:
         path = self._share(str(path) if path else None)
         if path is None:
             raise ArealError(f"recover: no checkpoint found under {self.run_dir / ckpt.CHECKPOINT_DIR}")
+        assert self.actor is not None  # built by setup()
         self.actor.load(str(Path(path) / "actor"))
         if self.critic is not None:
             self.critic.load(str(Path(path) / "critic"))
@@ -435,6 +445,7 @@ class RLTrainer:
         self.counters["trained_tokens"] += trained_tokens
         self.counters["train_time_s"] += step_s
         out: dict[str, Any] = {f"train/{k}": v for k, v in stats.items()}
+        assert self.controller is not None  # built by _setup_rollout (main rank)
         out.update(self.controller.metrics())
         out.update({f"timing/{k}": v for k, v in timer.times.items()})
         out["timing/step_s"] = step_s
@@ -487,6 +498,7 @@ class RLTrainer:
     def _log(self, step: int, metrics: dict[str, Any]) -> None:
         if not self.is_main or not metrics:
             return
+        assert self.metrics is not None  # built by _setup_rollout
         self.metrics.log(step, metrics)
         shown = {k: round(float(metrics[k]), 4) for k in ("train/reward/mean", "eval/reward_mean", "train/actor/grad_norm",
                                                            "rollout/version_lag_max", "timing/step_s") if k in metrics}
