@@ -63,7 +63,8 @@ RunT = TypeVar("RunT", bound=BaseModel)
 class ResolvedConfig(Generic[RunT]):
     """A validated run config with every component section validated by its plugin's model.
 
-    ``run``: the run model instance (a :class:`RunConfig`, :class:`SFTConfig`...) (component sections in it are the raw mappings).
+    ``run``: the run model instance, typed by the model loaded (``RunConfig``, ``SFTConfig``...);
+    component sections in it are the raw mappings.
     ``components``: validated component configs by dotted field path (``"actor"``,
     ``"metrics.sinks.0"``); ``kinds``: the component kind of each of those paths.
     """
