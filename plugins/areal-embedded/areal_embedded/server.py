@@ -43,7 +43,7 @@ SUPPORTED_SAMPLING = {"max_new_tokens", "temperature", "top_p", "top_k", "stop_t
                       "sampling_seed", "seed"}
 
 
-class BadRequest(ArealError):  # noqa: N818 - named after the HTTP status it maps to
+class BadRequest(ArealError):
     """A request the server refuses (HTTP 400), with a message naming the field."""
 
 

@@ -15,7 +15,7 @@ Shapes (transformers' attention interface): query [1, H, T, D], key/value [1, H_
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F  # noqa: N812 - torch's convention
+import torch.nn.functional as F
 
 NAME = "areal_varlen_sdpa"
 
