@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except SystemExit as exc:  # argparse's own exits (--help, usage errors)
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
-    except Exception as exc:  # noqa: BLE001 - a bug: say so in one line unless debugging
+    except Exception as exc:  # a bug: say so in one line unless debugging
         if debug:
             raise
         print(f"error: internal error: {type(exc).__name__}: {exc}\n(run with --debug for the traceback)", file=sys.stderr)
@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     docs.add_argument("-o", "--output", default="docs/config-reference.md", help="file to write, - for stdout")
     docs.add_argument("--installed", action="store_true", help="include every installed plugin (default: areal-core only)")
     docs.set_defaults(handler=cmd_config_docs)
-    config.set_defaults(handler=lambda args: config.print_help() or 2)
+    config.set_defaults(handler=lambda args: _print_help(config))
 
     plugin = commands.add_parser("plugin", help="plugin development helpers")
     plugin_commands = plugin.add_subparsers(title="plugin commands", metavar="SUBCOMMAND")
@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"component kind the plugin provides (default: {DEFAULT_KIND})")
     new.add_argument("--dir", default="plugins", help="parent directory (default: plugins)")
     new.set_defaults(handler=cmd_plugin_new)
-    plugin.set_defaults(handler=lambda args: plugin.print_help() or 2)
+    plugin.set_defaults(handler=lambda args: _print_help(plugin))
 
     serve = commands.add_parser("serve", help="start one inference server of a backend (replaces this process)")
     serve.add_argument("--backend", required=True, help="inference backend name (see `areal plugins`)")
@@ -125,6 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # -- commands ---------------------------------------------------------------------------------
+
+
+def _print_help(parser: argparse.ArgumentParser) -> int:
+    """A command group run without its subcommand: print its help, exit status 2."""
+    parser.print_help()
+    return 2
 
 
 def cmd_plugins(args) -> int:

@@ -17,6 +17,8 @@ capabilities) and the data types that cross them, and ``tensors_checksum`` (what
 :mod:`areal_core.testing` (contract suites, tiny models).
 """
 
+from typing import TYPE_CHECKING
+
 from areal_core.api import *  # noqa: F403 - re-exported by design: this module is the surface
 from areal_core.api import __all__ as _api_all
 from areal_core.checksum import tensors_checksum
@@ -30,6 +32,9 @@ from areal_core.config.base import (
 from areal_core.errors import ArealError
 from areal_core.hookspecs import hookimpl
 from areal_core.registry import Component
+
+if TYPE_CHECKING:  # at run time, loaded lazily by __getattr__ below
+    from areal_core.data.batch import SequenceBatch
 
 __all__ = [
     "ArealError", "Component", "ComponentConfig", "InferenceConfigBase", "SchedulerConfigBase", "StrictModel",

@@ -25,6 +25,7 @@ import difflib
 import importlib
 import importlib.metadata as md
 import inspect
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -231,7 +232,7 @@ def _resolve(ref, what: str):
         obj = importlib.import_module(module_name)
         for part in attr.split(".") if attr else []:
             obj = getattr(obj, part)
-    except Exception as exc:  # noqa: BLE001 - reported with the reference that failed
+    except Exception as exc:  # reported with the reference that failed
         raise ArealError(f"cannot import {what} {ref!r}: {type(exc).__name__}: {exc}") from exc
     return obj
 
@@ -301,7 +302,7 @@ def _components_from(pm: pluggy.PluginManager, plugin, dist: str, version: str, 
     return found
 
 
-def build_registry(extra_plugins: list[tuple[object, str]] = (), entry_points: bool = True) -> Registry:
+def build_registry(extra_plugins: Sequence[tuple[object, str]] = (), entry_points: bool = True) -> Registry:
     """Discover every plugin and return a fresh registry.
 
     ``extra_plugins``: (module-or-object, distribution label) pairs registered after the

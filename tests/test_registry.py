@@ -5,7 +5,6 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-from coretest_support import PYTHON, subprocess_env
 from pydantic import Field
 
 from areal_core import first_party, hookimpl
@@ -18,6 +17,7 @@ from areal_core.registry import (
     get_registry,
     set_registry,
 )
+from coretest_support import PYTHON, subprocess_env
 
 
 class EveryHookPlugin:

@@ -224,7 +224,7 @@ class LocalScheduler:
         except PermissionError:
             p.popen.send_signal(sig)
 
-    def __enter__(self) -> "LocalScheduler":
+    def __enter__(self) -> LocalScheduler:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -38,12 +38,15 @@ import itertools
 import time
 from collections import OrderedDict
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from areal_core.api.protocols import InferenceBackend, WeightUpdater
 from areal_core.api.types import ModelRequest, ModelResponse, WeightVersion
 from areal_core.errors import ArealError
 from areal_core.logging import get_logger
+
+if TYPE_CHECKING:
+    import httpx
 
 log = get_logger(__name__)
 
@@ -79,7 +82,7 @@ class RolloutClient:
         self.pause_poll_s = float(pause_poll_s)
         self.weight_version = weight_version if weight_version is not None else WeightVersion()
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop _http and _resumed belong to
-        self._http = None  # httpx.AsyncClient
+        self._http: httpx.AsyncClient | None = None
         self._resumed: asyncio.Event | None = None
         self._paused = False
         self._round_robin = itertools.count()
@@ -91,7 +94,7 @@ class RolloutClient:
 
     @classmethod
     def from_config(cls, backend: InferenceBackend, addrs: list[str], rollout,
-                    weight_version: WeightVersion | None = None) -> "RolloutClient":
+                    weight_version: WeightVersion | None = None) -> RolloutClient:
         """Build from a :class:`areal_core.config.schema.RolloutConfig`."""
         return cls(backend, addrs, request_timeout_s=rollout.request_timeout_s, weight_version=weight_version)
 
@@ -190,6 +193,7 @@ class RolloutClient:
 
     def _resume_event(self) -> asyncio.Event:
         self._bind_to_running_loop()
+        assert self._resumed is not None  # made by _bind_to_running_loop
         return self._resumed
 
     def _bind_to_running_loop(self) -> None:

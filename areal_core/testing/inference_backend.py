@@ -35,9 +35,10 @@ import os
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Iterator
+from typing import Any, ClassVar
 
 import pytest
 
@@ -110,7 +111,7 @@ def launched_server(argv: list[str], addr: str, timeout_s: float = 120.0, env: d
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-        if log_path:
+        if not isinstance(log, int):  # a file we opened (not DEVNULL)
             log.close()
 
 
@@ -214,7 +215,7 @@ class InferenceBackendContract(ComponentContract):
         assert max(abs(x - y) for x, y in zip(a.output_logprobs, c.output_logprobs)) < 1e-4
 
     def test_seeded_sampling_is_reproducible(self, server: RunningServer):
-        params = dict(max_new_tokens=16, temperature=1.0, ignore_eos=True)
+        params: dict[str, Any] = dict(max_new_tokens=16, temperature=1.0, ignore_eos=True)
         a = self.generate(server, ModelRequest(PROMPTS[0], SamplingParams(seed=7, **params)))
         b = self.generate(server, ModelRequest(PROMPTS[0], SamplingParams(seed=7, **params)))
         c = self.generate(server, ModelRequest(PROMPTS[0], SamplingParams(seed=8, **params)))

@@ -69,7 +69,7 @@ class ScriptedEngine:
 class RecordingReward:
     """A deterministic reward (``len(completion) % 5 / 4``) that records every call and value."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.calls: list[tuple[str, str, dict]] = []
         self.values: set[float] = set()
 

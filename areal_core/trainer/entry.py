@@ -37,13 +37,14 @@ from pathlib import Path
 from areal_core.api.protocols import Scheduler, missing_members
 from areal_core.config.base import InferenceConfigBase, SchedulerConfigBase
 from areal_core.config.loader import RESOLVED_CONFIG_FILE, ResolvedConfig, load_config, save_resolved
+from areal_core.config.schema import RunConfig
 from areal_core.errors import ArealError
 from areal_core.logging import configure_logging, get_logger
 
 log = get_logger(__name__)
 
 
-def run_dir_of(cfg: ResolvedConfig) -> Path:
+def run_dir_of(cfg: ResolvedConfig[RunConfig]) -> Path:
     run = cfg.run
     return Path(run.fileroot).expanduser() / run.experiment_name / run.trial_name
 
@@ -61,7 +62,7 @@ def train_main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def run_training(cfg: ResolvedConfig, registry=None) -> Path:
+def run_training(cfg: ResolvedConfig[RunConfig], registry=None) -> Path:
     """Everything ``areal train`` does after loading the config; returns the run directory."""
     from areal_core.trainer.rl import reconcile_temperatures
 
@@ -98,7 +99,7 @@ def run_training(cfg: ResolvedConfig, registry=None) -> Path:
     return run_dir
 
 
-def run_rank(cfg: ResolvedConfig, run_dir: Path, addrs: list[str], *, rank: int = 0, world_size: int = 1,
+def run_rank(cfg: ResolvedConfig[RunConfig], run_dir: Path, addrs: list[str], *, rank: int = 0, world_size: int = 1,
              registry=None, host_addr: str = "127.0.0.1") -> None:
     """One trainer rank: set up, train to the end, release everything."""
     from areal_core.trainer.rl import RLTrainer
@@ -144,7 +145,7 @@ def quiet_libraries() -> None:
     hf_logging.disable_progress_bar()
 
 
-def _init_trainer_group(cfg: ResolvedConfig, registry):
+def _init_trainer_group(cfg: ResolvedConfig[RunConfig], registry):
     import torch.distributed as dist
 
     device = cfg.create("device", registry=registry)
@@ -162,7 +163,7 @@ def _check_run_dir(run_dir: Path, recover: str) -> None:
                          f"continue it, or choose another trial_name (or delete the directory)")
 
 
-def _check_paths(cfg: ResolvedConfig) -> None:
+def _check_paths(cfg: ResolvedConfig[RunConfig]) -> None:
     run = cfg.run
     problems = []
     if not Path(run.model_path).expanduser().is_dir():
@@ -177,7 +178,7 @@ def _check_paths(cfg: ResolvedConfig) -> None:
 
 def _terminate_as_interrupt() -> None:
     """SIGTERM unwinds like Ctrl-C, so ``with scheduler`` stops the children."""
-    def handler(signum, frame):  # noqa: ARG001 - signal handler signature
+    def handler(signum, frame):  # signal handler signature
         raise KeyboardInterrupt(f"signal {signum}")
 
     try:

@@ -24,12 +24,16 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from areal_core.config.loader import ResolvedConfig, load_config, save_resolved
 from areal_core.config.schema import SFTConfig
 from areal_core.errors import ArealError
 from areal_core.logging import configure_logging, get_logger
+
+if TYPE_CHECKING:
+    from areal_core.api.protocols import TrainEngine
+    from areal_core.metrics import MetricsLogger
 
 log = get_logger(__name__)
 
@@ -75,7 +79,7 @@ def pack(examples: list[tuple[list[int], list[int]]]):
     })
 
 
-def nll_loss(logprobs, entropy, batch):  # noqa: ARG001 - the LossFn signature
+def nll_loss(logprobs, entropy, batch):  # the LossFn signature
     """Summed NLL of the masked tokens of one micro-batch (the engine divides by the global count)."""
     mask = batch["loss_mask"]
     return -(logprobs * mask).sum(), {"entropy": float((entropy.detach() * mask).sum() / mask.sum().clamp(min=1))}
@@ -93,15 +97,16 @@ class SFTTrainer:
         self.run: SFTConfig = cfg.run
         self.run_dir = Path(run_dir)
         self.registry = registry
-        self.actor = None
-        self.metrics = None
+        # built by setup(), used after it
+        self.actor: TrainEngine | None = None
+        self.metrics: MetricsLogger | None = None
 
     def setup(self) -> None:
         from transformers import AutoTokenizer
 
+        from areal_core.api.types import RunContext
         from areal_core.data.dataset import EpochDataLoader, load_rows
         from areal_core.metrics import MetricsLogger
-        from areal_core.api.types import RunContext
 
         run = self.run
         self.tokenizer = AutoTokenizer.from_pretrained(run.model_path)
@@ -118,12 +123,8 @@ class SFTTrainer:
     def batch_indices(self, step: int) -> tuple[list[int], int]:
         """(row indices of step ``step``, epoch of its first row)."""
         n, size = len(self.examples), self.run.trainer.batch_size
-        out, epoch = [], None
-        for position in range(step * size, (step + 1) * size):
-            e = position // n
-            epoch = e if epoch is None else epoch
-            out.append(self._order(e)[position % n])
-        return out, epoch
+        out = [self._order(position // n)[position % n] for position in range(step * size, (step + 1) * size)]
+        return out, step * size // n
 
     def _order(self, epoch: int) -> list[int]:
         if getattr(self, "_order_epoch", None) != epoch:
@@ -132,6 +133,7 @@ class SFTTrainer:
 
     def train(self) -> Path:
         """Run every step, evaluate, export; returns the exported model directory."""
+        assert self.actor is not None and self.metrics is not None  # built by setup()
         trainer = self.run.trainer
         start = time.perf_counter()
         for step in range(trainer.total_steps):
@@ -159,8 +161,8 @@ class SFTTrainer:
 
     def eval_loss(self) -> float:
         """Mean NLL per completion token over the held-out rows (no update)."""
-        import torch
 
+        assert self.actor is not None and self.valid_examples is not None  # setup(); a valid_dataset
         total = count = 0.0
         size = self.run.trainer.batch_size
         for i in range(0, len(self.valid_examples), size):

@@ -78,7 +78,7 @@ def make_splits(seed: int = 0, n_train: int = 4000, n_valid: int = 200, n_sft: i
             held_out.append(p)
 
     def draw(rng: random.Random, n: int) -> list[Problem]:
-        out = []
+        out: list[Problem] = []
         while len(out) < n:
             p = random_problem(rng)
             if p not in seen:

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import random
 import uuid
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import torch
 from fastapi import FastAPI, Request
@@ -34,7 +36,7 @@ log = logging.getLogger("areal_embedded")
 # SGLang sampling params that only change text formatting: accepted and ignored (we return ids).
 IGNORED_SAMPLING = {"skip_special_tokens", "spaces_between_special_tokens", "no_stop_trim"}
 # SGLang sampling params this server does not implement: accepted only at their neutral value.
-NEUTRAL_SAMPLING = {"stop": (None, [], ""), "min_new_tokens": (0, None), "frequency_penalty": (0, 0.0, None),
+NEUTRAL_SAMPLING: dict[str, tuple[Any, ...]] = {"stop": (None, [], ""), "min_new_tokens": (0, None), "frequency_penalty": (0, 0.0, None),
                     "presence_penalty": (0, 0.0, None), "repetition_penalty": (1, 1.0, None),
                     "min_p": (0, 0.0, None), "regex": (None,), "json_schema": (None,), "ebnf": (None,)}
 SUPPORTED_SAMPLING = {"max_new_tokens", "temperature", "top_p", "top_k", "stop_token_ids", "ignore_eos", "n",
@@ -60,7 +62,7 @@ def parse_sampling(params: dict[str, Any] | None, vocab_size: int) -> dict[str, 
                 raise BadRequest(f"sampling_params.{key}={params[key]!r} is not supported by the embedded server")
             continue
         raise BadRequest(f"unknown sampling_params.{key}; supported: {', '.join(sorted(SUPPORTED_SAMPLING))}")
-    out = {
+    out: dict[str, Any] = {
         "max_new_tokens": 128 if params.get("max_new_tokens") is None else params["max_new_tokens"],
         "temperature": float(params.get("temperature", 1.0)),
         "top_p": float(params.get("top_p", 1.0)),
@@ -114,7 +116,8 @@ class EmbeddedServer:
             stop_ids |= self.runner.eos_token_ids
         loop = asyncio.get_running_loop()
         futures, sequences = [], []
-        base_rid = body.get("rid") if isinstance(body.get("rid"), str) else uuid.uuid4().hex
+        rid = body.get("rid")
+        base_rid = rid if isinstance(rid, str) else uuid.uuid4().hex
         for p, prompt in enumerate(prompts):
             if len(prompt) >= self.runner.max_len:
                 raise BadRequest(f"input_ids has {len(prompt)} tokens; the model's context is {self.runner.max_len}")
@@ -127,14 +130,14 @@ class EmbeddedServer:
                     max_new_tokens=min(sampling["max_new_tokens"], self.runner.max_len - len(prompt)),
                     temperature=sampling["temperature"], top_p=sampling["top_p"], top_k=sampling["top_k"],
                     stop_ids=frozenset(stop_ids), rng=random.Random(seed),
-                    on_done=lambda result, f=future: loop.call_soon_threadsafe(_settle, f, result),
+                    on_done=functools.partial(_settle_from_thread, loop, future),
                 ))
                 futures.append(future)
         self.scheduler.submit(sequences)
         gathered = asyncio.gather(*futures)
+        mine = set(map(id, sequences))
         while disconnected is not None and not (await asyncio.wait({gathered}, timeout=1.0))[0]:
             if await disconnected():
-                mine = set(map(id, sequences))
                 await self.control(Command("abort", targets=lambda s: id(s) in mine))
                 break
         results = await gathered
@@ -253,6 +256,11 @@ class EmbeddedServer:
         }
 
 
+def _settle_from_thread(loop: asyncio.AbstractEventLoop, future: asyncio.Future, result: Any) -> None:
+    """``Sequence.on_done``: settle ``future`` on its event loop (called from the scheduler thread)."""
+    loop.call_soon_threadsafe(_settle, future, result)
+
+
 def _settle(future: asyncio.Future, result: Any) -> None:
     if future.done():
         return
@@ -270,7 +278,7 @@ def build_app(server: EmbeddedServer) -> FastAPI:
             return await coro
         except (BadRequest, ArealError, ValueError) as exc:
             return _error(400, str(exc))
-        except Exception as exc:  # noqa: BLE001 - the caller sees the reason
+        except Exception as exc:  # the caller sees the reason
             log.exception("request failed")
             return _error(500, f"{type(exc).__name__}: {exc}")
 

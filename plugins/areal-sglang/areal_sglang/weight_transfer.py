@@ -10,7 +10,7 @@ in the order both sides agreed on over HTTP.
 from __future__ import annotations
 
 import datetime
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import torch
 import torch.distributed as dist
@@ -19,12 +19,13 @@ from areal_core.plugin import ArealError
 
 
 def open_weight_group(master_address: str, master_port: int, world_size: int, rank: int,
-                      backend: str = "gloo", timeout_s: float = 120.0) -> "dist.ProcessGroup":
+                      backend: str = "gloo", timeout_s: float = 120.0) -> dist.ProcessGroupGloo | dist.ProcessGroupNCCL:
     """Join (rank 0: host) the weight-sync group; blocks until all ``world_size`` ranks joined."""
     if not 0 <= rank < world_size:
         raise ArealError(f"weight-sync rank {rank} is outside world_size {world_size}")
     timeout = datetime.timedelta(seconds=timeout_s)
     store = dist.TCPStore(master_address, master_port, world_size, is_master=(rank == 0), timeout=timeout)
+    group: dist.ProcessGroupGloo | dist.ProcessGroupNCCL
     if backend == "gloo":
         group = dist.ProcessGroupGloo(store, rank, world_size, timeout)
     elif backend == "nccl":
@@ -36,7 +37,7 @@ def open_weight_group(master_address: str, master_port: int, world_size: int, ra
     return group
 
 
-def broadcast_from_rank0(group: "dist.ProcessGroup", tensors: list[torch.Tensor]) -> None:
+def broadcast_from_rank0(group: dist.ProcessGroup, tensors: list[torch.Tensor]) -> None:
     """Broadcast each tensor in place from rank 0 (rank 0 sends, every other rank receives)."""
     for tensor in tensors:
         opts = dist.BroadcastOptions()
