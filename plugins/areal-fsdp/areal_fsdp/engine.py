@@ -249,6 +249,22 @@ class FSDPEngine:
             checkpoint.publish(path)
         dist.barrier()
 
+    def export_adapter(self, path: str) -> None:
+        """Write the LoRA adapter alone, in PEFT format (``adapter_config.json`` +
+        ``adapter_model.safetensors``): what ``weight_sync.type=adapter`` sends to the servers.
+        Collective on every rank; rank 0 writes."""
+        self._require_initialized()
+        if not self.config.lora.enabled:
+            raise ArealError(f"train engine {self.config.name!r}: export_adapter needs actor.lora.enabled=true "
+                             "(there is no adapter to export)")
+        full = self._full_state_dict()
+        if self.dist.rank == 0:
+            tmp = checkpoint.prepare_temp_dir(path)
+            unmerged = self.config.model_copy(update={"lora": self.config.lora.model_copy(update={"export": "adapter"})})
+            checkpoint.materialise(self.hf_config, full, self._cpu_buffers(), unmerged).save_pretrained(tmp)
+            checkpoint.publish(path)
+        dist.barrier()
+
     def named_full_weights(self) -> Iterator[tuple[str, torch.Tensor]]:
         """Full weights in HF names, one tensor at a time. Collective: iterate it on every rank;
         only rank 0 receives items. LoRA: the merged weights."""
