@@ -35,3 +35,14 @@ def areal_register_metric_sinks():
         Component("wandb", "areal_core.metrics:WandbSink", "areal_core.metrics:WandbConfig", "Weights & Biases (WANDB_MODE=offline works)"),
         Component("tensorboard", "areal_core.metrics:TensorboardSink", None, "TensorBoard event files in RUN_DIR/tensorboard"),
     ]
+
+
+@hookimpl
+def areal_register_pair_losses():
+    module = "areal_core.trainer.pair_losses"
+    return [
+        Component("dpo", f"{module}:DPOLoss", f"{module}:DPOConfig", "DPO sigmoid loss on policy/reference log-ratios"),
+        Component("ipo", f"{module}:IPOLoss", f"{module}:IPOConfig", "IPO: squared log-ratio margin regressed to 1/(2β)"),
+        Component("bradley_terry", f"{module}:BradleyTerryLoss", f"{module}:BradleyTerryConfig",
+                  "reward model: -log σ(s_chosen - s_rejected) on last-token scores"),
+    ]
