@@ -13,6 +13,15 @@ def areal_register_workflows():
 
 
 @hookimpl
+def areal_register_rewards():
+    return [
+        Component("reward_model", "areal_core.rollout.reward_model:RewardModelReward",
+                  "areal_core.rollout.reward_model:RewardModelConfig",
+                  "scalar score of a trained reward model (an `areal rm` export), batched"),
+    ]
+
+
+@hookimpl
 def areal_register_schedulers():
     return [
         Component("local", "areal_core.launcher.local:LocalScheduler", "areal_core.launcher.local:LocalSchedulerConfig",

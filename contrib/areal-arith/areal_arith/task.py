@@ -105,3 +105,21 @@ def write_jsonl(rows: list[dict], path: Path) -> Path:
     tmp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     tmp.replace(path)
     return path
+
+
+REJECTED = ("over", "either")
+
+
+def preference_pairs(rows: list[dict], seed: int = 0, rejected: str = "over") -> list[dict]:
+    """Preference rows of problems ``rows`` (``prompt``, ``answer``): chosen = the right total,
+    rejected = a total off by one: ``over`` one too many (the noisy teacher's bias), ``either``
+    ±1 with equal odds (never below 0)."""
+    if rejected not in REJECTED:
+        raise ValueError(f"rejected must be one of {', '.join(REJECTED)}, got {rejected!r}")
+    rng = random.Random(f"{seed}/pairs/{rejected}")
+    out = []
+    for row in rows:
+        total = int(row["answer"])
+        wrong = total + 1 if rejected == "over" or total == 0 else total + rng.choice((-1, 1))
+        out.append({"id": f"pair-{row['id']}", "prompt": row["prompt"], "chosen": str(total), "rejected": str(wrong)})
+    return out
