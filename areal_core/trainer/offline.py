@@ -9,7 +9,7 @@ One :class:`OfflineTrainer` per trainer rank drives a train engine through the
     for step s in [start, total_steps):
         rows  = rows [s·B, (s+1)·B) of the concatenated epochs     (EpochDataLoader's seeded order)
         stats = objective.train_step(actor, examples of rows)      one optimizer step
-        [eval: objective.evaluate(actor, held-out examples)]       every trainer.eval_every and at the end
+        [eval: objective.evaluate(actor, held-out examples)]       at step 0, every trainer.eval_every, at the end
         metrics.jsonl  (rank 0)
         [checkpoint: RUN_DIR/checkpoints/step{s+1}]                every trainer.checkpoint_every and at the end
     actor.export_hf(output_path)
@@ -160,6 +160,10 @@ class OfflineTrainer:
         """Run the remaining steps, evaluate, checkpoint, export; returns the exported model directory."""
         trainer, prefix = self.run.trainer, self.objective.prefix
         start = time.perf_counter()
+        if self.step == 0 and self.valid_examples:  # the starting point, logged as step 0
+            metrics = self._evaluate()
+            if self.is_main:
+                self.metrics.log(0, metrics)
         while self.step < trainer.total_steps:
             t0 = time.perf_counter()
             indices, epoch = self.batch_indices(self.step)
@@ -169,8 +173,7 @@ class OfflineTrainer:
             done = self.step
             if self.valid_examples and ((trainer.eval_every and done % trainer.eval_every == 0)
                                         or done == trainer.total_steps):
-                metrics.update({f"{prefix}/eval_{k}": v for k, v in
-                                self.objective.evaluate(self.actor, self.valid_examples, trainer.batch_size).items()})
+                metrics.update(self._evaluate())
             if self.is_main:
                 self.metrics.log(done, metrics)
                 if done % trainer.log_every == 0 or done == trainer.total_steps:
@@ -185,6 +188,10 @@ class OfflineTrainer:
         if self.is_main:
             log.info(f"{self.command} model exported", path=str(out), total_s=round(time.perf_counter() - start, 1))
         return out
+
+    def _evaluate(self) -> dict[str, float]:
+        result = self.objective.evaluate(self.actor, self.valid_examples, self.run.trainer.batch_size)
+        return {f"{self.objective.prefix}/eval_{k}": v for k, v in result.items()}
 
     def _checkpoint(self) -> None:
         state = {"command": self.command, "dataset": self.loader.state_dict()}

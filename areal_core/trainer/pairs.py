@@ -23,8 +23,8 @@ may put them in different micro-batches or on different ranks. So each step is t
 ``∇_θ Σ_i g_i x_i(θ) = Σ_i (∂L/∂x_i) ∇_θ x_i = ∇_θ L`` at the current weights, so the update is the
 pair loss's own gradient, whatever the micro-batching; the price is one extra forward per step.
 
-Metrics (prefix ``dpo/`` or ``rm/``; ``eval_`` on the held-out pairs): ``loss``, ``accuracy``
-(pairs whose chosen reward is higher), ``margin`` (mean chosen − rejected reward),
+Metrics (prefix ``dpo/`` or ``rm/``; ``eval_`` on the held-out pairs, also at step 0): ``loss``,
+``accuracy`` (pairs whose chosen reward is higher; a tie counts ½), ``margin`` (mean chosen − rejected reward),
 ``reward_chosen``, ``reward_rejected`` (β·log-ratio for DPO/IPO, the score for Bradley–Terry),
 ``grad_norm``, ``lr``, ``tokens_per_s``.
 """
@@ -69,7 +69,8 @@ def sequence_values(out: torch.Tensor, batch: SequenceBatch, input_kind: str) ->
 def pair_metrics(loss_fn, x_c: torch.Tensor, x_r: torch.Tensor) -> dict[str, float]:
     """loss, accuracy, margin, reward_chosen, reward_rejected of P pairs (means)."""
     reward_c, reward_r = loss_fn.rewards(x_c, x_r)
-    return {"loss": float(loss_fn(x_c, x_r).mean()), "accuracy": float((reward_c > reward_r).double().mean()),
+    wins = (reward_c > reward_r).double() + 0.5 * (reward_c == reward_r).double()  # a tie is a coin flip
+    return {"loss": float(loss_fn(x_c, x_r).mean()), "accuracy": float(wins.mean()),
             "margin": float((reward_c - reward_r).mean()), "reward_chosen": float(reward_c.mean()),
             "reward_rejected": float(reward_r.mean())}
 

@@ -56,7 +56,7 @@ def weights(out):
 
 def assert_same_run(a, b, atol, weights_atol=None, ignore=()):
     rows_a, rows_b = metric_rows(a), metric_rows(b)
-    assert [r["step"] for r in rows_a] == [r["step"] for r in rows_b] == list(range(1, STEPS + 1))
+    assert [r["step"] for r in rows_a] == [r["step"] for r in rows_b] == list(range(0, STEPS + 1))
     for ra, rb in zip(rows_a, rows_b):
         assert ra.keys() == rb.keys()
         for key in (k for k in ra if not k.endswith(ignore)):
@@ -137,7 +137,7 @@ def test_killed_then_recovered_equals_uninterrupted(data, monkeypatch, command):
         run_offline(command, config(command, data, f"{command}-killed", "trainer.checkpoint_every=2"))
     monkeypatch.setattr(objective_cls, "train_step", real_step)
     killed_dir = data[0] / "runs" / f"areal-{command}" / f"{command}-killed"
-    assert [json.loads(x)["step"] for x in (killed_dir / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
+    assert [json.loads(x)["step"] for x in (killed_dir / "metrics.jsonl").read_text().splitlines()] == [0, 1, 2, 3, 4]
     resumed = run_offline(command, config(command, data, f"{command}-killed", "trainer.checkpoint_every=2",
                                           "recover=auto"))
     assert_same_run(whole, resumed, atol=1e-6)

@@ -45,13 +45,14 @@ def test_ipo_by_hand():
 
 def test_bradley_terry_by_hand_and_metrics():
     loss = BradleyTerryLoss(BradleyTerryConfig(name="bradley_terry"))
-    x_c, x_r = f64(1.5, -1.0, 0.0), f64(0.5, 1.0, 0.25)
-    assert loss(x_c, x_r).tolist() == pytest.approx([-log_sigmoid(1.0), -log_sigmoid(-2.0), -log_sigmoid(-0.25)])
+    x_c, x_r = f64(1.5, -1.0, 0.0, 0.5), f64(0.5, 1.0, 0.25, 0.5)
+    assert loss(x_c, x_r).tolist() == pytest.approx([-log_sigmoid(1.0), -log_sigmoid(-2.0), -log_sigmoid(-0.25),
+                                                     -log_sigmoid(0.0)])
     m = pair_metrics(loss, x_c, x_r)
-    assert m["accuracy"] == pytest.approx(1 / 3)
-    assert m["margin"] == pytest.approx((1.0 - 2.0 - 0.25) / 3)
+    assert m["accuracy"] == pytest.approx((1 + 0.5) / 4)  # one win, one tie
+    assert m["margin"] == pytest.approx((1.0 - 2.0 - 0.25 + 0) / 4)
     dpo = pair_metrics(DPOLoss(DPOLossConfig(name="dpo", beta=0.1)), x_c, x_r)
-    assert dpo["reward_chosen"] == pytest.approx(0.1 * 0.5 / 3)  # implicit reward β·log-ratio
+    assert dpo["reward_chosen"] == pytest.approx(0.1 * 1.0 / 4)  # implicit reward β·log-ratio
 
 
 def packed(lengths, masks, values):

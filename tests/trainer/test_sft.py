@@ -89,10 +89,10 @@ def test_batches_walk_the_epochs_in_the_seeded_order(tmp_path, tiny):
 def test_sft_lowers_the_loss_and_exports_a_loadable_model(tmp_path, tiny):
     out = run_sft(sft_config(tmp_path, tiny))
     rows = [json.loads(line) for line in (tmp_path / "runs" / "areal-sft" / "trial0" / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows] == list(range(1, 13))
-    assert rows[-1]["sft/loss"] < 0.7 * rows[0]["sft/loss"]
+    assert [r["step"] for r in rows] == list(range(0, 13))
+    assert rows[-1]["sft/loss"] < 0.7 * rows[1]["sft/loss"]
     evals = [r["sft/eval_loss"] for r in rows if r.get("sft/eval_loss") is not None]
-    assert len(evals) == 2 and evals[1] < evals[0]
+    assert len(evals) == 3 and evals[2] < evals[1] < evals[0]  # steps 0, 6, 12
     from transformers import AutoModelForCausalLM
 
     assert AutoModelForCausalLM.from_pretrained(out) is not None

@@ -1,7 +1,7 @@
 """``areal-arith``: the quickstart task's data and its evaluation, offline.
 
     areal-arith prepare OUT          the model and datasets below
-    areal-arith pairs OUT            OUT/pairs_{over,either}_{train,valid}.jsonl: preference pairs of
+    areal-arith pairs OUT            OUT/pairs_{over,either,far}_{train,valid}.jsonl: preference pairs of
                                      OUT/train.jsonl and OUT/valid.jsonl (chosen = the right total)
     areal-arith greedy MODEL DATA    exact-answer accuracy of MODEL's greedy answers on DATA
 
@@ -68,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     p = commands.add_parser("pairs", help="preference pairs of OUT/train.jsonl and OUT/valid.jsonl")
     p.add_argument("out", type=Path, help="the directory `prepare` wrote")
     p.add_argument("--rejected", default="either", choices=REJECTED,
-                   help="the rejected total: one too many (over), or off by one either way (either)")
+                   help="the rejected total: one too many (over), off by one either way (either), or at least 3 "
+                        "away (far)")
     p.add_argument("--seed", type=int, default=0, help="seed of the rejected totals")
     p = commands.add_parser("greedy", help="exact-answer accuracy of a model's greedy answers")
     p.add_argument("model", type=Path, help="HF model directory")

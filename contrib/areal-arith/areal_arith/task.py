@@ -107,19 +107,22 @@ def write_jsonl(rows: list[dict], path: Path) -> Path:
     return path
 
 
-REJECTED = ("over", "either")
+REJECTED = ("over", "either", "far")
 
 
 def preference_pairs(rows: list[dict], seed: int = 0, rejected: str = "over") -> list[dict]:
     """Preference rows of problems ``rows`` (``prompt``, ``answer``): chosen = the right total,
-    rejected = a total off by one: ``over`` one too many (the noisy teacher's bias), ``either``
-    ±1 with equal odds (never below 0)."""
+    rejected = a wrong total: ``over`` one too many (the noisy teacher's bias), ``either`` ±1 with
+    equal odds (never below 0), ``far`` uniform over the totals 0..36 at least 3 away."""
     if rejected not in REJECTED:
         raise ValueError(f"rejected must be one of {', '.join(REJECTED)}, got {rejected!r}")
     rng = random.Random(f"{seed}/pairs/{rejected}")
     out = []
     for row in rows:
         total = int(row["answer"])
-        wrong = total + 1 if rejected == "over" or total == 0 else total + rng.choice((-1, 1))
+        if rejected == "far":
+            wrong = rng.choice([t for t in range(9 * MAX_TERMS + 1) if abs(t - total) >= 3])
+        else:
+            wrong = total + 1 if rejected == "over" or total == 0 else total + rng.choice((-1, 1))
         out.append({"id": f"pair-{row['id']}", "prompt": row["prompt"], "chosen": str(total), "rejected": str(wrong)})
     return out
