@@ -10,13 +10,28 @@ from areal_core.api.protocols import (
     MetricSink,
     Reward,
     Scheduler,
+    SupportsAclose,
+    SupportsAdapterExport,
+    SupportsStats,
+    SupportsWeightsChecksum,
     TrainEngine,
+    WeightUpdater,
     Workflow,
 )
-from areal_core.api.types import ModelRequest, ModelResponse, SamplingParams, Trajectory, WeightUpdateMeta
+from areal_core.api.types import (
+    ModelRequest,
+    ModelResponse,
+    RunContext,
+    SamplingParams,
+    Trajectory,
+    WeightSyncPath,
+    WeightUpdateMeta,
+    WeightVersion,
+)
 
 __all__ = [
     "Algorithm", "Device", "InferenceBackend", "InferenceEngine", "LossFn", "LossWeightFn", "MetricSink",
-    "ModelRequest", "ModelResponse", "Reward", "SamplingParams", "Scheduler", "TrainEngine", "Trajectory",
-    "WeightUpdateMeta", "Workflow",
+    "ModelRequest", "ModelResponse", "Reward", "RunContext", "SamplingParams", "Scheduler", "SupportsAclose",
+    "SupportsAdapterExport", "SupportsStats", "SupportsWeightsChecksum", "TrainEngine", "Trajectory",
+    "WeightSyncPath", "WeightUpdateMeta", "WeightUpdater", "WeightVersion", "Workflow",
 ]

@@ -6,11 +6,13 @@ Tensor shapes use B = sequences in a batch, T = total tokens of the batch packed
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterator, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Iterator, Protocol, runtime_checkable
 
-from areal_core.api.types import ModelRequest, ModelResponse, Trajectory, WeightUpdateMeta
+from areal_core.api.types import ModelRequest, ModelResponse, RunContext, Trajectory, WeightUpdateMeta
 
 if TYPE_CHECKING:  # torch is imported only by the modules that run models
+    from pathlib import Path
+
     import torch
 
     from areal_core.data.batch import SequenceBatch
@@ -30,7 +32,7 @@ class TrainEngine(Protocol):
     splits it over its data-parallel ranks and into micro-batches by its token budget.
     """
 
-    version: int  # weight version; +1 per optimizer step
+    run: RunContext  # what the factory was given; ``run.weight_version.value`` is read-only here
 
     def initialize(self) -> None:
         """Load the model from its path, build the optimizer and LR schedule."""
@@ -71,18 +73,19 @@ class InferenceEngine(Protocol):
 
 @runtime_checkable
 class InferenceBackend(Protocol):
-    """Launches inference servers and speaks their wire protocol.
+    """Launches inference servers and speaks their wire protocol (which lives in the plugin).
 
-    ``server_command`` gives the scheduler the command line of one server; the client uses the
-    remaining methods to talk to a running server at ``addr`` ("host:port").
+    ``server_command`` gives the scheduler the command line of one server; the rollout client uses
+    ``generate``/``pause``/``resume``/``health`` to talk to a running server at ``addr``
+    ("host:port"); the trainer moves weights through the :class:`WeightUpdater` that
+    ``weight_updater`` returns. ``client`` is an ``httpx.AsyncClient`` owned by the caller.
     """
 
     def server_command(self, model_path: str, host: str, port: int) -> list[str]:
         """The argv that starts one server on ``host:port`` serving ``model_path``."""
 
     async def generate(self, client: Any, addr: str, req: ModelRequest) -> ModelResponse:
-        """One request/response round trip; ``finish_reason == "abort"`` when paused mid-way.
-        ``client`` is an ``httpx.AsyncClient`` shared by the caller."""
+        """One request/response round trip; ``finish_reason == "abort"`` when paused mid-way."""
 
     async def pause(self, client: Any, addr: str) -> None:
         """Stop admitting requests; in-flight ones return their partial output with ``abort``."""
@@ -90,11 +93,77 @@ class InferenceBackend(Protocol):
     async def resume(self, client: Any, addr: str) -> None:
         """Admit requests again."""
 
-    async def update_weights(self, client: Any, addr: str, meta: WeightUpdateMeta) -> None:
-        """Load new weights (disk path or process-group broadcast) and set the version."""
-
     async def health(self, client: Any, addr: str) -> bool:
         """True when the server answers and is ready."""
+
+    def weight_updater(self, meta: WeightUpdateMeta) -> "WeightUpdater":
+        """The object that carries new weights to this backend's servers over path ``meta.type``
+        (``disk``, ``distributed`` or ``adapter``). Raises ArealError naming the path when this
+        backend has no such path (the trainer asks once, before the first step)."""
+
+
+@runtime_checkable
+class WeightUpdater(Protocol):
+    """One weight-transfer path to a set of servers, built by the backend, driven by trainer rank 0.
+
+    The trainer calls ``connect`` once (and again for a restarted server), then per step, with
+    generation paused: ``push(client, addrs, weights, version)`` where ``weights`` is
+
+    ============ ==================================================================================
+    meta.type    ``weights``
+    ============ ==================================================================================
+    disk         ``str``: an HF directory the actor wrote with ``TrainEngine.export_hf``
+    distributed  iterator of ``(HF name, full tensor)`` from ``TrainEngine.named_full_weights``
+    adapter      ``str``: a PEFT adapter directory from ``SupportsAdapterExport.export_adapter``
+    ============ ==================================================================================
+
+    ``push`` returns once every server serves the new weights as ``version`` (the backend's wire
+    protocol commits the version); it returns the bytes it sent (or the bytes of the files loaded).
+    """
+
+    async def connect(self, client: Any, addrs: list[str]) -> None:
+        """Prepare the path to these servers (e.g. form the broadcast process group)."""
+
+    async def push(self, client: Any, addrs: list[str], weights: "str | Iterable[tuple[str, torch.Tensor]]",
+                   version: int) -> int:
+        """Make every server at ``addrs`` serve ``weights`` as weight version ``version``."""
+
+    async def close(self, client: Any) -> None:
+        """Release what ``connect`` made (process groups, stores)."""
+
+
+# ---- optional capabilities: core checks them with isinstance, never with getattr ----------------
+
+
+@runtime_checkable
+class SupportsWeightsChecksum(Protocol):
+    """A backend that reports a checksum of a server's weights (``trainer.verify_weight_sync``);
+    equal to :func:`areal_core.checksum.tensors_checksum` of the same HF-named tensors."""
+
+    async def weights_checksum(self, client: Any, addr: str) -> str: ...
+
+
+@runtime_checkable
+class SupportsAdapterExport(Protocol):
+    """A train engine that can write only its LoRA adapter (``weight_sync.type=adapter``)."""
+
+    def export_adapter(self, path: str) -> None:
+        """Write a PEFT adapter directory (``adapter_config.json`` + safetensors) to ``path``;
+        collective on every rank, written by rank 0."""
+
+
+@runtime_checkable
+class SupportsStats(Protocol):
+    """An inference engine (or client) with counters worth logging per step."""
+
+    def stats(self) -> dict[str, float]: ...
+
+
+@runtime_checkable
+class SupportsAclose(Protocol):
+    """Something holding connections that must be closed on its own event loop."""
+
+    async def aclose(self) -> None: ...
 
 
 @runtime_checkable
@@ -152,12 +221,43 @@ class Device(Protocol):
 
 @runtime_checkable
 class Scheduler(Protocol):
-    """Starts and stops the processes of a run."""
+    """Starts, watches and stops the processes of a run (``areal train`` calls exactly these).
 
-    def launch(self, name: str, argv: list[str], env: dict[str, str] | None = None, count: int = 1) -> list[Any]:
-        """Start ``count`` processes; returns handles."""
+    Used as a context manager: leaving it (success, error, Ctrl-C) stops every process it started.
+    ``config`` is the scheduler's config section (a
+    :class:`~areal_core.config.base.SchedulerConfigBase` carries ``trainer_ranks``).
+    """
 
-    def stop_all(self) -> None: ...
+    config: Any
+
+    def prepare(self, run_dir: "Path") -> None:
+        """Called first: where logs go (``run_dir/logs``); check the cluster can hold the run
+        (raise ArealError before any process starts)."""
+
+    def start_inference_servers(self, backend: InferenceBackend, model_path: str, n: int,
+                                env: dict[str, str] | None = None) -> list[str]:
+        """Start ``n`` servers with ``backend.server_command`` and wait until each is healthy.
+        Returns their ``host:port`` addresses, reachable from the trainer."""
+
+    def launch_trainers(self, argv: list[str], ranks: int, env: dict[str, str]) -> list[Any]:
+        """Start ``ranks`` trainer processes running ``argv``, each with ``env`` plus the
+        torchrun-style ``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``
+        and ``AREAL_HOST_ADDR`` (the address servers reach that process's node at). Returns handles."""
+
+    def host_addr(self) -> str:
+        """The address at which inference servers reach the driver's node (trainer rank 0 when it
+        runs inside the driver); ``127.0.0.1`` on one machine."""
+
+    def wait(self, handles: list[Any]) -> None:
+        """Block until every handle exits; raise ArealError naming a process that failed (and
+        its log tail), or a server that died meanwhile."""
+
+    def stop_all(self) -> None:
+        """Stop every process this scheduler started (idempotent)."""
+
+    def __enter__(self) -> "Scheduler": ...
+
+    def __exit__(self, *exc: object) -> None: ...
 
 
 @runtime_checkable
@@ -178,3 +278,21 @@ class PairLoss(Protocol):
 
     def rewards(self, x_c: "torch.Tensor", x_r: "torch.Tensor") -> "tuple[torch.Tensor, torch.Tensor]":
         """The (implicit) rewards [P] of chosen and rejected that metrics report (margin = difference)."""
+
+
+def protocol_members(protocol: type) -> list[str]:
+    """The attribute and method names a ``typing.Protocol`` class requires (``__call__`` included;
+    ``__enter__``/``__exit__`` when it declares them)."""
+    names: list[str] = []
+    for klass in protocol.__mro__:
+        if klass is object or not getattr(klass, "_is_protocol", False) or klass.__name__ in ("Protocol", "Generic"):
+            continue
+        names += list(getattr(klass, "__annotations__", {}))
+        names += [n for n, v in vars(klass).items()
+                  if callable(v) and (not n.startswith("_") or n in ("__call__", "__enter__", "__exit__"))]
+    return sorted(set(names))
+
+
+def missing_members(obj: object, protocol: type) -> list[str]:
+    """What ``obj`` lacks of ``protocol`` (empty when it has every member)."""
+    return [m for m in protocol_members(protocol) if not hasattr(obj, m)]

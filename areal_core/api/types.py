@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from pathlib import Path
+from typing import Any, Callable, Literal
 
 FinishReason = Literal["stop", "length", "abort"]
 
@@ -97,17 +99,23 @@ class Trajectory:
         )
 
 
+WeightSyncPath = Literal["disk", "distributed", "adapter"]
+
+
 @dataclass
 class WeightUpdateMeta:
-    """How new weights reach the inference servers.
+    """How new weights reach the inference servers: what the trainer tells a backend when it asks
+    for a :class:`~areal_core.api.WeightUpdater` (``InferenceBackend.weight_updater``).
 
-    ``type="disk"``: servers load a safetensors HF directory at ``path``.
+    ``type="disk"``: servers load a safetensors HF directory the trainer exported.
     ``type="distributed"``: trainer rank 0 broadcasts over a process group (``group_name``)
-    at ``master_address:master_port`` with ``world_size`` = 1 + total server ranks, in buckets of
-    ``bucket_bytes``.
+    at ``master_address:master_port`` (``backend``: the device's comm backend, gloo/nccl/hccl),
+    in buckets of ``bucket_bytes``.
+    ``type="adapter"``: servers load a LoRA adapter directory (the base weights stay).
+    ``timeout_s`` bounds each transfer call.
     """
 
-    type: Literal["disk", "distributed"] = "disk"
+    type: WeightSyncPath = "disk"
     version: int = 0
     path: str = ""
     master_address: str = "127.0.0.1"
@@ -116,3 +124,57 @@ class WeightUpdateMeta:
     world_size: int = 0
     backend: str = "gloo"
     bucket_bytes: int = 1 << 30
+    timeout_s: float = 600.0
+
+
+class WeightVersion:
+    """The run's weight version, with one owner: the trainer.
+
+    The trainer calls :meth:`set` once the servers serve new weights (version = completed steps);
+    train engines, the rollout client and the staleness manager only read :attr:`value`. Readers
+    that must react to a change (the rollout controller's admission) :meth:`subscribe`.
+    Thread-safe: the trainer sets it while the rollout thread reads it.
+    """
+
+    def __init__(self, value: int = 0):
+        self._value = int(value)
+        self._lock = threading.Lock()
+        self._listeners: list[Callable[[int], None]] = []
+
+    @property
+    def value(self) -> int:
+        return self._value
+
+    def set(self, value: int) -> None:
+        """Set the version (the trainer only) and tell every subscriber."""
+        with self._lock:
+            self._value = int(value)
+            listeners = list(self._listeners)
+        for listener in listeners:
+            listener(self._value)
+
+    def subscribe(self, listener: Callable[[int], None]) -> None:
+        """Call ``listener(version)`` after every :meth:`set`."""
+        with self._lock:
+            self._listeners.append(listener)
+
+    def __repr__(self) -> str:
+        return f"WeightVersion({self._value})"
+
+
+@dataclass
+class RunContext:
+    """What a train engine factory receives besides its config (``factory(config, run)``).
+
+    ``weight_version`` is owned by the trainer (see :class:`WeightVersion`): an engine reads
+    ``run.weight_version.value`` (e.g. the version of π_prox) and never sets it. ``rank`` /
+    ``world_size`` are the trainer's data-parallel rank and size.
+    """
+
+    model_path: str
+    seed: int
+    total_steps: int
+    run_dir: Path
+    rank: int = 0
+    world_size: int = 1
+    weight_version: WeightVersion = field(default_factory=WeightVersion)

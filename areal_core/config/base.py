@@ -25,6 +25,31 @@ class ComponentConfig(StrictModel):
     name: str = Field(description="registered name of the component to use")
 
 
+class InferenceConfigBase(ComponentConfig):
+    """Base of an inference backend's config model: the fields core reads (``areal train``)."""
+
+    n_servers: int = Field(1, ge=1, description="server processes the scheduler starts (requests are spread over them)")
+
+
+class SchedulerConfigBase(ComponentConfig):
+    """Base of a scheduler's config model: the fields core reads (``areal train``)."""
+
+    trainer_ranks: int = Field(1, ge=1, description="trainer processes (data-parallel ranks); 1 runs inside `areal train`")
+
+
+class WorkflowConfigBase(ComponentConfig):
+    """Base of a workflow's config model: the sampling fields core reconciles and overrides.
+
+    The trainer sets the train engine's and the algorithm's temperature to ``temperature`` (the
+    logprobs the servers return are under it) and evaluates with ``trainer.eval_temperature`` /
+    ``trainer.eval_n_samples`` in their place. A workflow config that does not subclass this keeps
+    its own sampling for evaluation, and the loss uses temperature 1.
+    """
+
+    temperature: float = Field(1.0, ge=0, description="sampling temperature (0: greedy)")
+    n_samples: int = Field(1, ge=1, description="completions per prompt (one group)")
+
+
 def format_validation_error(exc: ValidationError, path: str = "") -> list[str]:
     """One line per error: ``full.field.path: message (got value)``."""
     lines = []

@@ -93,7 +93,8 @@ class OfflineTrainer:
 
         from areal_core.data.dataset import EpochDataLoader, load_rows
         from areal_core.metrics import METRICS_FILE, MetricsLogger
-        from areal_core.trainer.rl import RunContext, _truncate_jsonl
+        from areal_core.api.types import RunContext
+        from areal_core.trainer.rl import _truncate_jsonl
 
         run = self.run
         self.tokenizer = AutoTokenizer.from_pretrained(run.model_path)
@@ -249,16 +250,15 @@ def run_rank(command: str, cfg: ResolvedConfig, run_dir: Path, *, rank: int = 0,
 
 
 def _launch_ranks(command: str, run_dir: Path, ranks: int) -> None:
-    from areal_core.launcher.local import LocalScheduler, free_port
+    """``ranks`` processes of this command on this machine (the ``local`` scheduler's trainer launch)."""
+    from areal_core.launcher.local import LocalScheduler
 
-    env = {"WORLD_SIZE": str(ranks), "LOCAL_WORLD_SIZE": str(ranks), "MASTER_ADDR": "127.0.0.1",
-           "MASTER_PORT": str(free_port())}
     argv = [sys.executable, "-m", "areal_core.trainer.offline", command, "--rank-of", str(run_dir)]
-    with LocalScheduler(log_dir=run_dir / "logs") as scheduler:
-        procs = scheduler.launch(command, argv, env, count=ranks,
-                                 envs=[{"RANK": str(r), "LOCAL_RANK": str(r)} for r in range(ranks)])
+    with LocalScheduler() as scheduler:
+        scheduler.prepare(run_dir)
+        handles = scheduler.launch_trainers(argv, ranks, {})
         log.info(f"{command} ranks started", ranks=ranks, logs=str(run_dir / "logs"))
-        scheduler.wait(procs)
+        scheduler.wait(handles)
 
 
 def command_main(command: str, argv: list[str] | None = None) -> int:

@@ -97,7 +97,7 @@ def test_pair_step_follows_the_pair_loss_gradient(data, tmp_path, command):
     objective = pairs_module.PairObjective(cfg, tokenizer, command)
     rows = load_rows(cfg.run.train_dataset)[:6]
     examples = [objective.encode(r, "row") for r in rows]
-    from areal_core.trainer.rl import RunContext
+    from areal_core.api.types import RunContext
 
     engine = cfg.create("actor", run=RunContext(cfg.run.model_path, 1, STEPS, tmp_path))
     engine.initialize()

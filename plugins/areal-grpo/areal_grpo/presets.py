@@ -106,7 +106,7 @@ class GSPOConfig(PPOConfig):
 class SAPOConfig(PPOConfig):
     """SAPO: soft sigmoid gate on the ratio instead of the hard clip."""
 
-    policy_loss: Literal["clip", "sapo"] = _default("policy_loss", "sapo")
+    policy_loss: str = _default("policy_loss", "sapo")
 
 
 class M2POConfig(PPOConfig):

@@ -6,6 +6,7 @@ from areal_core.testing.algorithm import AlgorithmContract
 
 class PresetContract(AlgorithmContract):
     plugin = areal_grpo.plugin
+    train_engine_name = "fsdp"
     invalid_configs = [
         {"eps_clip": -0.1},
         {"dual_clip": 0.5},
@@ -16,6 +17,7 @@ class PresetContract(AlgorithmContract):
         {"overlong_buffer_ratio": 0.2, "max_response_tokens": None},
         {"loss_aggregation": "token_sum_norm"},
         {"n_minibatches": 0},
+        {"policy_loss": "nope"},
     ]
 
 

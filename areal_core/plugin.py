@@ -1,0 +1,47 @@
+"""The one import surface for plugin authors, as ``pytest`` is for pytest plugins.
+
+Everything a plugin needs from core is importable from here; what is not here is internal and
+may change::
+
+    from areal_core.plugin import Component, ComponentConfig, hookimpl
+
+    @hookimpl
+    def areal_register_rewards():
+        return [Component("exact", "my_pkg.reward:exact", None, "1 if the answer matches")]
+
+Contents: the hook marker and record (``hookimpl``, ``Component``), config bases
+(``ComponentConfig`` and the kind bases whose fields core reads), the error type users see
+(``ArealError``), every Protocol of :mod:`areal_core.api` (component kinds and optional
+capabilities) and the data types that cross them, and ``tensors_checksum`` (what a backend's
+``weights_checksum`` must equal). Test helpers live in
+:mod:`areal_core.testing` (contract suites, tiny models).
+"""
+
+from areal_core.api import *  # noqa: F403 - re-exported by design: this module is the surface
+from areal_core.api import __all__ as _api_all
+from areal_core.checksum import tensors_checksum
+from areal_core.config.base import (
+    ComponentConfig,
+    InferenceConfigBase,
+    SchedulerConfigBase,
+    StrictModel,
+    WorkflowConfigBase,
+)
+from areal_core.errors import ArealError
+from areal_core.hookspecs import hookimpl
+from areal_core.registry import Component
+
+__all__ = [
+    "ArealError", "Component", "ComponentConfig", "InferenceConfigBase", "SchedulerConfigBase", "StrictModel",
+    "WorkflowConfigBase", "hookimpl", "SequenceBatch", "tensors_checksum", *_api_all,
+]
+
+
+def __getattr__(name: str):
+    # SequenceBatch carries torch tensors: imported on first use, so a plugin module that imports
+    # this surface at discovery time loads no torch.
+    if name == "SequenceBatch":
+        from areal_core.data.batch import SequenceBatch
+
+        return SequenceBatch
+    raise AttributeError(f"module 'areal_core.plugin' has no attribute {name!r}")
