@@ -26,6 +26,7 @@ from areal_core.data.batch import SequenceBatch
 from areal_core.errors import ArealError
 from areal_grpo.config import PPOConfig
 from areal_grpo.losses import aggregate
+from areal_grpo.numerics import bounded_exp
 from areal_grpo.ppo import PPOAlgorithm
 
 
@@ -56,9 +57,9 @@ class DistillAlgorithm(PPOAlgorithm):
         keep = mb["update_mask"] > 0
         gap = torch.where(keep, logprobs.detach() - mb["ref_logprobs"], 0.0)
         prox = mb.tokens.get("prox_logprobs", mb["logprobs"])
-        ratio = torch.where(keep, logprobs - prox, 0.0).exp()
+        ratio = bounded_exp(torch.where(keep, logprobs - prox, 0.0))
         weights = torch.where(keep, mb["behav_weights"], 0.0) if "behav_weights" in mb.tokens else keep.float()
-        self._sums.add_mean("distill/reverse_kl", gap, keep)
+        self.step_stats.add_mean("distill/reverse_kl", gap, keep)
         loss = cfg.distill_coef * aggregate(weights * ratio * gap, keep, mb.seq_index, mb.num_seqs, cfg.loss_aggregation)
         if cfg.rl_coef > 0:
             loss = loss + cfg.rl_coef * super().policy_loss_fn(logprobs, entropy, mb)[0]

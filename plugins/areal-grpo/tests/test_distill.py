@@ -35,7 +35,7 @@ def test_pure_distillation_loss_and_gradient_by_hand():
     loss.backward()
     # ∂/∂ log π_θ = coef · w · d (the ratio's gradient, the gap held fixed); prompt tokens get 0
     assert logprobs.grad.tolist() == pytest.approx([0.0, 2 * 1.0 * 0.5, 2 * 0.5 * -1.0, 0.0, 0.0])
-    assert algo._sums.result()["distill/reverse_kl"] == pytest.approx(sum(gaps) / 3)
+    assert algo.step_stats.result()["distill/reverse_kl"] == pytest.approx(sum(gaps) / 3)
 
 
 def test_rl_term_is_added_with_its_weight():
