@@ -51,8 +51,7 @@ def test_the_example_pipelines_run_on_a_tiny_model(tmp_path, registry):
     from areal_core.trainer.offline import run_offline
 
     data = prepare(tmp_path / "data", size="0.2m", n_train=64, n_valid=8, n_sft=64)
-    write_pairs(data, "over", 0)
-    write_pairs(data, "either", 0)
+    write_pairs(data, "far", 0)
     where = [f"fileroot={tmp_path / 'runs'}", "experiment_name=al"]
 
     def offline(command, model, name, out, *extra):
@@ -63,10 +62,11 @@ def test_the_example_pipelines_run_on_a_tiny_model(tmp_path, registry):
 
     sft = offline("sft", SFTConfig, "quickstart_sft.yaml", "sft", f"model_path={data / 'model'}",
                   f"train_dataset.path={data / 'sft.jsonl'}")
+    write_pairs(data, "model", 0, model=sft)  # the SFT model's own mistakes (random init: all wrong)
     pairs = lambda kind: [f"model_path={sft}", f"train_dataset.path={data / f'pairs_{kind}_train.jsonl'}",  # noqa: E731
                           f"valid_dataset.path={data / f'pairs_{kind}_valid.jsonl'}"]
-    dpo = offline("dpo", DPOConfig, "align_dpo.yaml", "dpo", *pairs("over"))
-    rm = offline("rm", RMConfig, "align_rm.yaml", "rm", *pairs("either"))
+    dpo = offline("dpo", DPOConfig, "align_dpo.yaml", "dpo", *pairs("model"))
+    rm = offline("rm", RMConfig, "align_rm.yaml", "rm", *pairs("far"))
     for prefix in ("dpo", "rm"):  # trial names of the example configs
         rows = read_metrics(tmp_path / "runs" / "al" / prefix)
         assert [r["step"] for r in rows] == [0, 1, 2]
