@@ -4,7 +4,8 @@ Each is a :class:`~areal_core.api.protocols.PairLoss`: a function of two [P] flo
 chosen and the rejected sequence's contribution, returning the loss of every pair. With
 ``h = x_c − x_r`` (for DPO/IPO ``x = Σ log π_θ − Σ log π_ref`` over the completion tokens)::
 
-    dpo             −(1 − ε)·log σ(β·h) − ε·log σ(−β·h)        (ε = label_smoothing; ε = 0: Rafailov et al. 2023)
+    dpo             −(1 − ε)·log σ(β·h) − ε·log σ(−β·h) − α·x_c (ε = label_smoothing; ε = 0: Rafailov et al. 2023;
+                                                                  α = nll_coef: the chosen answer's NLL, RPO, Pang et al. 2024)
     ipo             (h − 1/(2β))²                                (Azar et al. 2023)
     bradley_terry   −log σ(s_c − s_r)                            (x = the reward model's score s)
 
@@ -26,6 +27,9 @@ class DPOConfig(ComponentConfig):
 
     beta: float = Field(0.1, gt=0, description="β: scale of the log-ratio margin (higher: stay closer to the reference)")
     label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="ε: assumed fraction of flipped labels (conservative DPO)")
+    nll_coef: float = Field(0.0, ge=0, description="α: adds α·NLL of the chosen answer (summed over its tokens), which "
+                                                   "keeps DPO from lowering the chosen answer's likelihood along with the "
+                                                   "rejected one's (RPO)")
 
 
 class IPOConfig(ComponentConfig):
@@ -43,11 +47,12 @@ class DPOLoss:
     needs_reference = True
 
     def __init__(self, config: DPOConfig):
-        self.beta, self.eps = config.beta, config.label_smoothing
+        self.beta, self.eps, self.nll_coef = config.beta, config.label_smoothing, config.nll_coef
 
     def __call__(self, x_c: torch.Tensor, x_r: torch.Tensor) -> torch.Tensor:
         z = self.beta * (x_c - x_r)
-        return -(1 - self.eps) * F.logsigmoid(z) - self.eps * F.logsigmoid(-z)
+        # x_c = log π_θ(chosen) − log π_ref(chosen): −x_c is the chosen NLL up to a constant (same gradient)
+        return -(1 - self.eps) * F.logsigmoid(z) - self.eps * F.logsigmoid(-z) - self.nll_coef * x_c
 
     def rewards(self, x_c: torch.Tensor, x_r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.beta * x_c, self.beta * x_r

@@ -38,6 +38,12 @@ def test_dpo_label_smoothing_by_hand():
     assert float(loss(f64(2.0), f64(1.0))) == pytest.approx(-0.9 * log_sigmoid(z) - 0.1 * log_sigmoid(-z), rel=1e-12)
 
 
+def test_dpo_nll_term_by_hand():
+    loss = DPOLoss(DPOLossConfig(name="dpo", beta=0.1, nll_coef=0.5))
+    x_c, x_r = f64(-2.0), f64(-3.0)
+    assert float(loss(x_c, x_r)) == pytest.approx(-log_sigmoid(0.1 * 1.0) + 0.5 * 2.0, rel=1e-12)
+
+
 def test_ipo_by_hand():
     loss = IPOLoss(IPOConfig(name="ipo", beta=0.25))  # target margin 1/(2β) = 2
     assert loss(f64(3.0, 0.0), f64(0.5, 1.0)).tolist() == pytest.approx([(2.5 - 2) ** 2, (-1.0 - 2) ** 2])
