@@ -64,7 +64,7 @@ class RewardModelReward:
         self._worker = threading.Thread(target=self._serve, name="reward-model", daemon=True)
         self._worker.start()
 
-    def __call__(self, prompt: str, completion: str, sample: dict[str, Any]) -> float:  # noqa: ARG002
+    def __call__(self, prompt: str, completion: str, sample: dict[str, Any]) -> float:
         future: Future = Future()
         self._queue.put((prompt, completion, future))
         return future.result()

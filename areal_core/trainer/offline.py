@@ -34,7 +34,12 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
-from areal_core.config.loader import RESOLVED_CONFIG_FILE, ResolvedConfig, load_config, save_resolved
+from areal_core.config.loader import (
+    RESOLVED_CONFIG_FILE,
+    ResolvedConfig,
+    load_config,
+    save_resolved,
+)
 from areal_core.errors import ArealError
 from areal_core.logging import configure_logging, get_logger
 from areal_core.trainer import checkpoint as ckpt
@@ -57,7 +62,7 @@ class Objective(Protocol):
     def encode(self, row: dict[str, Any], where: str) -> Any:
         """One row as the objective's example (token ids + masks); ``where`` names the row in errors."""
 
-    def prepare(self, trainer: "OfflineTrainer") -> None:
+    def prepare(self, trainer: OfflineTrainer) -> None:
         """Once, after the actor is built and before a checkpoint is loaded into it."""
 
     def train_step(self, actor, examples: list[Any], indices: list[int]) -> dict[str, float]:
@@ -91,9 +96,9 @@ class OfflineTrainer:
     def setup(self) -> None:
         from transformers import AutoTokenizer
 
+        from areal_core.api.types import RunContext
         from areal_core.data.dataset import EpochDataLoader, load_rows
         from areal_core.metrics import METRICS_FILE, MetricsLogger
-        from areal_core.api.types import RunContext
         from areal_core.trainer.rl import _truncate_jsonl
 
         run = self.run
@@ -126,13 +131,10 @@ class OfflineTrainer:
         return [self.objective.encode(row, row_label(row, i, dataset)) for i, row in enumerate(rows)]
 
     def _recover(self) -> dict[str, Any] | None:
-        if self.run.recover != "auto":
+        found = ckpt.recovery_point(self.run_dir, self.run.recover)
+        if found is None:
             return None
-        path = ckpt.latest_checkpoint(self.run_dir)
-        if path is None:
-            log.info("recover=auto: no checkpoint yet, starting from step 0", run_dir=str(self.run_dir))
-            return None
-        state = ckpt.load_state(path)
+        path, state = found
         self.loader.check_state(state["dataset"])
         if state.get("command") != self.command:
             raise ArealError(f"recover: {path} was written by `areal {state.get('command')}`, not `areal {self.command}`")

@@ -148,7 +148,7 @@ class PairObjective:
                     f"{p}/tokens_per_s": batch.num_tokens / (time.perf_counter() - t0)})
         return out
 
-    def linearised_loss(self, out: torch.Tensor, entropy, mb: SequenceBatch):  # noqa: ARG002 - LossFn signature
+    def linearised_loss(self, out: torch.Tensor, entropy, mb: SequenceBatch):
         """Σ_i g_i · x_i(θ) over the micro-batch's sequences: the pair loss's gradient (module docstring)."""
         grads = mb["pair_grad"].to(out.device).double()
         return (grads * sequence_values(out, mb, self.input)).sum(), {}

@@ -78,17 +78,17 @@ class SFTObjective:
 
     prefix = "sft"
 
-    def __init__(self, cfg: ResolvedConfig, tokenizer, command: str = "sft", registry=None):  # noqa: ARG002
+    def __init__(self, cfg: ResolvedConfig, tokenizer, command: str = "sft", registry=None):
         self.config: SFTConfig = cfg.run
         self.tokenizer = tokenizer
 
     def encode(self, row: dict[str, Any], where: str) -> tuple[list[int], list[int]]:
         return encode_example(row, self.tokenizer, self.config, where=f"sft: {where}")
 
-    def prepare(self, trainer) -> None:  # noqa: ARG002 - nothing to precompute
+    def prepare(self, trainer) -> None:
         return None
 
-    def train_step(self, actor, examples, indices) -> dict[str, float]:  # noqa: ARG002
+    def train_step(self, actor, examples, indices) -> dict[str, float]:
         t0 = time.perf_counter()
         batch = pack(examples)
         stats = actor.train_batch(batch, nll_loss, loss_tokens)

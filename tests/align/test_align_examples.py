@@ -14,10 +14,10 @@ import pytest
 for module in ("areal_embedded", "areal_fsdp", "areal_grpo", "areal_arith"):
     pytest.importorskip(module)
 
-from areal_core.config.loader import load_config  # noqa: E402
-from areal_core.config.schema import DPOConfig, RMConfig, SFTConfig  # noqa: E402
-from areal_core.metrics import read_metrics  # noqa: E402
-from areal_core.registry import build_registry, set_registry  # noqa: E402
+from areal_core.config.loader import load_config
+from areal_core.config.schema import DPOConfig, RMConfig, SFTConfig
+from areal_core.metrics import read_metrics
+from areal_core.registry import build_registry, set_registry
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -31,7 +31,7 @@ def registry():
 
 
 def test_example_configs_validate_and_chain(registry):
-    load = lambda model, name: load_config(model, config_path=EXAMPLES / name, env_prefix=None, registry=registry)  # noqa: E731
+    load = lambda model, name: load_config(model, config_path=EXAMPLES / name, env_prefix=None, registry=registry)
     sft = load(SFTConfig, "quickstart_sft.yaml")
     dpo, rm = load(DPOConfig, "align_dpo.yaml"), load(RMConfig, "align_rm.yaml")
     rl_rm = load_config(config_path=EXAMPLES / "align_rl_rm.yaml", env_prefix=None, registry=registry)
@@ -47,6 +47,7 @@ def test_example_configs_validate_and_chain(registry):
 def test_the_example_pipelines_run_on_a_tiny_model(tmp_path, registry):
     from areal_arith.cli import prepare, write_pairs
     from areal_arith.evaluate import greedy_accuracy
+
     from areal_core.trainer.entry import run_training
     from areal_core.trainer.offline import run_offline
 
@@ -63,7 +64,7 @@ def test_the_example_pipelines_run_on_a_tiny_model(tmp_path, registry):
     sft = offline("sft", SFTConfig, "quickstart_sft.yaml", "sft", f"model_path={data / 'model'}",
                   f"train_dataset.path={data / 'sft.jsonl'}")
     write_pairs(data, "model", 0, model=sft)  # the SFT model's own mistakes (random init: all wrong)
-    pairs = lambda kind: [f"model_path={sft}", f"train_dataset.path={data / f'pairs_{kind}_train.jsonl'}",  # noqa: E731
+    pairs = lambda kind: [f"model_path={sft}", f"train_dataset.path={data / f'pairs_{kind}_train.jsonl'}",
                           f"valid_dataset.path={data / f'pairs_{kind}_valid.jsonl'}"]
     dpo = offline("dpo", DPOConfig, "align_dpo.yaml", "dpo", *pairs("model"))
     rm = offline("rm", RMConfig, "align_rm.yaml", "rm", *pairs("far"))

@@ -9,10 +9,10 @@ import pytest
 pytest.importorskip("areal_fsdp")
 torch = pytest.importorskip("torch")
 
-from areal_core.config.loader import load_config  # noqa: E402
-from areal_core.config.schema import DPOConfig, RMConfig, SFTConfig  # noqa: E402
-from areal_core.trainer import pairs as pairs_module  # noqa: E402
-from areal_core.trainer.offline import run_offline  # noqa: E402
+from areal_core.config.loader import load_config
+from areal_core.config.schema import DPOConfig, RMConfig, SFTConfig
+from areal_core.trainer import pairs as pairs_module
+from areal_core.trainer.offline import run_offline
 
 CONFIGS = {"sft": SFTConfig, "dpo": DPOConfig, "rm": RMConfig}
 STEPS = 6
@@ -56,7 +56,7 @@ def weights(out):
 
 def assert_same_run(a, b, atol, weights_atol=None, ignore=()):
     rows_a, rows_b = metric_rows(a), metric_rows(b)
-    assert [r["step"] for r in rows_a] == [r["step"] for r in rows_b] == list(range(0, STEPS + 1))
+    assert [r["step"] for r in rows_a] == [r["step"] for r in rows_b] == list(range(STEPS + 1))
     for ra, rb in zip(rows_a, rows_b):
         assert ra.keys() == rb.keys()
         for key in (k for k in ra if not k.endswith(ignore)):
@@ -88,7 +88,11 @@ def direct_pair_loss(model, pairs, loss, input_kind, ref):
 @pytest.mark.parametrize("command", ["dpo", "rm"])
 def test_pair_step_follows_the_pair_loss_gradient(data, tmp_path, command):
     """Pairs split over micro-batches (24-token budget) still get exactly ∇ of the pair loss."""
-    from transformers import AutoModelForCausalLM, AutoModelForTokenClassification, AutoTokenizer
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoModelForTokenClassification,
+        AutoTokenizer,
+    )
 
     from areal_core.data.dataset import load_rows
 

@@ -6,15 +6,25 @@ import math
 
 import pytest
 
-from areal_core.data.preference import PreferenceFields, encode_conversation, encode_pair
+from areal_core.data.preference import (
+    PreferenceFields,
+    encode_conversation,
+    encode_pair,
+)
 from areal_core.errors import ArealError
 
 torch = pytest.importorskip("torch")
 
-from areal_core.data.batch import SequenceBatch  # noqa: E402
-from areal_core.trainer.pair_losses import (BradleyTerryConfig, BradleyTerryLoss, DPOConfig as DPOLossConfig,  # noqa: E402
-                                            DPOLoss, IPOConfig, IPOLoss)
-from areal_core.trainer.pairs import pair_metrics, sequence_values  # noqa: E402
+from areal_core.data.batch import SequenceBatch
+from areal_core.trainer.pair_losses import (
+    BradleyTerryConfig,
+    BradleyTerryLoss,
+    DPOLoss,
+    IPOConfig,
+    IPOLoss,
+)
+from areal_core.trainer.pair_losses import DPOConfig as DPOLossConfig
+from areal_core.trainer.pairs import pair_metrics, sequence_values
 
 
 def f64(*v):

@@ -19,7 +19,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from areal_arith.task import REJECTED, make_splits, model_pairs, preference_pairs, tokenizer_corpus, write_jsonl
+from areal_arith.task import (
+    REJECTED,
+    make_splits,
+    model_pairs,
+    preference_pairs,
+    tokenizer_corpus,
+    write_jsonl,
+)
 
 
 def prepare(out: Path, seed: int = 0, size: str = "3m", n_train: int = 4000, n_valid: int = 200,
