@@ -1,9 +1,9 @@
 """The ``areal`` command.
 
-    areal plugins [--json]                         installed components by kind, failed plugins
+    areal plugins [--json]                         installed components by kind, failed plugins, name conflicts
     areal config show [--config run.yaml] [k=v..]  the resolved config, as YAML
     areal config docs [-o PATH] [--installed]      write the config reference
-    areal plugin new NAME [--dir plugins]          scaffold a plugin from plugins/_template
+    areal plugin new NAME [--kind K] [--dir D]     scaffold a plugin providing one component of kind K
     areal serve --backend NAME --model PATH [k=v..]  exec one inference server
     areal train | sft | dpo | rm ...   /   areal plot RUN_DIR ...   the trainers' own command lines
 
@@ -77,6 +77,8 @@ def _run(argv: list[str]) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from areal_core.scaffold import DEFAULT_KIND, KIND_TEMPLATES
+
     parser = argparse.ArgumentParser(prog="areal", description="Asynchronous RL for LLMs, built from plugins.")
     parser.add_argument("--version", action="version", version=f"areal-core {__version__}")
     parser.add_argument("--log-level", choices=LEVELS, help="log level (default: AREAL_LOG_LEVEL or info)")
@@ -102,8 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     plugin = commands.add_parser("plugin", help="plugin development helpers")
     plugin_commands = plugin.add_subparsers(title="plugin commands", metavar="SUBCOMMAND")
-    new = plugin_commands.add_parser("new", help="create plugins/areal-NAME from the plugin template")
+    new = plugin_commands.add_parser("new", help="create plugins/areal-NAME: one component of a kind, its contract test, README")
     new.add_argument("name", help="plugin name, e.g. my-reward (distribution areal-my-reward)")
+    new.add_argument("--kind", default=DEFAULT_KIND, choices=KIND_TEMPLATES,
+                     help=f"component kind the plugin provides (default: {DEFAULT_KIND})")
     new.add_argument("--dir", default="plugins", help="parent directory (default: plugins)")
     new.set_defaults(handler=cmd_plugin_new)
     plugin.set_defaults(handler=lambda args: plugin.print_help() or 2)
@@ -136,6 +140,10 @@ def cmd_plugins(args) -> int:
                 for kind in KINDS for c in registry.by_kind(kind)
             ],
             "failures": [{"entry_point": f.entry_point, "distribution": f.distribution, "error": f.error} for f in registry.failures],
+            "conflicts": [
+                {"kind": c.kind, "name": c.name, "distributions": [r.distribution for r in c.components], "error": c.message()}
+                for c in registry.conflicts.values()
+            ],
         }, indent=2))
         return 0
 
@@ -146,10 +154,12 @@ def cmd_plugins(args) -> int:
     for column in ("kind", "name", "summary", "distribution", "version"):
         table.add_column(column, overflow="fold")
     for kind in KINDS.values():
-        components = registry.by_kind(kind.name)
-        for i, c in enumerate(components):
-            table.add_row(kind.label if i == 0 else "", *(_escape(v) for v in (c.name, c.summary, c.distribution, c.version)))
-        if not components:
+        rows = [(c.name, _escape(c.summary), _escape(c.distribution), _escape(c.version)) for c in registry.by_kind(kind.name)]
+        rows += [(n, "[red]unusable: registered twice (see below)[/red]", _escape(", ".join(r.distribution for r in c.components)), "")
+                 for (k, n), c in registry.conflicts.items() if k == kind.name]
+        for i, (name, *rest) in enumerate(sorted(rows)):
+            table.add_row(kind.label if i == 0 else "", _escape(name), *rest)
+        if not rows:
             table.add_row(kind.label, "[dim]-[/dim]", "[dim]none installed[/dim]", "", "")
         table.add_section()
     console.print(table)
@@ -160,6 +170,15 @@ def cmd_plugins(args) -> int:
         for f in registry.failures:
             failed.add_row(_escape(f.entry_point), _escape(f.distribution), f"[red]{_escape(f.error)}[/red]")
         console.print(failed)
+    if registry.conflicts:
+        clashes = Table(title="names registered twice (a run that uses one fails; the rest work)", title_justify="left",
+                        title_style="bold red")
+        for column in ("kind", "name", "registered by", "fix"):
+            clashes.add_column(column, overflow="fold")
+        for c in registry.conflicts.values():
+            clashes.add_row(KINDS[c.kind].label, _escape(c.name), _escape(", ".join(r.origin for r in c.components)),
+                            f"[red]{_escape(c.fix)}[/red]")
+        console.print(clashes)
     return 0
 
 
@@ -186,10 +205,12 @@ def cmd_config_docs(args) -> int:
 
 
 def cmd_plugin_new(args) -> int:
-    from areal_core.scaffold import new_plugin
+    from areal_core.scaffold import KIND_TEMPLATES, new_plugin
 
-    dest = new_plugin(args.name, args.dir)
+    dest = new_plugin(args.name, args.dir, kind=args.kind)
     print(f"created {dest}\nnext: pip install -e {dest}[test] && pytest {dest}/tests")
+    if not KIND_TEMPLATES[args.kind].working:
+        print(f"the {args.kind} is a skeleton: its contract test fails until you implement the methods that raise NotImplementedError")
     return 0
 
 

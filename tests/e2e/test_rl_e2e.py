@@ -31,13 +31,7 @@ from areal_core.trainer.entry import run_training  # noqa: E402
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    from areal_core.testing.tiny import make_tiny_model
-
-    root = tmp_path_factory.mktemp("rl")
-    model = make_tiny_model(root / "model", size="0.2m")
-    support.write_dataset(root / "train.jsonl", 16, seed=0, prefix="t")
-    support.write_dataset(root / "valid.jsonl", 4, seed=1, prefix="v")
-    return root, model
+    return support.make_workspace(tmp_path_factory.mktemp("rl"))
 
 
 @pytest.fixture

@@ -41,13 +41,7 @@ class TestThirdPartyBackend(InferenceBackendContract):
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    from areal_core.testing.tiny import make_tiny_model
-
-    root = tmp_path_factory.mktemp("thirdparty")
-    model = make_tiny_model(root / "model", size="0.2m")
-    support.write_dataset(root / "train.jsonl", 16, seed=0, prefix="t")
-    support.write_dataset(root / "valid.jsonl", 4, seed=1, prefix="v")
-    return root, model
+    return support.make_workspace(tmp_path_factory.mktemp("thirdparty"))
 
 
 @pytest.mark.parametrize("sync", ["disk", "distributed"])
