@@ -5,7 +5,7 @@
     areal config docs [-o PATH] [--installed]      write the config reference
     areal plugin new NAME [--kind K] [--dir D]     scaffold a plugin providing one component of kind K
     areal serve --backend NAME --model PATH [k=v..]  exec one inference server
-    areal train ...   /   areal sft ...   /   areal plot RUN_DIR ...   the trainers' own command lines
+    areal train | sft | dpo | rm ...   /   areal plot RUN_DIR ...   the trainers' own command lines
 
 An :class:`~areal_core.errors.ArealError` prints its message on stderr and exits with status 2,
 without a traceback; ``--debug`` (anywhere on the line) or ``AREAL_DEBUG=1`` adds tracebacks.
@@ -30,7 +30,9 @@ from areal_core.logging import LEVELS, configure_logging, env_flag, get_logger
 DELEGATED = {
     "train": ("areal_core.trainer.entry", "train_main", "run RL training: areal train --config run.yaml [overrides]"),
     "plot": ("areal_core.trainer.plot", "main", "plot a run's metrics: areal plot RUN_DIR"),
-    "sft": ("areal_core.trainer.sft", "sft_main", "supervised fine-tuning: areal sft --config sft.yaml [overrides]"),
+    "sft": ("areal_core.trainer.offline", "sft_main", "supervised fine-tuning: areal sft --config sft.yaml [overrides]"),
+    "dpo": ("areal_core.trainer.offline", "dpo_main", "preference optimisation: areal dpo --config dpo.yaml [overrides]"),
+    "rm": ("areal_core.trainer.offline", "rm_main", "reward modelling: areal rm --config rm.yaml [overrides]"),
 }
 GLOBAL_FLAGS_WITH_VALUE = ("--log-level",)
 

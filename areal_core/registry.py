@@ -58,6 +58,7 @@ KINDS: dict[str, Kind] = {
         Kind("scheduler", "areal_register_schedulers", "scheduler"),
         Kind("device", "areal_register_devices", "device"),
         Kind("metric_sink", "areal_register_metric_sinks", "metric sink"),
+        Kind("pair_loss", "areal_register_pair_losses", "pair loss"),
     )
 }
 

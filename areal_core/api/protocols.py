@@ -262,6 +262,26 @@ class Scheduler(Protocol):
     def __exit__(self, *exc: object) -> None: ...
 
 
+@runtime_checkable
+class PairLoss(Protocol):
+    """A preference-pair loss of ``areal dpo`` / ``areal rm`` (one value per pair).
+
+    ``x_c`` and ``x_r`` [P] (float64) are what the chosen and the rejected sequence of each pair
+    contribute: with ``input == "logprob"`` the log-ratio ``Σ_t log π_θ − Σ_t log π_ref`` over the
+    completion tokens (``needs_reference``: π_ref from a frozen reference); with
+    ``input == "score"`` the model's scalar score at the sequence's last token.
+    """
+
+    input: str  # "logprob" or "score"
+    needs_reference: bool
+
+    def __call__(self, x_c: "torch.Tensor", x_r: "torch.Tensor") -> "torch.Tensor":
+        """Per-pair loss [P], differentiable in ``x_c`` and ``x_r``."""
+
+    def rewards(self, x_c: "torch.Tensor", x_r: "torch.Tensor") -> "tuple[torch.Tensor, torch.Tensor]":
+        """The (implicit) rewards [P] of chosen and rejected that metrics report (margin = difference)."""
+
+
 def protocol_members(protocol: type) -> list[str]:
     """The attribute and method names a ``typing.Protocol`` class requires (``__call__`` included;
     ``__enter__``/``__exit__`` when it declares them)."""

@@ -242,13 +242,10 @@ class RLTrainer:
 
     def _recover_state(self) -> dict[str, Any] | None:
         """Rank 0: the trainer state of the checkpoint to resume from (engines are loaded by all ranks)."""
-        if self.run.recover != "auto":
+        found = ckpt.recovery_point(self.run_dir, self.run.recover)
+        if found is None:
             return None
-        path = ckpt.latest_checkpoint(self.run_dir)
-        if path is None:
-            log.info("recover=auto: no checkpoint yet, starting from step 0", run_dir=str(self.run_dir))
-            return None
-        state = ckpt.load_state(path)
+        path, state = found
         log.info("recovering", checkpoint=str(path), step=state["step"])
         return state
 

@@ -54,13 +54,17 @@ def enable_activation_checkpointing(model: torch.nn.Module) -> None:
 
 def load_hf_model(cfg: FSDPEngineConfig, path: str, attn: str) -> torch.nn.Module:
     """The unsharded HF model on CPU: a causal LM, or a 1-label token classifier (critic)."""
-    from transformers import AutoModelForCausalLM, AutoModelForTokenClassification
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForTokenClassification
 
     check_model_dir(cfg, path)
     kwargs: dict[str, Any] = dict(dtype=DTYPES[cfg.dtype], attn_implementation=attn, trust_remote_code=cfg.trust_remote_code)
     try:
         if cfg.critic:
-            model = AutoModelForTokenClassification.from_pretrained(path, num_labels=1, **kwargs)
+            # no dropout before the value head (transformers defaults it to 0.1): values in train_batch
+            # must be the ones forward() gives, for GAE targets and for pair losses alike
+            config = AutoConfig.from_pretrained(path, num_labels=1, trust_remote_code=cfg.trust_remote_code)
+            config.classifier_dropout = 0.0
+            model = AutoModelForTokenClassification.from_pretrained(path, config=config, **kwargs)
         else:
             model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except (ValueError, KeyError) as exc:
