@@ -117,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--model", required=True, help="model directory to serve")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=30000, help="port to listen on (default 30000)")
+    serve.add_argument("--api-key", default=None,
+                       help="bearer token every request must carry; handed to the server in AREAL_API_KEY (not argv). "
+                            "Default: $AREAL_API_KEY; prefer that variable on a shared node (argv is visible in ps)")
     serve.add_argument("--dry-run", action="store_true", help="print the server command instead of running it")
     serve.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="backend config overrides")
     serve.set_defaults(handler=cmd_serve)
@@ -232,6 +235,10 @@ def cmd_serve(args) -> int:
     if args.dry_run:
         print(shlex.join(command))
         return 0
+    if args.api_key:
+        from areal_core.auth import API_KEY_ENV
+
+        os.environ[API_KEY_ENV] = args.api_key
     get_logger(__name__).info("starting inference server", backend=args.backend, command=shlex.join(command))
     sys.stdout.flush()
     sys.stderr.flush()

@@ -67,8 +67,9 @@ class JsonlSink:
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     """The rows a :class:`JsonlSink` wrote, in order."""
-    path = Path(run_dir) / METRICS_FILE
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    from areal_core.jsonl import read_rows
+
+    return read_rows(Path(run_dir) / METRICS_FILE)
 
 
 class WandbConfig(ComponentConfig):

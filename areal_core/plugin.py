@@ -13,7 +13,9 @@ Contents: the hook marker and record (``hookimpl``, ``Component``), config bases
 (``ComponentConfig`` and the kind bases whose fields core reads), the error type users see
 (``ArealError``), every Protocol of :mod:`areal_core.api` (component kinds and optional
 capabilities) and the data types that cross them, and ``tensors_checksum`` (what a backend's
-``weights_checksum`` must equal). Test helpers live in
+``weights_checksum`` must equal), the run's API key (``API_KEY_ENV``, ``auth_headers``: servers
+require it, clients send it) and durable output (``require_free_space``, ``disk_full_error``,
+``fsync_tree``: what checkpoints and exports are written with). Test helpers live in
 :mod:`areal_core.testing` (contract suites, tiny models).
 """
 
@@ -21,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from areal_core.api import *  # noqa: F403 - re-exported by design: this module is the surface
 from areal_core.api import __all__ as _api_all
+from areal_core.auth import API_KEY_ENV, auth_headers
 from areal_core.checksum import tensors_checksum
 from areal_core.config.base import (
     ComponentConfig,
@@ -30,6 +33,7 @@ from areal_core.config.base import (
     WorkflowConfigBase,
 )
 from areal_core.errors import ArealError
+from areal_core.files import disk_full_error, fsync_tree, require_free_space
 from areal_core.hookspecs import hookimpl
 from areal_core.registry import Component
 
@@ -38,7 +42,8 @@ if TYPE_CHECKING:  # at run time, loaded lazily by __getattr__ below
 
 __all__ = [
     "ArealError", "Component", "ComponentConfig", "InferenceConfigBase", "SchedulerConfigBase", "StrictModel",
-    "WorkflowConfigBase", "hookimpl", "SequenceBatch", "tensors_checksum", *_api_all,
+    "WorkflowConfigBase", "hookimpl", "SequenceBatch", "tensors_checksum", "API_KEY_ENV", "auth_headers",
+    "disk_full_error", "fsync_tree", "require_free_space", *_api_all,
 ]
 
 

@@ -11,6 +11,7 @@ from areal_core.api.protocols import (
     Reward,
     Scheduler,
     SupportsAclose,
+    SupportsServerStatus,
     SupportsAdapterExport,
     SupportsStats,
     SupportsWeightsChecksum,
@@ -31,7 +32,7 @@ from areal_core.api.types import (
 
 __all__ = [
     "Algorithm", "Device", "InferenceBackend", "InferenceEngine", "LossFn", "LossWeightFn", "MetricSink",
-    "ModelRequest", "ModelResponse", "Reward", "RunContext", "SamplingParams", "Scheduler", "SupportsAclose",
+    "ModelRequest", "ModelResponse", "Reward", "RunContext", "SamplingParams", "Scheduler", "SupportsAclose", "SupportsServerStatus",
     "SupportsAdapterExport", "SupportsStats", "SupportsWeightsChecksum", "TrainEngine", "Trajectory",
     "WeightSyncPath", "WeightUpdateMeta", "WeightUpdater", "WeightVersion", "Workflow",
 ]

@@ -162,6 +162,20 @@ class SupportsStats(Protocol):
 
 
 @runtime_checkable
+class SupportsServerStatus(Protocol):
+    """A scheduler that can say what became of an inference server it started (for errors and
+    lost-server logs) and start it again (``rollout.on_server_lost=restart``)."""
+
+    def describe_server(self, addr: str) -> str:
+        """Its address, pid, whether it exited (status), was killed (signal), is stopped or
+        running, and the end of its log when it is not running."""
+
+    def restart_server(self, addr: str) -> None:
+        """Start it again at the same address (killing what is left of it); return once it is
+        healthy, serving the weights it was first started with."""
+
+
+@runtime_checkable
 class SupportsAclose(Protocol):
     """Something holding connections that must be closed on its own event loop."""
 

@@ -10,9 +10,20 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from areal_core.config.base import StrictModel
+
+
+def _confined_name(value: str) -> str:
+    """A run-directory component: one path segment, so fileroot/experiment/trial stays inside fileroot."""
+    if not value or value in (".", "..") or any(c in value for c in "/\\\0") or value != value.strip():
+        raise ValueError(f"{value!r} must be a single directory name (no '/', '\\', '..', or surrounding spaces): "
+                         f"the run directory must stay inside fileroot")
+    return value
+
+
+RunName = Annotated[str, AfterValidator(_confined_name)]
 
 
 class ComponentKind:
@@ -38,7 +49,29 @@ class RolloutConfig(StrictModel):
     group_failure: Literal["drop", "retry"] = Field("drop", description="what happens to a group when one member's episode fails")
     max_retries: int = Field(1, ge=0, description="retries of a failed episode when group_failure=retry")
     reward_timeout_s: float = Field(30.0, gt=0, description="a reward call slower than this fails its sample")
+    reward_max_threads: int = Field(
+        16, ge=1, description="synchronous reward calls running at once; a hung call holds its thread until it "
+                              "returns, so hung calls never take more threads than this")
+    reward_failure_window: int = Field(64, ge=1, description="reward calls over which the failure share is measured")
+    reward_max_failure_share: float = Field(
+        0.5, ge=0, le=1, description="stop the run when more than this share of the last reward_failure_window "
+                                     "reward calls failed (raised, timed out, returned a non-number); 1 = never")
+    reward_max_abs: float = Field(1e6, gt=0, description="a reward whose magnitude exceeds this fails its sample "
+                                                         "(keeps advantages and metrics finite)")
+    loop_lag_warn_s: float = Field(
+        5.0, gt=0, description="report (with the stack of the code holding it) when the rollout event loop is "
+                               "blocked for longer than this, e.g. by a synchronous call inside an async reward")
     request_timeout_s: float = Field(600.0, gt=0, description="one HTTP generate call slower than this is retried on another server")
+    control_timeout_s: float = Field(
+        60.0, gt=0, description="deadline of a pause, resume or health call to one server (they take milliseconds on "
+                                "CPU and seconds on a loaded GPU server); a server that misses it is probed, then lost")
+    weight_update_timeout_s: float = Field(
+        1800.0, gt=0, description="deadline of one weight push to all servers (loading a large checkpoint from disk on "
+                                  "GPUs can take minutes; a tiny CPU model takes under a second)")
+    on_server_lost: Literal["restart", "continue", "stop"] = Field(
+        "restart", description="a server that stops answering (killed, stopped, hung): restart = the scheduler starts "
+                               "it again at the current weights (local scheduler; else as continue); continue = go on "
+                               "with the others; stop = end the run naming it. distributed weight sync always stops")
     enforce_token_lag: bool = Field(
         False, description="strict staleness: a finished group holding any token more than η versions older than the "
                            "weights it would train is generated again instead (admission alone bounds the lag of a "
@@ -70,6 +103,8 @@ class TrainerConfig(StrictModel):
     eval_every: int = Field(0, ge=0, description="evaluate on the valid dataset every K steps (0: only at start and end)")
     save_every: int = Field(0, ge=0, description="write an HF export every K steps (0: only at the end)")
     checkpoint_every: int = Field(1, ge=0, description="write a recovery checkpoint every K steps (0: never)")
+    keep_checkpoints: int = Field(2, ge=1, description="recovery checkpoints kept (the newest K); recovery falls back "
+                                                       "to an older one when the newest is unreadable")
     eval_temperature: float = Field(0.0, ge=0, description="sampling temperature of evaluation episodes (0: greedy)")
     eval_n_samples: int = Field(1, ge=1, description="completions per held-out prompt in evaluation")
     log_rollouts_per_step: int = Field(4, ge=0, description="sampled trajectories per step written to "
@@ -93,8 +128,8 @@ class LoggingConfig(StrictModel):
 class RunConfig(StrictModel):
     """A whole RL run."""
 
-    experiment_name: str = Field("areal", description="groups trials; part of the run directory")
-    trial_name: str = Field("trial0", description="one run of an experiment")
+    experiment_name: RunName = Field("areal", description="groups trials; part of the run directory")
+    trial_name: RunName = Field("trial0", description="one run of an experiment")
     fileroot: str = Field("runs", description="run directories go under fileroot/experiment_name/trial_name")
     seed: int = Field(1, description="global seed")
     model_path: str = Field(description="local HF model directory (actor, reference and servers start from it)")
@@ -136,8 +171,8 @@ class OfflineTrainerConfig(StrictModel):
 class OfflineRunConfig(StrictModel):
     """What every offline run has: paths, the trained engine, data, the loop."""
 
-    experiment_name: str = Field("areal-offline", description="groups trials; part of the run directory")
-    trial_name: str = Field("trial0", description="one run of an experiment")
+    experiment_name: RunName = Field("areal-offline", description="groups trials; part of the run directory")
+    trial_name: RunName = Field("trial0", description="one run of an experiment")
     fileroot: str = Field("runs", description="run directories go under fileroot/experiment_name/trial_name")
     seed: int = Field(1, description="global seed (data order, engine RNG)")
     model_path: str = Field(description="local HF model directory to train")

@@ -48,8 +48,10 @@ from areal_core.api.types import Trajectory, WeightVersion
 from areal_core.errors import ArealError
 from areal_core.logging import get_logger
 from areal_core.rollout.client import InferenceUnavailableError
+from areal_core.rollout.reward_runner import RewardFailureRateError
 from areal_core.rollout.sample_ids import sample_id_of
 from areal_core.rollout.staleness import StalenessManager
+from areal_core.rollout.watchdog import LoopWatchdog
 
 log = get_logger(__name__)
 
@@ -143,6 +145,8 @@ class RolloutController:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="areal-rollout", daemon=True)
         self._thread.start()
+        self._watchdog = LoopWatchdog(self._loop, getattr(config, "loop_lag_warn_s", 5.0))
+        self._watchdog.start()
         self._call(self._init_loop_state())
         self._admitter = asyncio.run_coroutine_threadsafe(self._admit_loop(), self._loop)
 
@@ -226,12 +230,18 @@ class RolloutController:
         if self._closed:
             return
         self._closed = True
+        self._watchdog.stop()
+        blocked = self._watchdog.blocked_s > 0  # a blocked loop cannot shut down: do not wait for it
         try:
-            self._call(self._shutdown(), timeout_s=30)
+            if blocked:
+                log.error("rollout loop is blocked and cannot shut down; abandoning its thread")
+            else:
+                self._call(self._shutdown(), timeout_s=30)
         finally:
             self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(timeout=30)
-            self._loop.close()
+            self._thread.join(timeout=1 if blocked else 30)
+            if not self._thread.is_alive():
+                self._loop.close()
 
     def __enter__(self) -> RolloutController:
         return self
@@ -338,7 +348,7 @@ class RolloutController:
             kept = group is not None and self._stamp(group, episode, seq) and (self._keep is None or bool(self._keep(group)))
         except asyncio.CancelledError:
             raise
-        except InferenceUnavailableError as exc:
+        except (InferenceUnavailableError, RewardFailureRateError) as exc:
             self.staleness.on_fail()
             self._pending.appendleft(episode)  # not the sample's fault: keep it for recovery
             self._set_fatal(exc)

@@ -53,6 +53,7 @@ import pytest
 
 from areal_core.api.protocols import InferenceBackend, SupportsWeightsChecksum
 from areal_core.api.types import ModelRequest, SamplingParams, WeightUpdateMeta
+from areal_core.auth import auth_headers
 from areal_core.checksum import tensors_checksum
 from areal_core.errors import ArealError
 from areal_core.registry import build_registry, get_registry
@@ -153,9 +154,14 @@ def free_port() -> int:
 @contextlib.contextmanager
 def launched_server(argv: list[str], addr: str, timeout_s: float = 120.0, env: dict[str, str] | None = None,
                     log_path: str | Path | None = None) -> Iterator[subprocess.Popen]:
-    """Run ``argv`` until ``GET http://addr/health`` answers 200; terminate it on exit."""
+    """Run ``argv`` until ``GET http://addr/health`` answers 200; terminate it on exit. The health
+    check carries the bearer token of ``AREAL_API_KEY`` (from ``env``, else this process's)."""
     import httpx
 
+    from areal_core.auth import API_KEY_ENV
+
+    key = (env or {}).get(API_KEY_ENV) or os.environ.get(API_KEY_ENV)
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
     log = open(log_path, "wb") if log_path else subprocess.DEVNULL
     process = subprocess.Popen(argv, env={**os.environ, **(env or {})}, stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -165,7 +171,7 @@ def launched_server(argv: list[str], addr: str, timeout_s: float = 120.0, env: d
                 tail = Path(log_path).read_text()[-3000:] if log_path else "(no log kept)"
                 raise RuntimeError(f"server {argv[:4]}... exited with {process.returncode}:\n{tail}")
             try:
-                if httpx.get(f"http://{addr}/health", timeout=2).status_code == 200:
+                if httpx.get(f"http://{addr}/health", headers=headers, timeout=2).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
@@ -196,7 +202,7 @@ class RunningServer:
 async def _with_client(fn, timeout_s: float = 120.0):
     import httpx
 
-    async with httpx.AsyncClient(timeout=timeout_s) as client:
+    async with httpx.AsyncClient(timeout=timeout_s, headers=auth_headers()) as client:
         return await fn(client)
 
 

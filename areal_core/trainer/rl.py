@@ -58,6 +58,7 @@ from typing import TYPE_CHECKING, Any
 
 from areal_core.api.protocols import SupportsAdapterExport, SupportsWeightsChecksum, TrainEngine, WeightUpdater
 from areal_core.api.types import RunContext, Trajectory, WeightUpdateMeta, WeightVersion
+from areal_core.auth import auth_headers
 from areal_core.config.base import WorkflowConfigBase
 from areal_core.config.loader import ResolvedConfig
 from areal_core.config.schema import RunConfig
@@ -133,7 +134,7 @@ class RLTrainer:
     """
 
     def __init__(self, cfg: ResolvedConfig[RunConfig], run_dir: str | Path, server_addrs: list[str], *, registry=None,
-                 rank: int = 0, world_size: int = 1, host_addr: str = "127.0.0.1"):
+                 rank: int = 0, world_size: int = 1, host_addr: str = "127.0.0.1", server_status=None):
         self.cfg = cfg
         self.run = cfg.run
         self.run_dir = Path(run_dir)
@@ -144,6 +145,7 @@ class RLTrainer:
         self.step = 0  # completed steps
         self.weight_version = WeightVersion(0)  # owned here: set once the servers serve new weights
         self.host_addr = host_addr
+        self.server_status = server_status  # the scheduler, when it can describe and restart servers
         self.counters = {"trained_groups": 0, "trained_samples": 0, "trained_tokens": 0, "train_time_s": 0.0}
         # built by setup() (the rollout side on the main rank only), used after it
         self.actor: TrainEngine | None = None
@@ -191,7 +193,7 @@ class RLTrainer:
         run = self.run
         self.tokenizer = AutoTokenizer.from_pretrained(run.model_path)
         self.backend = self._create("inference")
-        reward = RewardRunner(self._create("reward"), run.rollout.reward_timeout_s)
+        reward = RewardRunner.from_config(self._create("reward"), run.rollout)
         self.workflow = self._create("workflow", reward=reward, tokenizer=self.tokenizer)
         self.train_loader = EpochDataLoader(load_rows(run.train_dataset, "train_dataset"), seed=run.seed,
                                             shuffle=run.train_dataset.shuffle)
@@ -205,7 +207,13 @@ class RLTrainer:
         state = self._recover_state()
         self.step = int(state["step"]) if state else 0
         self.weight_version.set(self.step)  # the restored weights are pushed as this version
-        client = RolloutClient.from_config(self.backend, self.addrs, run.rollout, self.weight_version)
+        self.client = client = RolloutClient.from_config(self.backend, self.addrs, run.rollout, self.weight_version)
+        if self.server_status is not None:
+            client.describe_server = self.server_status.describe_server
+            client.restart_server = self.server_status.restart_server
+        if run.weight_sync.type == "distributed" and client.on_server_lost != "stop":
+            client.on_server_lost = "stop"  # the broadcast group includes every server: it cannot shrink
+            log.info("weight_sync.type=distributed: a lost inference server stops the run (rollout.on_server_lost)")
         self.eval_client = RolloutClient.from_config(self.backend, self.addrs, run.rollout, self.weight_version)
         self.controller = RolloutController(client, run.rollout, keep_group=self.algorithm)
         if state:
@@ -339,6 +347,7 @@ class RLTrainer:
                 self.weight_version.set(version)
             finally:
                 self.controller.resume()
+                self.addrs = self.eval_client.addrs = list(self.client.addrs)  # lost servers are left out
             if kind != "distributed":
                 self._remove_old_weights(version)
         else:
@@ -367,7 +376,8 @@ class RLTrainer:
         assert isinstance(backend, SupportsWeightsChecksum)  # checked in setup
 
         async def ask(http):
-            return await asyncio.gather(*(backend.weights_checksum(http, a) for a in self.addrs))
+            return await asyncio.wait_for(asyncio.gather(*(backend.weights_checksum(http, a) for a in self.addrs)),
+                                          self.run.rollout.control_timeout_s)
 
         theirs = _run_with_http(ask)
         bad = [f"{a}: {c}" for a, c in zip(self.addrs, theirs) if c != mine]
@@ -422,7 +432,8 @@ class RLTrainer:
             assert self.controller is not None  # built by _setup_rollout
             state = {"version": self.step, "controller": self.controller.state_dict(),
                      "dataset": self.train_loader.state_dict(), "counters": dict(self.counters)}
-        ckpt.save_checkpoint(self.run_dir, self.step, engines, state or {}, rank=self.rank, barrier=self._barrier)
+        ckpt.save_checkpoint(self.run_dir, self.step, engines, state or {}, rank=self.rank, barrier=self._barrier,
+                             keep=self.run.trainer.keep_checkpoints)
 
     def _load_engines(self, path: Path | None) -> None:
         path = self._share(str(path) if path else None)
@@ -573,18 +584,15 @@ def _run_with_http(fn):
     import httpx
 
     async def main():
-        async with httpx.AsyncClient(timeout=httpx.Timeout(None, connect=10.0)) as http:
+        async with httpx.AsyncClient(timeout=httpx.Timeout(None, connect=10.0), headers=auth_headers()) as http:
             return await fn(http)
 
     return asyncio.run(main())
 
 
 def _truncate_jsonl(path: Path, max_step: int) -> None:
-    """Keep only the rows of a per-step JSONL file whose ``step`` ≤ ``max_step`` (atomically)."""
-    if not path.is_file():
-        return
-    kept = [line for line in path.read_text(encoding="utf-8").splitlines()
-            if line.strip() and json.loads(line).get("step", 0) <= max_step]
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-    tmp.replace(path)
+    """Keep only the rows of a per-step JSONL file whose ``step`` ≤ ``max_step`` (a torn last line
+    is dropped with a warning)."""
+    from areal_core.jsonl import keep_rows_through_step
+
+    keep_rows_through_step(path, max_step)

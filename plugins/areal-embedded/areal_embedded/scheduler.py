@@ -134,6 +134,11 @@ class Scheduler:
             self._wake.notify()
         return command.future
 
+    def load(self) -> int:
+        """Sequences submitted and not finished (inbox, waiting and running); a racy read, for
+        admission control only."""
+        return len(self._inbox) + len(self.waiting) + len(self.running)
+
     @property
     def alive(self) -> bool:
         return self.thread.is_alive() and not self._stopped

@@ -95,8 +95,13 @@ def disk_update(backend, client, addr, path, version):
 
 
 def put_back_a(server, models):
+    """Serve A again, as the next version (versions only move forward)."""
     backend, addr = server
-    run(lambda c: disk_update(backend, c, addr, models[0], 0))
+
+    async def put_back(client):
+        await disk_update(backend, client, addr, models[0], await get_weight_version(client, addr) + 1)
+
+    run(put_back)
 
 
 def test_greedy_equals_hf_generate_token_by_token(server, hf):

@@ -1,8 +1,10 @@
 """Writing directories atomically, RNG state, and Hugging Face export on rank 0.
 
-Atomic directories: everything is written to ``<path>.tmp`` and renamed into place only when
-complete, so a process killed mid-write leaves either the previous directory or none, never a
-half-written one (a stale ``.tmp`` is removed by the next write).
+Atomic directories: everything is written to ``<path>.tmp``, fsync'd, and renamed into place
+only when complete, so a process killed mid-write leaves either the previous directory or none,
+never a half-written one (a stale ``.tmp`` is removed by the next write). :func:`write_atomically`
+also checks the free space first and, when the write fails, removes the ``.tmp`` and reports a
+full disk as such (path and size needed).
 """
 
 from __future__ import annotations
@@ -10,10 +12,11 @@ from __future__ import annotations
 import random
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
+from areal_core.plugin import disk_full_error, fsync_tree, require_free_space
 from areal_fsdp.config import FSDPEngineConfig
 
 
@@ -39,6 +42,26 @@ def publish(path: str | Path) -> None:
         path.rename(old)
     tmp.rename(path)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def write_atomically(path: str | Path, needed: int, what: str, write: Callable[[Path], None]) -> None:
+    """``write(tmp)`` into ``<path>.tmp``, then publish it as ``path``; all-or-nothing. One rank only.
+
+    Fails before writing when the file system lacks ``needed`` bytes; on any failure the ``.tmp``
+    is removed and the previous ``path`` (if any) stays."""
+    path = Path(path)
+    require_free_space(path, needed, what)
+    tmp = prepare_temp_dir(path)
+    try:
+        write(tmp)
+        fsync_tree(tmp)
+    except Exception as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        full = disk_full_error(exc, tmp, needed, what)
+        if full is not None:
+            raise full from None
+        raise
+    publish(path)
 
 
 def rng_state() -> dict:

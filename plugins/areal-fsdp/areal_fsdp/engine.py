@@ -53,6 +53,7 @@ from areal_fsdp.schedule import build_scheduler
 
 DCP_SUBDIR = "dcp"
 ENGINE_STATE_FILE = "engine_state.pt"
+EXPORT_EXTRA_BYTES = 1 << 20  # config, tokenizer and generation config beside the weights (an estimate)
 
 
 def create_engine(config: FSDPEngineConfig, run: RunContext | None = None) -> FSDPEngine:
@@ -243,10 +244,10 @@ class FSDPEngine:
         self._require_initialized()
         full = self._full_state_dict()
         if self.dist.rank == 0:
-            tmp = checkpoint.prepare_temp_dir(path)
             model = checkpoint.materialise(self.hf_config, full, self._cpu_buffers(), self.config)
-            checkpoint.write_hf_dir(model, tmp, self.model_path)
-            checkpoint.publish(path)
+            needed = sum(t.numel() * t.element_size() for t in model.state_dict().values()) + EXPORT_EXTRA_BYTES
+            checkpoint.write_atomically(path, needed, f"weight export {Path(path).name}",
+                                        lambda tmp: checkpoint.write_hf_dir(model, tmp, self.model_path))
         dist.barrier()
 
     def export_adapter(self, path: str) -> None:
