@@ -4,8 +4,8 @@ import pytest
 
 pytest.importorskip("torch")
 
-import areal_core.builtins  # noqa: E402
-from areal_core.testing.pair_loss import PairLossContract  # noqa: E402
+import areal_core.builtins
+from areal_core.testing.pair_loss import PairLossContract
 
 
 class TestDPO(PairLossContract):

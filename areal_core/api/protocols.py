@@ -289,10 +289,10 @@ class PairLoss(Protocol):
     input: str  # "logprob" or "score"
     needs_reference: bool
 
-    def __call__(self, x_c: "torch.Tensor", x_r: "torch.Tensor") -> "torch.Tensor":
+    def __call__(self, x_c: torch.Tensor, x_r: torch.Tensor) -> torch.Tensor:
         """Per-pair loss [P], differentiable in ``x_c`` and ``x_r``."""
 
-    def rewards(self, x_c: "torch.Tensor", x_r: "torch.Tensor") -> "tuple[torch.Tensor, torch.Tensor]":
+    def rewards(self, x_c: torch.Tensor, x_r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The (implicit) rewards [P] of chosen and rejected that metrics report (margin = difference)."""
 
 

@@ -51,8 +51,9 @@ import itertools
 import os
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from areal_core.api.protocols import InferenceBackend, WeightUpdater
 from areal_core.api.types import ModelRequest, ModelResponse, WeightVersion

@@ -112,7 +112,7 @@ class RewardRunner:
         self._coerced: set[str] = set()
 
     @classmethod
-    def from_config(cls, reward: Reward, rollout: RolloutConfig) -> "RewardRunner":
+    def from_config(cls, reward: Reward, rollout: RolloutConfig) -> RewardRunner:
         """Build with the ``rollout.reward_*`` settings of a run config."""
         return cls(reward, rollout.reward_timeout_s, max_threads=rollout.reward_max_threads,
                    failure_window=rollout.reward_failure_window, max_failure_share=rollout.reward_max_failure_share,

@@ -63,7 +63,7 @@ def pack(examples: list[tuple[list[int], list[int]]]):
     })
 
 
-def nll_loss(logprobs, entropy, batch):  # noqa: ARG001 - the LossFn signature
+def nll_loss(logprobs, entropy, batch):
     """Summed NLL of the masked tokens of one micro-batch (the engine divides by the global count)."""
     mask = batch["loss_mask"]
     return -(logprobs * mask).sum(), {"entropy": float((entropy.detach() * mask).sum() / mask.sum().clamp(min=1))}

@@ -31,7 +31,8 @@ def registry():
 
 
 def test_example_configs_validate_and_chain(registry):
-    load = lambda model, name: load_config(model, config_path=EXAMPLES / name, env_prefix=None, registry=registry)
+    def load(model, name):
+        return load_config(model, config_path=EXAMPLES / name, env_prefix=None, registry=registry)
     sft = load(SFTConfig, "quickstart_sft.yaml")
     dpo, rm = load(DPOConfig, "align_dpo.yaml"), load(RMConfig, "align_rm.yaml")
     rl_rm = load_config(config_path=EXAMPLES / "align_rl_rm.yaml", env_prefix=None, registry=registry)
@@ -47,7 +48,6 @@ def test_example_configs_validate_and_chain(registry):
 def test_the_example_pipelines_run_on_a_tiny_model(tmp_path, registry):
     from areal_arith.cli import prepare, write_pairs
     from areal_arith.evaluate import greedy_accuracy
-
     from areal_core.trainer.entry import run_training
     from areal_core.trainer.offline import run_offline
 
@@ -64,8 +64,9 @@ def test_the_example_pipelines_run_on_a_tiny_model(tmp_path, registry):
     sft = offline("sft", SFTConfig, "quickstart_sft.yaml", "sft", f"model_path={data / 'model'}",
                   f"train_dataset.path={data / 'sft.jsonl'}")
     write_pairs(data, "model", 0, model=sft)  # the SFT model's own mistakes (random init: all wrong)
-    pairs = lambda kind: [f"model_path={sft}", f"train_dataset.path={data / f'pairs_{kind}_train.jsonl'}",
-                          f"valid_dataset.path={data / f'pairs_{kind}_valid.jsonl'}"]
+    def pairs(kind):
+        return [f"model_path={sft}", f"train_dataset.path={data / f'pairs_{kind}_train.jsonl'}",
+                              f"valid_dataset.path={data / f'pairs_{kind}_valid.jsonl'}"]
     dpo = offline("dpo", DPOConfig, "align_dpo.yaml", "dpo", *pairs("model"))
     rm = offline("rm", RMConfig, "align_rm.yaml", "rm", *pairs("far"))
     for prefix in ("dpo", "rm"):  # trial names of the example configs

@@ -69,9 +69,9 @@ def train_tool_model(path: Path, steps: int = 300, seed: int = 0) -> Path:
 
 def _train(path: Path, steps: int, seed: int) -> Path:
     import torch
-    from areal_agent.chat import ChatModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from areal_agent.chat import ChatModel
     from areal_core.testing.tiny import make_tiny_model
 
     make_tiny_model(path, size="0.2m", seed=seed)
@@ -117,10 +117,9 @@ def tool_model(request, tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def engine(tool_model, tmp_path_factory):
     """A RolloutClient in front of one embedded server serving ``tool_model``."""
-    from areal_embedded.backend import EmbeddedBackend, EmbeddedConfig
-
     from areal_core.rollout.client import RolloutClient
     from areal_core.testing.inference_backend import free_port, launched_server
+    from areal_embedded.backend import EmbeddedBackend, EmbeddedConfig
 
     backend = EmbeddedBackend(EmbeddedConfig(name="embedded", threads=1, max_batch=8, seed=0))
     port = free_port()

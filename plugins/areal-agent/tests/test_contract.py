@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import areal_agent.plugin
-
 from areal_core.testing.workflow import WorkflowContract
 
 SAMPLES = [{"id": "a", "prompt": "What is 2+2?"}, {"id": "b", "prompt": "Name a colour."}]

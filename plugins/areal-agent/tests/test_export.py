@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import pytest
+
 from areal_agent.chat import ChatModel
 from areal_agent.export import discounted_returns, export_calls
 from areal_agent.session import CallRecord, Session
 from areal_agent.toolcalls import parse_tool_calls
-from conftest import ADD_TOOL, TOOL_CALL
-
 from areal_core.testing.tiny import make_tokenizer
+from conftest import ADD_TOOL, TOOL_CALL
 
 CALL = {"id": "call_1", "type": "function", "function": {"name": "add", "arguments": {"a": 2, "b": 3}}}
 

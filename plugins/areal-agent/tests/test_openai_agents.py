@@ -13,14 +13,14 @@ from agents import (
     set_default_openai_client,
     set_tracing_disabled,
 )
+from openai import AsyncOpenAI
+
 from areal_agent.chat import ChatModel
 from areal_agent.export import export_calls
 from areal_agent.proxy import AgentProxy
 from areal_agent.session import SessionStore
-from conftest import FINAL
-from openai import AsyncOpenAI
-
 from areal_core.api.types import SamplingParams
+from conftest import FINAL
 
 
 def test_agents_sdk_runs_a_tool_through_the_proxy(engine, tokenizer):

@@ -8,13 +8,13 @@ import json
 import httpx
 import openai
 import pytest
+from openai import AsyncOpenAI
+
 from areal_agent.chat import ChatModel
 from areal_agent.proxy import AgentProxy
 from areal_agent.session import SessionStore
-from conftest import ADD_TOOL, FINAL
-from openai import AsyncOpenAI
-
 from areal_core.api.types import SamplingParams
+from conftest import ADD_TOOL, FINAL
 
 GREEDY = SamplingParams(max_new_tokens=64, temperature=0.0)
 

@@ -9,6 +9,7 @@ import sys
 import time
 
 import pytest
+
 from areal_agent.sandbox import PythonSandbox, net_namespace_available
 
 

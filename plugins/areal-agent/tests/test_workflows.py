@@ -8,14 +8,14 @@ import os
 import sys
 from pathlib import Path
 
-import areal_agent.plugin
 import pytest
+
+import areal_agent.plugin
 from areal_agent.sandbox import PythonSandbox
 from areal_agent.tools import calculate, call_tool
-from conftest import FINAL
-
 from areal_core.registry import build_registry
 from areal_core.rollout.reward_runner import RewardRunner
+from conftest import FINAL
 
 TESTS = str(Path(__file__).resolve().parent)
 

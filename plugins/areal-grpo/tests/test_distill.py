@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from areal_grpo.distill import DistillAlgorithm, DistillConfig
 
 from areal_core.data.batch import SequenceBatch
 from areal_core.errors import ArealError
 from areal_core.registry import build_registry
+from areal_grpo.distill import DistillAlgorithm, DistillConfig
 
 
 def micro_batch():

@@ -48,7 +48,7 @@ def _hint(endpoint: str, status_code: int) -> str:
     return ""
 
 
-async def request(client: "httpx.AsyncClient", addr: str, method: str, endpoint: str, *,
+async def request(client: httpx.AsyncClient, addr: str, method: str, endpoint: str, *,
                   body: dict[str, Any] | None = None, params: dict[str, Any] | None = None,
                   timeout: float | None = None) -> Any:
     """One call; the decoded JSON body (None when empty). Non-200 raises :class:`ServerRequestError`."""
