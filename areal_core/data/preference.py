@@ -95,7 +95,8 @@ def encode_pair(row: dict[str, Any], tokenizer, fields: PreferenceFields, where:
                          f"{type(prompt).__name__}")
     if isinstance(prompt, list):
         _check_messages(prompt, f"{where}: field {fields.prompt!r}")
-    return tuple(_encode_answer(row, name, prompt, tokenizer, fields, where) for name in (fields.chosen, fields.rejected))
+    chosen = _encode_answer(row, fields.chosen, prompt, tokenizer, fields, where)
+    return chosen, _encode_answer(row, fields.rejected, prompt, tokenizer, fields, where)
 
 
 def _encode_answer(row, name, prompt, tokenizer, fields, where) -> Encoded:

@@ -285,9 +285,10 @@ class RolloutClient:
                 raise
             await self._lose({a: f"{what} failed ({exc}) and /health does not answer" for a in lost}, what)
             sent = await self._wrap_server_errors(what, self._deadline(
-                updater.push(self.http, list(self.addrs), weights, version), self.weight_update_timeout_s, what))
+                updater.push(self.http, list(self.addrs), os.fspath(weights), version), self.weight_update_timeout_s,
+                what))
         if isinstance(weights, (str, os.PathLike)):
-            self._last_push = (updater, weights, version)
+            self._last_push = (updater, os.fspath(weights), version)
         self._stats["sync_s"] = time.monotonic() - start
         self._stats["sync_bytes"] = int(sent or 0)
         return int(sent or 0)
@@ -372,6 +373,7 @@ class RolloutClient:
     async def _restart(self, addr: str) -> None:
         """Start ``addr`` again, bring it to the last pushed weights and version, pause it if the
         others are paused."""
+        assert self.restart_server is not None  # _lose restarts only when the scheduler gave one
         await asyncio.to_thread(self.restart_server, addr)
         if self._last_push is not None:
             updater, weights, version = self._last_push

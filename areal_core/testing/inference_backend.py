@@ -101,7 +101,7 @@ def make_lora_adapter(base: str | Path, path: str | Path, seed: int = 0, rank: i
         for name, param in peft_model.named_parameters():
             if "lora_B" in name:
                 param.normal_(0.0, std, generator=generator)
-    peft_model.save_pretrained(path)
+    peft_model.save_pretrained(str(path))
     return Path(path)
 
 
@@ -113,7 +113,7 @@ class Reference:
         import torch
         from transformers import AutoModelForCausalLM
 
-        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+        model: Any = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
         if adapter is not None:
             from peft import PeftModel
 

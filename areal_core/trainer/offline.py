@@ -88,8 +88,10 @@ class OfflineTrainer:
         self.registry = registry
         self.rank, self.world_size = rank, world_size
         self.is_main = rank == 0
-        self.actor = None
-        self.metrics = None
+        # built by setup(), used after it
+        self.actor: Any = None  # a TrainEngine
+        self.metrics: Any = None  # a MetricsLogger (rank 0)
+        self.valid_examples: list[Any] | None = None
         self.step = 0
 
     # ------------------------------------------------------------------ setup
@@ -147,12 +149,8 @@ class OfflineTrainer:
     def batch_indices(self, step: int) -> tuple[list[int], int]:
         """(row indices of step ``step``, epoch of its first row)."""
         n, size = len(self.examples), self.run.trainer.batch_size
-        out, epoch = [], None
-        for position in range(step * size, (step + 1) * size):
-            e = position // n
-            epoch = e if epoch is None else epoch
-            out.append(self._order(e)[position % n])
-        return out, epoch
+        out = [self._order(position // n)[position % n] for position in range(step * size, (step + 1) * size)]
+        return out, step * size // n
 
     def _order(self, epoch: int) -> list[int]:
         if getattr(self, "_order_epoch", None) != epoch:
@@ -193,6 +191,7 @@ class OfflineTrainer:
         return out
 
     def _evaluate(self) -> dict[str, float]:
+        assert self.valid_examples is not None  # called only with a valid_dataset
         result = self.objective.evaluate(self.actor, self.valid_examples, self.run.trainer.batch_size)
         return {f"{self.objective.prefix}/eval_{k}": v for k, v in result.items()}
 

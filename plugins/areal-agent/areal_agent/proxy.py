@@ -24,6 +24,7 @@ import dataclasses
 import secrets
 import socket
 import time
+from typing import Any, cast
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -37,7 +38,7 @@ from areal_agent.api_chat import (
 )
 from areal_agent.api_responses import ResponsesRequest, response_events, response_json
 from areal_agent.chat import ChatModel
-from areal_agent.export import export_calls
+from areal_agent.export import ExportMode, export_calls
 from areal_agent.session import Session, SessionStore
 from areal_core.plugin import ArealError, InferenceEngine, SamplingParams
 from areal_core.rollout.client import InferenceUnavailableError
@@ -94,7 +95,7 @@ class AgentProxy:
         self.model_name = model_name
         self.max_body_bytes = max_body_bytes
         self.engine: InferenceEngine | None = None
-        self._server = None
+        self._server: Any = None  # uvicorn.Server once started
         self._task: asyncio.Task | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sock: socket.socket | None = None
@@ -141,6 +142,13 @@ class AgentProxy:
             self._sock = None
 
     # ------------------------------------------------------------------ the app
+    def _engine_for(self, session) -> InferenceEngine:
+        """The session's own engine, else the proxy's; an error when neither is set."""
+        engine = session.engine or self.engine
+        if engine is None:
+            raise ArealError("agent proxy: no inference engine is attached (start it with an engine)")
+        return engine
+
     def app(self):
         app = FastAPI(title="areal agent proxy", docs_url=None, redoc_url=None, openapi_url=None)
 
@@ -191,7 +199,7 @@ class AgentProxy:
         @app.post("/v1/chat/completions")
         async def chat_completions(body: ChatCompletionRequest, request: Request):
             session = session_of(request)
-            records = await self.chat.complete(session.engine or self.engine, session, body.to_chat(self.defaults))
+            records = await self.chat.complete(self._engine_for(session), session, body.to_chat(self.defaults))
             model = body.model or self.model_name
             if body.stream:
                 include_usage = bool((body.stream_options or {}).get("include_usage"))
@@ -201,7 +209,7 @@ class AgentProxy:
         @app.post("/v1/responses")
         async def responses(body: ResponsesRequest, request: Request):
             session = session_of(request)
-            (record,) = await self.chat.complete(session.engine or self.engine, session, body.to_chat(self.defaults))
+            (record,) = await self.chat.complete(self._engine_for(session), session, body.to_chat(self.defaults))
             model = body.model or self.model_name
             if body.stream:
                 return StreamingResponse(response_events(record, model), media_type="text/event-stream")
@@ -232,7 +240,7 @@ class AgentProxy:
             if mode not in ("individual", "concat"):
                 raise ArealError(f"mode: {mode!r} is not one of ['individual', 'concat']")
             s = self.store.close(self.store.by_id(session_id))
-            return {"session_id": s.id, "trajectories": [dataclasses.asdict(t) for t in export_calls(s.calls, mode, gamma)]}
+            return {"session_id": s.id, "trajectories": [dataclasses.asdict(t) for t in export_calls(s.calls, cast(ExportMode, mode), gamma)]}
 
         return BodyLimit(app, self.max_body_bytes)
 

@@ -262,7 +262,8 @@ class FSDPEngine:
         if self.dist.rank == 0:
             tmp = checkpoint.prepare_temp_dir(path)
             unmerged = self.config.model_copy(update={"lora": self.config.lora.model_copy(update={"export": "adapter"})})
-            checkpoint.materialise(self.hf_config, full, self._cpu_buffers(), unmerged).save_pretrained(tmp)
+            model: Any = checkpoint.materialise(self.hf_config, full, self._cpu_buffers(), unmerged)  # a PeftModel
+            model.save_pretrained(tmp)
             checkpoint.publish(path)
         dist.barrier()
 

@@ -109,9 +109,9 @@ class AgentWorkflow:
         self.counts["agent_errors"] += sum(e is not None for e in errors)
         self.counts["sessions_expired"] = self.proxy.store.n_expired
         failed = [e for e in errors if e is not None]
-        for err in failed:
-            self.recent_errors.append(err)
-            log.warning("agent run failed", error=err, sample=sample_id_of(sample))
+        for message in failed:
+            self.recent_errors.append(message)
+            log.warning("agent run failed", error=message, sample=sample_id_of(sample))
         if failed and self.config.on_agent_error == "fail_group":
             raise AgentFailedError(f"agent: {len(failed)} of {len(sessions)} runs failed; first: {failed[0]}")
         infos = []
@@ -145,7 +145,7 @@ class AgentWorkflow:
     async def _call_agent(self, session: Session, sample: dict[str, Any]) -> Any:
         if self.fn is not None:
             return await self.fn(sample, self.proxy.base_url, session.api_key)
-        argv = self.config.command or [sys.executable, "-m", "areal_agent.agent_process", self.config.agent]
+        argv = self.config.command or [sys.executable, "-m", "areal_agent.agent_process", str(self.config.agent)]
         env = dict(os.environ, OPENAI_BASE_URL=self.proxy.base_url, OPENAI_API_KEY=session.api_key,
                    AREAL_SAMPLE=json.dumps(sample))
         proc = await asyncio.create_subprocess_exec(*argv, env=env, stdin=asyncio.subprocess.PIPE,

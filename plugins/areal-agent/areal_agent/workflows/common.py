@@ -96,7 +96,7 @@ class ConversationWorkflow:
         if reward is None:
             raise ArealError(f"workflow {self.name} needs a reward (the run config's reward: section)")
         self.config = config
-        self.reward = as_runner(reward)
+        self.reward: RewardRunner = reward if isinstance(reward, RewardRunner) else RewardRunner(reward)
         self.chat = chat_model(config, tokenizer)
         self.sampling = sampling_of(config)
 

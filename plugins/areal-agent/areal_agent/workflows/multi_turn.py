@@ -34,6 +34,7 @@ class MultiTurnConfig(ChatWorkflowConfig):
 
 class MultiTurnWorkflow(ConversationWorkflow):
     name = "multi_turn"
+    config: MultiTurnConfig
 
     async def converse(self, engine, session: Session, task: str, messages: list[dict], sample) -> dict:
         for turn in range(1, self.config.max_turns + 1):

@@ -46,6 +46,7 @@ class ToolUseConfig(ChatWorkflowConfig):
 
 class ToolUseWorkflow(ConversationWorkflow):
     name = "tool_use"
+    config: ToolUseConfig
 
     def __init__(self, config: ToolUseConfig, reward, tokenizer):
         super().__init__(config, reward, tokenizer)
