@@ -8,7 +8,11 @@ from types import SimpleNamespace
 import pytest
 
 from areal_core.config.allocation import apply_allocation, bind, parse_allocation
-from areal_core.config.base import ComponentConfig, InferenceConfigBase, SchedulerConfigBase
+from areal_core.config.base import (
+    ComponentConfig,
+    InferenceConfigBase,
+    SchedulerConfigBase,
+)
 from areal_core.config.loader import ResolvedConfig
 from areal_core.errors import ArealError
 
