@@ -92,7 +92,8 @@ class Allocation:
         for c in self.components:
             if c.role == role:
                 return c
-        raise ArealError(f"scheduler.allocation {self.text!r} has no {role} component")
+        raise ArealError(f"scheduler.allocation {self.text!r} has no {role} component (mark roles as in "
+                         f"'inference=vllm:d2+actor=fsdp:d4'; `areal train` does that from the run's sections)")
 
     @property
     def n_servers(self) -> int:
