@@ -13,7 +13,7 @@ Factory call signature, one per kind (``config`` is an instance of the record's 
 =================== =============================================================
 kind                factory call
 =================== =============================================================
-train_engine        ``factory(config, run: areal_core.trainer.rl.RunContext) -> TrainEngine``
+train_engine        ``factory(config, run: areal_core.api.RunContext) -> TrainEngine``
 inference_backend   ``factory(config) -> InferenceBackend``
 algorithm           ``factory(config) -> Algorithm``
 reward              ``factory(config) -> Reward``

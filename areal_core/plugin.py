@@ -12,12 +12,14 @@ may change::
 Contents: the hook marker and record (``hookimpl``, ``Component``), config bases
 (``ComponentConfig`` and the kind bases whose fields core reads), the error type users see
 (``ArealError``), every Protocol of :mod:`areal_core.api` (component kinds and optional
-capabilities) and the data types that cross them. Test helpers live in
+capabilities) and the data types that cross them, and ``tensors_checksum`` (what a backend's
+``weights_checksum`` must equal). Test helpers live in
 :mod:`areal_core.testing` (contract suites, tiny models).
 """
 
 from areal_core.api import *  # noqa: F403 - re-exported by design: this module is the surface
 from areal_core.api import __all__ as _api_all
+from areal_core.checksum import tensors_checksum
 from areal_core.config.base import (
     ComponentConfig,
     InferenceConfigBase,
@@ -31,7 +33,7 @@ from areal_core.registry import Component
 
 __all__ = [
     "ArealError", "Component", "ComponentConfig", "InferenceConfigBase", "SchedulerConfigBase", "StrictModel",
-    "WorkflowConfigBase", "hookimpl", "SequenceBatch", *_api_all,
+    "WorkflowConfigBase", "hookimpl", "SequenceBatch", "tensors_checksum", *_api_all,
 ]
 
 

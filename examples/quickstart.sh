@@ -22,10 +22,10 @@ if [ -z "${VIRTUAL_ENV:-}" ]; then
   source .venv/bin/activate
 fi
 if [ -z "${QUICKSTART_SKIP_INSTALL:-}" ]; then
-  echo "== installing areal-core, areal-fsdp, areal-grpo, areal-embedded, areal-arith (CPU torch)"
+  echo "== installing areal-core, areal-fsdp, areal-grpo, areal-sglang + areal-embedded, areal-arith (CPU torch)"
   # constraints.txt pins torch==2.13.0, the CPU wheel: any other torch pulls GBs of CUDA packages
   pip install -q -c constraints.txt -e ".[plot]" -e plugins/areal-fsdp -e plugins/areal-grpo \
-    -e plugins/areal-embedded -e contrib/areal-arith
+    -e plugins/areal-sglang -e plugins/areal-embedded -e contrib/areal-arith
 fi
 INSTALLED=$(date +%s)
 

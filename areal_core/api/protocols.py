@@ -258,3 +258,21 @@ class Scheduler(Protocol):
     def __enter__(self) -> "Scheduler": ...
 
     def __exit__(self, *exc: object) -> None: ...
+
+
+def protocol_members(protocol: type) -> list[str]:
+    """The attribute and method names a ``typing.Protocol`` class requires (``__call__`` included;
+    ``__enter__``/``__exit__`` when it declares them)."""
+    names: list[str] = []
+    for klass in protocol.__mro__:
+        if klass is object or not getattr(klass, "_is_protocol", False) or klass.__name__ in ("Protocol", "Generic"):
+            continue
+        names += list(getattr(klass, "__annotations__", {}))
+        names += [n for n, v in vars(klass).items()
+                  if callable(v) and (not n.startswith("_") or n in ("__call__", "__enter__", "__exit__"))]
+    return sorted(set(names))
+
+
+def missing_members(obj: object, protocol: type) -> list[str]:
+    """What ``obj`` lacks of ``protocol`` (empty when it has every member)."""
+    return [m for m in protocol_members(protocol) if not hasattr(obj, m)]

@@ -48,7 +48,9 @@ class RolloutConfig(StrictModel):
 class WeightSyncConfig(StrictModel):
     """How new weights reach the inference servers after every step."""
 
-    type: Literal["disk", "distributed"] = Field("disk", description="disk: safetensors dir; distributed: process-group broadcast")
+    type: Literal["disk", "distributed", "adapter"] = Field(
+        "disk", description="disk: safetensors dir; distributed: process-group broadcast; adapter: only the LoRA "
+                            "adapter (needs a LoRA actor and a backend with an adapter path)")
     bucket_mb: int = Field(1024, ge=1, description="broadcast bucket size (distributed)")
 
 
@@ -70,6 +72,8 @@ class TrainerConfig(StrictModel):
     checkpoint_every: int = Field(1, ge=0, description="write a recovery checkpoint every K steps (0: never)")
     eval_temperature: float = Field(0.0, ge=0, description="sampling temperature of evaluation episodes (0: greedy)")
     eval_n_samples: int = Field(1, ge=1, description="completions per held-out prompt in evaluation")
+    log_rollouts_per_step: int = Field(4, ge=0, description="sampled trajectories per step written to "
+                                       "RUN_DIR/rollouts.jsonl (prompt, completion, reward, versions); 0: none")
     verify_weight_sync: bool = Field(
         False, description="after every weight sync, compare a checksum of the trainer's weights with each server's "
                            "(needs a backend with weights_checksum, e.g. embedded)")

@@ -1,9 +1,10 @@
 """The ``local`` scheduler: every process of a run as a subprocess on this machine.
 
-    scheduler = LocalScheduler(LocalSchedulerConfig(name="local"), log_dir=run_dir / "logs")
+    scheduler = LocalScheduler(LocalSchedulerConfig(name="local"))
+    scheduler.prepare(run_dir)                                                # logs: run_dir/logs
     with scheduler:
         addrs = scheduler.start_inference_servers(backend, model_path, n=2)   # waits for /health
-        procs = scheduler.launch("trainer", argv, env, count=2)              # trainer ranks
+        procs = scheduler.launch_trainers(argv, ranks=2, env={})              # trainer ranks
         scheduler.wait(procs)
 
 Each process writes stdout+stderr to ``<log_dir>/<name>-<i>.log``. No orphans:
@@ -30,11 +31,11 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from pydantic import Field
 
-from areal_core.config.base import ComponentConfig
+from areal_core.api.protocols import InferenceBackend
+from areal_core.config.base import SchedulerConfigBase
 from areal_core.errors import ArealError
 from areal_core.logging import get_logger
 
@@ -42,13 +43,11 @@ log = get_logger(__name__)
 LOG_TAIL_CHARS = 3000
 
 
-class LocalSchedulerConfig(ComponentConfig):
+class LocalSchedulerConfig(SchedulerConfigBase):
     """Options of the ``local`` scheduler (``scheduler:`` section of the run config)."""
 
     name: str = Field("local", description="registered name of the scheduler")
-    host: str = Field("127.0.0.1", description="address the inference servers listen on")
-    trainer_ranks: int = Field(1, ge=1, description="trainer processes (data-parallel ranks); 1 runs the trainer "
-                                                    "inside the driver process, more start one subprocess each")
+    host: str = Field("127.0.0.1", description="address the inference servers and the trainer listen on")
     server_start_timeout_s: float = Field(300.0, gt=0, description="wait at most this long for a server's /health")
     stop_timeout_s: float = Field(10.0, gt=0, description="after SIGTERM, wait this long before SIGKILL")
     server_visible_devices: list[str] = Field(
@@ -105,6 +104,22 @@ class LocalScheduler:
         atexit.register(self.stop_all)
 
     # ------------------------------------------------------------------ Scheduler protocol
+    def prepare(self, run_dir: Path) -> None:
+        """Process logs go to ``run_dir/logs``; one machine has nothing else to check."""
+        self.log_dir = Path(run_dir) / "logs"
+
+    def host_addr(self) -> str:
+        return self.config.host
+
+    def launch_trainers(self, argv: list[str], ranks: int, env: dict[str, str]) -> list[LocalProcess]:
+        """``ranks`` trainer processes on this machine, rank 0 hosting the group's store."""
+        common = {**env, "WORLD_SIZE": str(ranks), "LOCAL_WORLD_SIZE": str(ranks), "MASTER_ADDR": self.config.host,
+                  "MASTER_PORT": str(free_port(self.config.host)), "AREAL_HOST_ADDR": self.config.host}
+        if self.config.trainer_visible_devices is not None:
+            common["CUDA_VISIBLE_DEVICES"] = self.config.trainer_visible_devices
+        return self.launch("trainer", argv, common, count=ranks,
+                           envs=[{"RANK": str(r), "LOCAL_RANK": str(r)} for r in range(ranks)])
+
     def launch(self, name: str, argv: list[str], env: dict[str, str] | None = None, count: int = 1,
                envs: list[dict[str, str]] | None = None) -> list[LocalProcess]:
         """Start ``count`` copies of ``argv``; ``env`` is added to this process's environment
@@ -141,16 +156,18 @@ class LocalScheduler:
                 p.popen.wait()
         self.processes = [p for p in self.processes if p.alive()]
 
-    # ------------------------------------------------------------------ helpers for the trainer
-    def start_inference_servers(self, backend: Any, model_path: str, n: int) -> list[str]:
+    def start_inference_servers(self, backend: InferenceBackend, model_path: str, n: int,
+                                env: dict[str, str] | None = None) -> list[str]:
         """Start ``n`` servers of ``backend`` on free ports; return their ``host:port`` once healthy."""
         host = self.config.host
         ports = [free_port(host) for _ in range(n)]
         devices = self.config.server_visible_devices
         procs = []
         for i, port in enumerate(ports):
-            env = {"CUDA_VISIBLE_DEVICES": devices[i % len(devices)]} if devices else {}
-            procs += self.launch(f"server{i}", backend.server_command(model_path, host, port), env)
+            server_env = dict(env or {})
+            if devices:
+                server_env["CUDA_VISIBLE_DEVICES"] = devices[i % len(devices)]
+            procs += self.launch(f"server{i}", backend.server_command(model_path, host, port), server_env)
         addrs = [f"{host}:{port}" for port in ports]
         asyncio.run(self._wait_healthy(backend, list(zip(addrs, procs))))
         log.info("inference servers ready", addrs=addrs)
@@ -176,7 +193,7 @@ class LocalScheduler:
                 return
             time.sleep(poll_s)
 
-    async def _wait_healthy(self, backend: Any, servers: list[tuple[str, LocalProcess]]) -> None:
+    async def _wait_healthy(self, backend: InferenceBackend, servers: list[tuple[str, LocalProcess]]) -> None:
         import httpx
 
         deadline = time.monotonic() + self.config.server_start_timeout_s

@@ -20,8 +20,13 @@ every request carrying a ``rid`` seen before (the turns of one trajectory), go t
 is marked dead for ``dead_cooldown_s`` and the round is retried on the next server; when every
 server failed the round, :class:`InferenceUnavailableError` names each address and its error.
 
-**Controller-side operations** (:meth:`pause`, :meth:`resume`, :meth:`update_weights`) act on every
+**Controller-side operations** (:meth:`pause`, :meth:`resume`, :meth:`push_weights`) act on every
 server at once and record their wall time (``pause_s``, ``sync_s``, ``resume_s`` in :meth:`stats`).
+New weights travel through the backend's :class:`~areal_core.api.WeightUpdater`; the client only
+lends it its connections and server list.
+
+**Version.** The client reads the run's :class:`~areal_core.api.WeightVersion` (owned by the
+trainer) and tags a round's tokens with it when the server reports no version of its own.
 Use a client from one event loop at a time: its httpx client and pause event belong to the loop
 that used it last (they are recreated when a new loop takes the client over).
 """
@@ -35,8 +40,8 @@ from collections import OrderedDict
 from dataclasses import replace
 from typing import Any
 
-from areal_core.api.protocols import InferenceBackend
-from areal_core.api.types import ModelRequest, ModelResponse, WeightUpdateMeta
+from areal_core.api.protocols import InferenceBackend, WeightUpdater
+from areal_core.api.types import ModelRequest, ModelResponse, WeightVersion
 from areal_core.errors import ArealError
 from areal_core.logging import get_logger
 
@@ -53,14 +58,14 @@ class InferenceUnavailableError(ArealError):
 class RolloutClient:
     """``InferenceEngine`` over several servers, riding through pauses and weight updates.
 
-    ``addrs``: ``"host:port"`` of each server. ``version``: the weight version the servers start
-    with. ``pause_poll_s``: back-off before re-submitting an aborted round when this client did not
+    ``addrs``: ``"host:port"`` of each server. ``weight_version``: the run's version (read only; a
+    fresh one at 0 when not given). ``pause_poll_s``: back-off before re-submitting an aborted round when this client did not
     pause the servers itself (someone else paused them).
     """
 
     def __init__(self, backend: InferenceBackend, addrs: list[str], *, request_timeout_s: float = 600.0,
-                 dead_cooldown_s: float = 10.0, pause_poll_s: float = 0.05, version: int = 0,
-                 max_sticky_rids: int = 100_000):
+                 dead_cooldown_s: float = 10.0, pause_poll_s: float = 0.05,
+                 weight_version: WeightVersion | None = None, max_sticky_rids: int = 100_000):
         if not addrs:
             raise ArealError("RolloutClient needs at least one inference server address (got none)")
         if len(set(addrs)) != len(addrs):
@@ -72,7 +77,7 @@ class RolloutClient:
         self.request_timeout_s = float(request_timeout_s)
         self.dead_cooldown_s = float(dead_cooldown_s)
         self.pause_poll_s = float(pause_poll_s)
-        self._version = int(version)
+        self.weight_version = weight_version if weight_version is not None else WeightVersion()
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop _http and _resumed belong to
         self._http = None  # httpx.AsyncClient
         self._resumed: asyncio.Event | None = None
@@ -82,16 +87,17 @@ class RolloutClient:
         self._max_sticky = max_sticky_rids
         self._dead_until: dict[str, float] = {}
         self._stats = {"requests": 0, "rounds": 0, "interruptions": 0, "failovers": 0, "output_tokens": 0,
-                       "pause_s": 0.0, "resume_s": 0.0, "sync_s": 0.0}
+                       "pause_s": 0.0, "resume_s": 0.0, "sync_s": 0.0, "sync_bytes": 0}
 
     @classmethod
-    def from_config(cls, backend: InferenceBackend, addrs: list[str], rollout, version: int = 0) -> "RolloutClient":
+    def from_config(cls, backend: InferenceBackend, addrs: list[str], rollout,
+                    weight_version: WeightVersion | None = None) -> "RolloutClient":
         """Build from a :class:`areal_core.config.schema.RolloutConfig`."""
-        return cls(backend, addrs, request_timeout_s=rollout.request_timeout_s, version=version)
+        return cls(backend, addrs, request_timeout_s=rollout.request_timeout_s, weight_version=weight_version)
 
     # ----------------------------------------------------------------- InferenceEngine
     def get_version(self) -> int:
-        return self._version
+        return self.weight_version.value
 
     async def agenerate(self, req: ModelRequest) -> ModelResponse:
         """Generate one completion; re-submits after every interruption until it stops or hits
@@ -111,7 +117,7 @@ class RolloutClient:
             round_req = ModelRequest(input_ids=list(req.input_ids) + out_ids,
                                      sampling=replace(req.sampling, max_new_tokens=remaining),
                                      rid=req.rid, metadata=req.metadata)
-            version = self._version
+            version = self.weight_version.value
             resp, addr = await self._generate_round(round_req, addr)
             n = len(resp.output_ids)
             if n > remaining:
@@ -224,18 +230,32 @@ class RolloutClient:
         self._resume_event().set()
         self._stats["resume_s"] = time.monotonic() - start
 
-    async def update_weights(self, meta: WeightUpdateMeta) -> None:
-        """Load new weights on every server at once; on success every server and this client are at
-        ``meta.version``. Call between :meth:`pause` and :meth:`resume`."""
-        start = time.monotonic()
-        await self._on_all(f"update_weights ({meta.type}, version {meta.version})",
-                           lambda a: self.backend.update_weights(self.http, a, meta))
-        self._version = int(meta.version)
-        self._stats["sync_s"] = time.monotonic() - start
+    async def connect_updater(self, updater: WeightUpdater) -> None:
+        """Let ``updater`` prepare its path to every server (once per run)."""
+        await self._wrap_server_errors("connecting the weight updater", updater.connect(self.http, self.addrs))
 
-    def set_version(self, version: int) -> None:
-        """Record the servers' weight version when they were updated by another client."""
-        self._version = int(version)
+    async def push_weights(self, updater: WeightUpdater, weights: Any, version: int) -> int:
+        """Make every server serve ``weights`` as ``version`` through ``updater`` (between
+        :meth:`pause` and :meth:`resume`). Returns the bytes sent."""
+        start = time.monotonic()
+        sent = await self._wrap_server_errors(f"weight update to version {version}",
+                                              updater.push(self.http, self.addrs, weights, version))
+        self._stats["sync_s"] = time.monotonic() - start
+        self._stats["sync_bytes"] = int(sent or 0)
+        return int(sent or 0)
+
+    async def close_updater(self, updater: WeightUpdater) -> None:
+        await updater.close(self.http)
+
+    async def _wrap_server_errors(self, what: str, call) -> Any:
+        """An updater that cannot reach a server raises InferenceUnavailableError naming the step."""
+        import httpx
+
+        try:
+            return await call
+        except httpx.TransportError as exc:
+            raise InferenceUnavailableError(f"{what} failed: an inference server is unreachable "
+                                            f"({type(exc).__name__}: {exc}; servers {', '.join(self.addrs)})") from None
 
     async def _on_all(self, what: str, call) -> None:
         results = await asyncio.gather(*(call(a) for a in self.addrs), return_exceptions=True)
@@ -276,9 +296,10 @@ class RolloutClient:
         return self._http
 
     def stats(self) -> dict[str, float]:
-        """Counters (requests, rounds, interruptions, failovers, output_tokens) and the wall time of
-        the last pause / resume / weight update (``pause_s``, ``resume_s``, ``sync_s``)."""
-        return dict(self._stats, version=self._version)
+        """Counters (requests, rounds, interruptions, failovers, output_tokens), the wall time of the
+        last pause / resume / weight update (``pause_s``, ``resume_s``, ``sync_s``) and the bytes
+        of the last weight update (``sync_bytes``)."""
+        return dict(self._stats, version=self.weight_version.value)
 
     async def aclose(self) -> None:
         if self._http is not None and self._loop is asyncio.get_running_loop():

@@ -42,8 +42,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Protocol
 
-from areal_core.api.protocols import InferenceEngine, Workflow
-from areal_core.api.types import Trajectory, WeightUpdateMeta
+from areal_core.api.protocols import Algorithm, InferenceEngine, SupportsAclose, SupportsStats, WeightUpdater, Workflow
+from areal_core.api.types import Trajectory, WeightVersion
 from areal_core.errors import ArealError
 from areal_core.logging import get_logger
 from areal_core.rollout.client import InferenceUnavailableError
@@ -56,13 +56,19 @@ KeepGroup = Callable[[list[Trajectory]], bool]
 
 
 class ControllableEngine(InferenceEngine, Protocol):
-    """An InferenceEngine the controller can pause and update (the :class:`RolloutClient`)."""
+    """An InferenceEngine the controller can pause and push weights through (the :class:`RolloutClient`)."""
+
+    weight_version: WeightVersion
 
     async def pause(self) -> None: ...
 
     async def resume(self) -> None: ...
 
-    async def update_weights(self, meta: WeightUpdateMeta) -> None: ...
+    async def connect_updater(self, updater: WeightUpdater) -> None: ...
+
+    async def push_weights(self, updater: WeightUpdater, weights: Any, version: int) -> int: ...
+
+    async def close_updater(self, updater: WeightUpdater) -> None: ...
 
 
 @dataclass
@@ -106,20 +112,18 @@ class RolloutController:
     ``engine``: the inference client workflows generate with (pause/resume/update_weights are
     forwarded to it). ``config``: a :class:`~areal_core.config.schema.RolloutConfig`.
     ``keep_group``: the dynamic filter, an :class:`~areal_core.api.Algorithm` (its ``keep_group``)
-    or a callable ``group -> bool``. ``version``: the weight version the run starts at (``accepted``
-    starts at version·B, as after a recovery). ``max_consecutive_failures``: failed episodes in a row
+    or a callable ``group -> bool``. The weight version is the engine's ``weight_version`` (owned
+    by the trainer; ``accepted`` starts at its value·B, as after a recovery). ``max_consecutive_failures``: failed episodes in a row
     (no success between) that stop the run; default ``max(16, 2·B)``.
     """
 
-    def __init__(self, engine: ControllableEngine, config, *, keep_group: Any = None, version: int = 0,
+    def __init__(self, engine: ControllableEngine, config, *, keep_group: Any = None,
                  max_consecutive_failures: int | None = None):
         self.engine = engine
         self.config = config
-        self.staleness = StalenessManager.from_config(config)
-        self.staleness.recover(version)
-        self._keep: KeepGroup | None = getattr(keep_group, "keep_group", keep_group)
-        if self._keep is not None and not callable(self._keep):
-            raise ArealError(f"keep_group must be an Algorithm or a callable (got {type(keep_group).__name__})")
+        self.staleness = StalenessManager.from_config(config, engine.weight_version)
+        self.staleness.recover(engine.weight_version.value)
+        self._keep = _keep_group_callable(keep_group)
         self.max_consecutive_failures = max_consecutive_failures or max(16, 2 * config.batch_size)
         self._pending: collections.deque[_Episode] = collections.deque()
         self._running: dict[int, _Episode] = {}
@@ -176,18 +180,18 @@ class RolloutController:
         """Resume the servers and admission."""
         self._call(self._resume())
 
-    def update_weights(self, meta: WeightUpdateMeta, wait: bool = True):
-        """Push new weights to every server (between :meth:`pause` and :meth:`resume`), then set the
-        version to ``meta.version``. ``wait=False`` returns a ``concurrent.futures.Future`` at once.
-        For ``type="distributed"`` the backend only commits the version: push the tensors first
-        (e.g. :class:`~areal_core.rollout.sglang_protocol.SGLangWeightBroadcaster`)."""
-        future = asyncio.run_coroutine_threadsafe(self._update_weights(meta), self._loop)
-        return future.result() if wait else future
+    def connect_updater(self, updater: WeightUpdater) -> None:
+        """Let the backend's weight updater prepare its path to every server (once per run)."""
+        self._call(self.engine.connect_updater(updater))
 
-    def set_version(self, version: int) -> None:
-        """The trainer's weight version (the ``v`` of the staleness formula)."""
-        self.staleness.set_version(version)
-        self._loop.call_soon_threadsafe(self._wake.set)
+    def push_weights(self, updater: WeightUpdater, weights: Any, version: int) -> int:
+        """Between :meth:`pause` and :meth:`resume`: every server serves ``weights`` as ``version``
+        (see :class:`~areal_core.api.WeightUpdater` for what ``weights`` is per path). Returns the
+        bytes sent. The trainer then sets the run's weight version."""
+        return self._call(self.engine.push_weights(updater, weights, version))
+
+    def close_updater(self, updater: WeightUpdater) -> None:
+        self._call(self.engine.close_updater(updater))
 
     def get_version(self) -> int:
         return self.staleness.version
@@ -199,9 +203,8 @@ class RolloutController:
         out.update({f"rollout/{k}": float(getattr(self._n, k))
                     for k in ("dropped", "retried", "trained", "reward_errors", "requeued")})
         out.update(self._n.last_batch)
-        stats = getattr(self.engine, "stats", None)
-        if callable(stats):
-            out.update({f"inference/{k}": float(v) for k, v in stats().items()})
+        if isinstance(self.engine, SupportsStats):
+            out.update({f"inference/{k}": float(v) for k, v in self.engine.stats().items()})
         return out
 
     def in_flight_sample_ids(self) -> list[str]:
@@ -248,6 +251,12 @@ class RolloutController:
     async def _init_loop_state(self) -> None:
         self._wake = asyncio.Event()
         self._ready_changed = asyncio.Event()
+        # a new version raises the staleness capacity: admit what it allows
+        self.engine.weight_version.subscribe(self._on_new_version)
+
+    def _on_new_version(self, _version: int) -> None:
+        if not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._wake.set)
 
     async def _admit_loop(self) -> None:
         """Start episodes while capacity > 0; sleep until something changes (finish, version,
@@ -434,11 +443,6 @@ class RolloutController:
         self._pending.append(_Episode(sample, sample_id_of(sample), workflow))
         self._wake.set()
 
-    async def _update_weights(self, meta: WeightUpdateMeta) -> None:
-        await self.engine.update_weights(meta)
-        self.staleness.set_version(meta.version)
-        self._wake.set()
-
     async def _pause(self) -> None:
         self._admitting = False
         await self.engine.pause()
@@ -481,15 +485,25 @@ class RolloutController:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._ready_changed.set()
-        aclose = getattr(self.engine, "aclose", None)
-        if callable(aclose):
-            await aclose()
+        if isinstance(self.engine, SupportsAclose):
+            await self.engine.aclose()
 
     def _describe_counters(self) -> str:
         c = self.staleness.counters()
         return (f"version {c['version']}, running {c['running']}, accepted {c['accepted']}, rejected {c['rejected']}, "
                 f"failed {c['failed']}, ready {len(self._ready)}, pending {len(self._pending)}, "
                 f"capacity {self.staleness.capacity()}, admitting {self._admitting}")
+
+
+def _keep_group_callable(keep_group: Any) -> KeepGroup | None:
+    """The dynamic filter of an Algorithm, or a plain ``group -> bool`` callable, or None."""
+    if keep_group is None:
+        return None
+    if isinstance(keep_group, Algorithm):
+        return keep_group.keep_group
+    if callable(keep_group):
+        return keep_group
+    raise ArealError(f"keep_group must be an Algorithm or a callable (got {type(keep_group).__name__})")
 
 
 def version_lag_stats(trajectories: list[Trajectory], version: int, max_bucket: int = 8) -> dict[str, float]:

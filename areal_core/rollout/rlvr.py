@@ -27,18 +27,17 @@ from pydantic import Field, field_validator
 
 from areal_core.api.protocols import InferenceEngine, Reward
 from areal_core.api.types import ModelRequest, SamplingParams, Trajectory
-from areal_core.config.base import ComponentConfig
+from areal_core.config.base import WorkflowConfigBase
 from areal_core.errors import ArealError
 from areal_core.rollout.reward_runner import RewardRunner
 from areal_core.rollout.sample_ids import sample_id_of
 
 
-class RLVRConfig(ComponentConfig):
+class RLVRConfig(WorkflowConfigBase):
     """Options of the ``rlvr`` workflow (``workflow:`` section of the run config)."""
 
     n_samples: int = Field(4, ge=1, description="completions per prompt (the group size)")
     max_new_tokens: int = Field(256, ge=1, description="completion length limit in tokens")
-    temperature: float = Field(1.0, ge=0.0, description="sampling temperature; 0 = greedy")
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="nucleus sampling mass")
     top_k: int = Field(-1, description="keep the k most likely tokens; -1 = no cut")
     stop_token_ids: list[int] = Field(default_factory=list, description="extra stop tokens (the tokenizer's eos always stops)")

@@ -15,8 +15,9 @@ generated before an interruption (a weight update mid-generation) can be older; 
 they free their slot. After recovery at version v the trainer has consumed v·B groups, so
 ``accepted`` restarts at v·B (:meth:`recover`).
 
-Counters are in episodes (one episode = one group of n samples of one prompt). Thread-safe: the
-rollout loop updates them while the trainer thread sets the version and reads them.
+Counters are in episodes (one episode = one group of n samples of one prompt). v is read from the
+run's :class:`~areal_core.api.WeightVersion`, which only the trainer sets. Thread-safe: the rollout
+loop updates the counters while the trainer thread reads them and moves the version.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
+from areal_core.api.types import WeightVersion
 from areal_core.errors import ArealError
 
 
@@ -34,7 +36,7 @@ class StalenessManager:
     batch_size: int
     max_head_offpolicyness: int
     max_concurrent_rollouts: int
-    version: int = 0
+    weight_version: WeightVersion = field(default_factory=WeightVersion)  # v: read here, set by the trainer
     running: int = 0  # started, not finished
     accepted: int = 0  # finished and kept (cumulative over the run)
     rejected: int = 0  # finished, dropped by the dynamic filter or by the workflow (cumulative)
@@ -49,10 +51,15 @@ class StalenessManager:
             raise ArealError(f"rollout.max_head_offpolicyness must be >= 0 (got {self.max_head_offpolicyness})")
 
     @classmethod
-    def from_config(cls, config, version: int = 0) -> "StalenessManager":
+    def from_config(cls, config, weight_version: WeightVersion | None = None) -> "StalenessManager":
         """Build from a :class:`areal_core.config.schema.RolloutConfig`."""
         return cls(batch_size=config.batch_size, max_head_offpolicyness=config.max_head_offpolicyness,
-                   max_concurrent_rollouts=config.max_concurrent_rollouts, version=version)
+                   max_concurrent_rollouts=config.max_concurrent_rollouts,
+                   weight_version=weight_version if weight_version is not None else WeightVersion())
+
+    @property
+    def version(self) -> int:
+        return self.weight_version.value
 
     def capacity(self) -> int:
         """Episodes that may start now (may be negative after a version rollback or a recovery)."""
@@ -95,14 +102,9 @@ class StalenessManager:
                 raise ArealError("staleness: a group was requeued but none was accepted")
             self.accepted -= 1
 
-    def set_version(self, version: int) -> None:
-        with self._lock:
-            self.version = int(version)
-
     def recover(self, version: int) -> None:
         """Reset after recovery at ``version``: nothing runs, and v·B groups were trained."""
         with self._lock:
-            self.version = int(version)
             self.running = 0
             self.accepted = int(version) * self.batch_size
 

@@ -31,6 +31,7 @@ from typing import Any, ClassVar
 
 import pytest
 
+from areal_core.api.protocols import protocol_members
 from areal_core.config.base import ComponentConfig, validate_section
 from areal_core.errors import ArealError
 from areal_core.registry import Component, Registry, build_registry, get_registry, set_registry
@@ -39,17 +40,6 @@ from areal_core.registry import Component, Registry, build_registry, get_registr
 def run_async(awaitable):
     """Run a coroutine to completion from a synchronous test."""
     return asyncio.run(awaitable) if inspect.isawaitable(awaitable) else awaitable
-
-
-def protocol_members(protocol: type) -> list[str]:
-    """The attribute and method names a ``typing.Protocol`` class requires (``__call__`` included)."""
-    names: list[str] = []
-    for klass in protocol.__mro__:
-        if klass is object or not getattr(klass, "_is_protocol", False) or klass.__name__ in ("Protocol", "Generic"):
-            continue
-        names += list(getattr(klass, "__annotations__", {}))
-        names += [n for n, v in vars(klass).items() if callable(v) and (not n.startswith("_") or n == "__call__")]
-    return sorted(set(names))
 
 
 class ComponentContract:

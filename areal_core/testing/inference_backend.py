@@ -19,9 +19,12 @@ server started some other way.
 Checked: ``server_command`` is an argv; ``health``; generate returns as many logprobs (all <= 0)
 and versions as tokens, finish reasons ``length`` and ``stop`` (stop token included as the last
 token); greedy output is deterministic; seeded sampling is reproducible; pause aborts an
-in-flight request with its partial output, holds new requests, and resume releases them; a
-weight update from disk sets the version that responses then report; bad input raises
-``ArealError``.
+in-flight request with its partial output, holds new requests, and resume releases them; the
+backend's weight updater for each path it supports (``supported_sync_paths``; ``disk`` is
+required) loads other weights, which change the output, and sets the version responses report;
+an unsupported path is an ArealError naming it; a backend implementing
+:class:`~areal_core.api.SupportsWeightsChecksum` reports the served weights' checksum; bad input
+raises ``ArealError``. These are exactly the calls ``areal train`` makes on a backend.
 """
 
 from __future__ import annotations
@@ -38,8 +41,9 @@ from typing import Any, ClassVar, Iterator
 
 import pytest
 
-from areal_core.api.protocols import InferenceBackend
+from areal_core.api.protocols import InferenceBackend, SupportsWeightsChecksum
 from areal_core.api.types import ModelRequest, SamplingParams, WeightUpdateMeta
+from areal_core.checksum import tensors_checksum
 from areal_core.errors import ArealError
 from areal_core.registry import build_registry, get_registry
 from areal_core.testing.contract import ComponentContract, run_async
@@ -141,11 +145,18 @@ class InferenceBackendContract(ComponentContract):
     startup_timeout_s: ClassVar[float] = 180.0
     server_env: ClassVar[dict[str, str]] = {"OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     long_generation_tokens: ClassVar[int] = 1500  # still running ~0.5 s after it starts
+    supported_sync_paths: ClassVar[tuple[str, ...]] = ("disk",)  # of "disk", "distributed", "adapter"
 
     @pytest.fixture(scope="class")
     @classmethod
     def served_model(cls, tmp_path_factory) -> str:
         return str(make_served_model(tmp_path_factory.mktemp("served_model"), size=cls.model_size))
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def other_model(cls, tmp_path_factory) -> str:
+        """Same architecture as ``served_model``, other weights (what a weight update loads)."""
+        return str(make_served_model(tmp_path_factory.mktemp("other_model"), size=cls.model_size, seed=1))
 
     @pytest.fixture(scope="class")
     @classmethod
@@ -234,14 +245,75 @@ class InferenceBackendContract(ComponentContract):
         assert held_while_paused, "a request sent while paused must wait for resume"
         assert after.finish_reason == "length" and len(after.output_ids) == 4
 
-    def test_update_weights_from_disk_sets_version(self, server: RunningServer):
-        before = self.generate(server, ModelRequest(PROMPTS[0], greedy(4, ignore_eos=True)))
-        version = before.output_versions[0] + 1
-        meta = WeightUpdateMeta(type="disk", version=version, path=server.model_path)
-        run_async(_with_client(lambda c: server.backend.update_weights(c, server.addr, meta)))
-        after = self.generate(server, ModelRequest(PROMPTS[0], greedy(4, ignore_eos=True)))
-        assert after.output_versions == [version] * 4
-        assert after.output_ids == before.output_ids  # same weights reloaded
+    def push(self, server: RunningServer, meta: WeightUpdateMeta, weights: Any, version: int) -> int:
+        """What the trainer does: the backend's updater for ``meta.type``, connect, push, close."""
+        updater = server.backend.weight_updater(meta)
+
+        async def go(client):
+            await updater.connect(client, [server.addr])
+            try:
+                return await updater.push(client, [server.addr], weights, version)
+            finally:
+                await updater.close(client)
+
+        return run_async(_with_client(go))
+
+    def _version_now(self, server: RunningServer) -> int:
+        return self.generate(server, ModelRequest(PROMPTS[1], greedy(1, ignore_eos=True))).output_versions[0]
+
+    def test_disk_update_loads_new_weights_and_sets_version(self, server: RunningServer, other_model: str):
+        req = ModelRequest(PROMPTS[0], greedy(8, ignore_eos=True))
+        before = self.generate(server, req)
+        version = self._version_now(server) + 1
+        try:
+            self.push(server, WeightUpdateMeta(type="disk"), other_model, version)
+            after = self.generate(server, req)
+            assert after.output_versions == [version] * 8
+            assert after.output_logprobs != before.output_logprobs, "the update did not change the served weights"
+        finally:
+            self.push(server, WeightUpdateMeta(type="disk"), server.model_path, version + 1)
+        restored = self.generate(server, req)
+        assert restored.output_ids == before.output_ids  # the served model's weights again
+        assert max(abs(x - y) for x, y in zip(restored.output_logprobs, before.output_logprobs)) < 1e-4
+
+    def test_distributed_update_matches_disk_update(self, server: RunningServer, other_model: str):
+        if "distributed" not in self.supported_sync_paths:
+            pytest.skip(f"{self.component_name}: no distributed weight path (supported_sync_paths)")
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        req = ModelRequest(PROMPTS[2], greedy(8, ignore_eos=True))
+        version = self._version_now(server) + 1
+        self.push(server, WeightUpdateMeta(type="disk"), other_model, version)
+        by_disk = self.generate(server, req)
+        self.push(server, WeightUpdateMeta(type="disk"), server.model_path, version + 1)
+        model = AutoModelForCausalLM.from_pretrained(other_model, dtype=torch.float32)
+        meta = WeightUpdateMeta(type="distributed", master_address="127.0.0.1", master_port=free_port(),
+                                backend="gloo", bucket_bytes=1 << 16)
+        try:
+            self.push(server, meta, iter(list(model.named_parameters())), version + 2)
+            by_broadcast = self.generate(server, req)
+            assert by_broadcast.output_versions == [version + 2] * 8
+            assert by_broadcast.output_ids == by_disk.output_ids
+            assert max(abs(x - y) for x, y in zip(by_broadcast.output_logprobs, by_disk.output_logprobs)) < 1e-4
+        finally:
+            self.push(server, WeightUpdateMeta(type="disk"), server.model_path, version + 3)
+
+    def test_unsupported_sync_path_is_a_clear_error(self, component):
+        for path in ("disk", "distributed", "adapter"):
+            if path not in self.supported_sync_paths:
+                with pytest.raises(ArealError, match=path):
+                    component.weight_updater(WeightUpdateMeta(type=path, master_port=1))
+
+    def test_weights_checksum_when_supported(self, server: RunningServer):
+        if not isinstance(server.backend, SupportsWeightsChecksum):
+            pytest.skip(f"{self.component_name}: no weights_checksum (optional capability)")
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(server.model_path, dtype=torch.float32)
+        theirs = run_async(_with_client(lambda c: server.backend.weights_checksum(c, server.addr)))
+        assert theirs == tensors_checksum(model.named_parameters())
 
     def test_bad_input_raises_areal_error(self, server: RunningServer):
         with pytest.raises(ArealError):
@@ -249,5 +321,5 @@ class InferenceBackendContract(ComponentContract):
         with pytest.raises(ArealError, match="top_p"):
             self.generate(server, ModelRequest(PROMPTS[0], SamplingParams(max_new_tokens=4, top_p=0.0)))
         with pytest.raises(ArealError):
-            meta = WeightUpdateMeta(type="disk", version=1, path=str(Path(server.model_path) / "no_such_dir"))
-            run_async(_with_client(lambda c: server.backend.update_weights(c, server.addr, meta)))
+            self.push(server, WeightUpdateMeta(type="disk"), str(Path(server.model_path) / "no_such_dir"),
+                      self._version_now(server) + 1)

@@ -10,31 +10,33 @@ A plugin's test module subclasses :class:`TrainEngineContract`::
         component_name = "fsdp"
         component_config = {"optimizer": {"lr": 1e-2}, "max_tokens_per_mb": 64}
 
-The engine is built through the registry with ``factory(config, run=run_context)``; the run
-context carries ``model_path`` (a tiny HF model written by the suite), ``seed`` and
-``total_steps``. Configure the engine in float32 with a large learning rate (~1e-2) so that a
+The engine is built through the registry with ``factory(config, run=run_context)``, the run
+context a real :class:`~areal_core.api.RunContext` (:func:`areal_core.testing.engines.run_context`)
+carrying ``model_path`` (a tiny HF model written by the suite), ``seed``, ``total_steps`` and the
+trainer-owned weight version. Configure the engine in float32 with a large learning rate (~1e-2) so that a
 few steps visibly reduce the loss. Every test uses one process (world size 1); multi-rank
 equivalence belongs in the plugin's own tests.
 
 Checked: forward shapes and zeros at sequence starts; packed logprobs (with a temperature) equal
 an unpacked Hugging Face forward of each sequence; train_batch's loss is the global token mean
-and decreases; version counts steps; save → load → continue equals uninterrupted training;
+and decreases; the engine keeps its run context and never moves the weight version; save → load → continue equals uninterrupted training;
 export_hf loads with ``AutoModelForCausalLM`` and reproduces the engine's logprobs;
 ``named_full_weights`` yields the exported weights.
 """
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 from typing import Any, ClassVar
 
 import pytest
 import torch
 
 from areal_core.api.protocols import TrainEngine
+from areal_core.api.types import RunContext
 from areal_core.data.batch import SequenceBatch
 from areal_core.errors import ArealError
 from areal_core.testing.contract import ComponentContract
+from areal_core.testing.engines import run_context
 
 
 def random_batch(lengths: list[int], prompt_len: int = 3, vocab: int = 500, seed: int = 0) -> SequenceBatch:
@@ -96,8 +98,8 @@ class TrainEngineContract(ComponentContract):
         return str(make_tiny_model(tmp_path_factory.mktemp("tiny_model"), size=cls.tiny_size))
 
     @pytest.fixture
-    def run_context(self, model_path: str) -> Any:
-        return SimpleNamespace(model_path=model_path, seed=1, total_steps=100)
+    def run_context(self, model_path: str) -> RunContext:
+        return run_context(model_path)
 
     @pytest.fixture
     def dependencies(self, run_context) -> dict[str, Any]:
@@ -158,11 +160,12 @@ class TrainEngineContract(ComponentContract):
         assert losses[-1] < losses[0] - 0.05, losses
         assert stats["grad_norm"] > 0 and stats["entropy"] > 0
 
-    def test_version_counts_optimizer_steps(self, engine, batch):
-        assert engine.version == 0
+    def test_engine_reads_but_never_moves_the_weight_version(self, engine, run_context, batch):
+        assert engine.run is run_context, "the engine must keep the RunContext its factory was given as .run"
+        run_context.weight_version.set(4)  # the trainer's
         engine.train_batch(batch, nll_loss, mask_count)
         engine.train_batch(batch, nll_loss, mask_count)
-        assert engine.version == 2
+        assert engine.run.weight_version.value == 4, "only the trainer sets the weight version"
 
     def test_save_load_continue_equals_uninterrupted(self, make_engine, batch, tmp_path):
         other = random_batch([9, 15, 5], seed=1)
@@ -173,10 +176,8 @@ class TrainEngineContract(ComponentContract):
             first.train_batch(b, nll_loss, mask_count)
         resumed = make_engine()
         resumed.load(str(tmp_path / "ckpt"))
-        assert resumed.version == 1
         for b in (other, batch):
             resumed.train_batch(b, nll_loss, mask_count)
-        assert resumed.version == first.version == 3
         torch.testing.assert_close(resumed.forward(batch), first.forward(batch), atol=self.resume_atol, rtol=0)
 
     def test_load_of_a_non_checkpoint_is_a_clear_error(self, engine, tmp_path):

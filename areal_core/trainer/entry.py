@@ -9,12 +9,17 @@ What happens (driver = the process running ``areal train``):
    (:func:`areal_core.trainer.rl.reconcile_temperatures`), and the resolved config written to
    ``RUN_DIR/config.yaml`` (RUN_DIR = ``fileroot/experiment_name/trial_name``); logs also go to
    ``RUN_DIR/log.jsonl``;
-2. the scheduler (``scheduler: {name: local}``) starts ``inference.n_servers`` servers and waits
-   for their health;
+2. the scheduler (``scheduler: {name: local}``, any :class:`~areal_core.api.Scheduler`) is
+   prepared, starts ``inference.n_servers`` servers and waits for their health;
 3. one trainer rank runs inside the driver, or ``scheduler.trainer_ranks`` > 1 rank processes
-   start (``python -m areal_core.trainer.entry --rank-of RUN_DIR``, torchrun-style
-   ``RANK``/``WORLD_SIZE``/``MASTER_ADDR``/``MASTER_PORT``), rank 0 owning the rollout side;
+   start through ``scheduler.launch_trainers`` (``python -m areal_core.trainer.entry --rank-of
+   RUN_DIR``; the scheduler sets torchrun-style ``RANK``/``WORLD_SIZE``/``MASTER_ADDR``/
+   ``MASTER_PORT`` and ``AREAL_HOST_ADDR``), rank 0 owning the rollout side;
 4. on success, error, Ctrl-C or SIGTERM every child process is stopped.
+
+``inference.n_servers`` and ``scheduler.trainer_ranks`` are read from the config bases
+(:class:`~areal_core.config.base.InferenceConfigBase`, ``SchedulerConfigBase``); a plugin config
+that does not subclass them means one server / one rank.
 
 A fresh run (``recover=off``) refuses a run directory that already holds checkpoints or metrics:
 pass ``recover=auto`` to continue it or pick another ``trial_name``.
@@ -29,6 +34,8 @@ import signal
 import sys
 from pathlib import Path
 
+from areal_core.api.protocols import Scheduler, missing_members
+from areal_core.config.base import InferenceConfigBase, SchedulerConfigBase
 from areal_core.config.loader import RESOLVED_CONFIG_FILE, ResolvedConfig, load_config, save_resolved
 from areal_core.errors import ArealError
 from areal_core.logging import configure_logging, get_logger
@@ -70,30 +77,34 @@ def run_training(cfg: ResolvedConfig, registry=None) -> Path:
     log.info("run directory", run_dir=str(run_dir), recover=run.recover)
 
     scheduler = cfg.create("scheduler", registry=registry)
-    scheduler.log_dir = run_dir / "logs"
-    for method in ("start_inference_servers", "wait"):
-        if not callable(getattr(scheduler, method, None)):
-            raise ArealError(f"scheduler {run.scheduler['name']!r} cannot run `areal train` on this machine "
-                             f"(it has no {method} method)")
+    if not isinstance(scheduler, Scheduler):
+        raise ArealError(f"scheduler {run.scheduler['name']!r} cannot run `areal train`: it does not implement the "
+                         f"Scheduler protocol (missing: {', '.join(missing_members(scheduler, Scheduler))})")
     backend = cfg.create("inference", registry=registry)
-    n_servers = int(getattr(cfg.components["inference"], "n_servers", 1))
-    ranks = int(getattr(scheduler.config, "trainer_ranks", 1))
+    inference_cfg, scheduler_cfg = cfg.components["inference"], cfg.components["scheduler"]
+    n_servers = inference_cfg.n_servers if isinstance(inference_cfg, InferenceConfigBase) else 1
+    ranks = scheduler_cfg.trainer_ranks if isinstance(scheduler_cfg, SchedulerConfigBase) else 1
+    scheduler.prepare(run_dir)
     with scheduler:
         addrs = scheduler.start_inference_servers(backend, run.model_path, n_servers)
         if ranks == 1:
-            run_rank(cfg, run_dir, addrs, registry=registry)
+            run_rank(cfg, run_dir, addrs, registry=registry, host_addr=scheduler.host_addr())
         else:
-            _launch_ranks(scheduler, run_dir, addrs, ranks)
+            argv = [sys.executable, "-m", "areal_core.trainer.entry", "--rank-of", str(run_dir),
+                    "--servers", ",".join(addrs)]
+            handles = scheduler.launch_trainers(argv, ranks, {})
+            log.info("trainer ranks started", ranks=ranks, logs=str(run_dir / "logs"))
+            scheduler.wait(handles)
     return run_dir
 
 
 def run_rank(cfg: ResolvedConfig, run_dir: Path, addrs: list[str], *, rank: int = 0, world_size: int = 1,
-             registry=None) -> None:
+             registry=None, host_addr: str = "127.0.0.1") -> None:
     """One trainer rank: set up, train to the end, release everything."""
     from areal_core.trainer.rl import RLTrainer
 
     group = _init_trainer_group(cfg, registry) if world_size > 1 else None
-    trainer = RLTrainer(cfg, run_dir, addrs, registry=registry, rank=rank, world_size=world_size)
+    trainer = RLTrainer(cfg, run_dir, addrs, registry=registry, rank=rank, world_size=world_size, host_addr=host_addr)
     try:
         trainer.setup()
         trainer.run_loop()
@@ -117,7 +128,10 @@ def rank_main(argv: list[str] | None = None) -> int:
     configure_logging(level=cfg.run.logging.level, json_logs=cfg.run.logging.json_logs)
     quiet_libraries()
     _terminate_as_interrupt()
-    run_rank(cfg, args.rank_of, args.servers.split(","), rank=rank, world_size=world)
+    from areal_core.trainer.rl import HOST_ADDR_ENV
+
+    run_rank(cfg, args.rank_of, args.servers.split(","), rank=rank, world_size=world,
+             host_addr=os.environ.get(HOST_ADDR_ENV, "127.0.0.1"))
     return 0
 
 
@@ -128,22 +142,6 @@ def quiet_libraries() -> None:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-
-
-def _launch_ranks(scheduler, run_dir: Path, addrs: list[str], ranks: int) -> None:
-    from areal_core.launcher.local import free_port
-
-    port = free_port()
-    common = {"WORLD_SIZE": str(ranks), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
-              "LOCAL_WORLD_SIZE": str(ranks)}
-    visible = getattr(scheduler.config, "trainer_visible_devices", None)
-    if visible is not None:
-        common["CUDA_VISIBLE_DEVICES"] = visible
-    argv = [sys.executable, "-m", "areal_core.trainer.entry", "--rank-of", str(run_dir), "--servers", ",".join(addrs)]
-    procs = scheduler.launch("trainer", argv, common, count=ranks,
-                             envs=[{"RANK": str(r), "LOCAL_RANK": str(r)} for r in range(ranks)])
-    log.info("trainer ranks started", ranks=ranks, logs=str(scheduler.log_dir))
-    scheduler.wait(procs)
 
 
 def _init_trainer_group(cfg: ResolvedConfig, registry):

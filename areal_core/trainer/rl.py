@@ -5,24 +5,25 @@ Per step s = 0, 1, ... (weights are at version s when it starts)::
     batch  = rollout.prepare_batch(dataloader, workflow)        rank 0; waits for B accepted groups
     batch  -> every rank                                         (broadcast over the trainer group)
     stats  = algorithm.train_step(SequenceBatch(batch), actor, critic, ref)
-    actor.version = s + 1                                         one version per trainer step
-    push weights, version s + 1:
-        disk:        actor.export_hf(RUN_DIR/weights/v{s+1}); rollout.pause();
-                     client.update_weights(disk, path, s + 1); rollout.resume()
-        distributed: rollout.pause(); broadcast actor.named_full_weights() to the servers;
-                     commit version s + 1; rollout.resume()
+    push weights as version s + 1 through the backend's WeightUpdater (weight_sync.type):
+        disk:        actor.export_hf(RUN_DIR/weights/v{s+1}); pause; updater.push(that dir); resume
+        distributed: pause; updater.push(actor.named_full_weights()); resume
+        adapter:     actor.export_adapter(RUN_DIR/weights/v{s+1}); pause; updater.push(that dir); resume
+    weight_version.set(s + 1)                                     (before resume: new tokens carry it)
     [eval every trainer.eval_every steps and at the end]  [checkpoint every checkpoint_every]
-    log metrics (rank 0)
+    log metrics, audit, a sample of rollouts (rank 0)
 
 Generation never stops for training: the rollout controller keeps episodes running in its own
 thread as the staleness bound allows (η = rollout.max_head_offpolicyness; η = 0 is synchronous RL,
 where batch s+1 starts generating only once version s+1 is on the servers).
 
-**Versions.** A train engine bumps ``version`` once per optimizer step, and an algorithm may take
-several (``n_minibatches`` × ``ppo_epochs``). The trainer owns the version instead: before a step
-the actor is at version s (the weights the servers run), after it at s + 1. The log-linear
-proximal approximation reads ``actor.version`` before the update as the version of π_prox,
-which is then exactly the servers' version s.
+**Versions.** The trainer is the one owner of the weight version (a
+:class:`~areal_core.api.WeightVersion` in the engines' :class:`~areal_core.api.RunContext`, shared
+with the rollout client and the staleness manager, which only read it). An algorithm may take
+several optimizer steps per trainer step (``n_minibatches`` × ``ppo_epochs``); the version counts
+trainer steps: during step s it is s (the weights the servers run, so the log-linear proximal
+approximation reads ``actor.run.weight_version.value`` as the version of π_prox), and it becomes
+s + 1 once the servers serve the new weights.
 
 **Temperatures.** The logprobs the servers return are under the sampling temperature τ of the
 workflow (1 for greedy sampling). The engine's ``temperature`` (train_batch) and the algorithm's
@@ -37,7 +38,8 @@ Rows of ``metrics.jsonl`` and ``trained_samples.jsonl`` after the checkpoint's s
 
 Audit trail: ``RUN_DIR/trained_samples.jsonl`` gets one line per step with the sample and group
 ids trained and the min/max version of the trained tokens (tests check "no sample trained twice"
-and "lag ≤ η" from it).
+and "lag ≤ η" from it). ``RUN_DIR/rollouts.jsonl`` gets ``trainer.log_rollouts_per_step`` sampled
+trajectories per step (prompt, completion, reward, versions), to check a verifier on real outputs.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ import asyncio
 import contextlib
 import json
 import math
+import random
 import shutil
 import sys
 import time
@@ -53,7 +56,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from areal_core.api.types import Trajectory, WeightUpdateMeta
+from areal_core.api.protocols import SupportsAdapterExport, SupportsWeightsChecksum, WeightUpdater
+from areal_core.api.types import RunContext, Trajectory, WeightUpdateMeta, WeightVersion
+from areal_core.config.base import WorkflowConfigBase
 from areal_core.config.loader import ResolvedConfig
 from areal_core.errors import ArealError
 from areal_core.logging import get_logger
@@ -63,20 +68,10 @@ from areal_core.trainer import checkpoint as ckpt
 log = get_logger(__name__)
 
 AUDIT_FILE = "trained_samples.jsonl"
+ROLLOUTS_FILE = "rollouts.jsonl"
 WEIGHTS_DIR = "weights"
 EXPORT_DIR = "export"
-
-
-@dataclass
-class RunContext:
-    """What a train engine factory may read (``factory(config, run)``)."""
-
-    model_path: str
-    seed: int
-    total_steps: int
-    run_dir: Path
-    rank: int = 0
-    world_size: int = 1
+HOST_ADDR_ENV = "AREAL_HOST_ADDR"  # set by the scheduler: where servers reach this trainer's node
 
 
 @dataclass
@@ -98,12 +93,13 @@ def reconcile_temperatures(cfg: ResolvedConfig) -> float:
     """Make the actor's and the algorithm's ``temperature`` equal the workflow's sampling one.
 
     Returns τ. A field left at its default is set to τ; one set explicitly to another value is an
-    ArealError naming both fields.
+    ArealError naming both fields. A workflow config that is not a
+    :class:`~areal_core.config.base.WorkflowConfigBase` declares no sampling temperature: τ = 1.
     """
     workflow = cfg.components["workflow"]
-    sampling = getattr(workflow, "temperature", None)
-    if sampling is None:
+    if not isinstance(workflow, WorkflowConfigBase):
         return 1.0
+    sampling = workflow.temperature
     tau = float(sampling) if sampling > 0 else 1.0  # greedy logprobs are the model's own (τ = 1)
     errors = []
     for path in ("actor", "algorithm"):
@@ -125,10 +121,12 @@ class RLTrainer:
 
     ``cfg``: the resolved run config. ``server_addrs``: the running inference servers.
     ``registry``: where components are looked up (default: the process-wide registry).
+    ``host_addr``: where the servers reach this process (the distributed weight-sync group's
+    master address).
     """
 
     def __init__(self, cfg: ResolvedConfig, run_dir: str | Path, server_addrs: list[str], *, registry=None,
-                 rank: int = 0, world_size: int = 1):
+                 rank: int = 0, world_size: int = 1, host_addr: str = "127.0.0.1"):
         self.cfg = cfg
         self.run = cfg.run
         self.run_dir = Path(run_dir)
@@ -136,13 +134,16 @@ class RLTrainer:
         self.registry = registry
         self.rank, self.world_size = rank, world_size
         self.is_main = rank == 0
-        self.step = 0  # completed steps == weight version
+        self.step = 0  # completed steps
+        self.weight_version = WeightVersion(0)  # owned here: set once the servers serve new weights
+        self.host_addr = host_addr
         self.counters = {"trained_groups": 0, "trained_samples": 0, "trained_tokens": 0, "train_time_s": 0.0}
         self.actor = self.critic = self.ref = None
         self.controller = None
         self.metrics = None
         self.progress = None
-        self._broadcaster = None
+        self.updater: WeightUpdater | None = None
+        self._sync_bytes = 0
         self._last_checkpoint_s: float | None = None
 
     # ============================================================== setup
@@ -152,7 +153,8 @@ class RLTrainer:
     def setup(self) -> None:
         run = self.run
         reconcile_temperatures(self.cfg)
-        context = RunContext(run.model_path, run.seed, run.trainer.total_steps, self.run_dir, self.rank, self.world_size)
+        context = RunContext(run.model_path, run.seed, run.trainer.total_steps, self.run_dir, self.rank, self.world_size,
+                             self.weight_version)
         self.algorithm = self._create("algorithm")
         self.actor = self._create("actor", run=context)
         self.actor.initialize()
@@ -162,6 +164,9 @@ class RLTrainer:
         if run.ref is not None:
             self.ref = self._create("ref", run=context)
             self.ref.initialize()
+        if run.weight_sync.type == "adapter" and not isinstance(self.actor, SupportsAdapterExport):
+            raise ArealError(f"weight_sync.type=adapter: train engine {run.actor['name']!r} cannot export a LoRA adapter "
+                             f"alone (no export_adapter); use weight_sync.type=disk or distributed")
         if self.is_main:
             self._setup_rollout()
 
@@ -182,31 +187,46 @@ class RLTrainer:
                                             shuffle=run.train_dataset.shuffle)
         self.valid_rows = load_rows(run.valid_dataset, "valid_dataset") if run.valid_dataset else None
         self.eval_workflow = self._eval_workflow(reward) if self.valid_rows else None
-        if run.trainer.verify_weight_sync and not callable(getattr(self.backend, "weights_checksum", None)):
+        if run.trainer.verify_weight_sync and not isinstance(self.backend, SupportsWeightsChecksum):
             raise ArealError(f"trainer.verify_weight_sync: inference backend {run.inference['name']!r} has no "
                              f"weights_checksum method; set trainer.verify_weight_sync=false")
+        self.updater = self.backend.weight_updater(self._weight_update_meta())
 
         state = self._recover_state()
         self.step = int(state["step"]) if state else 0
-        client = RolloutClient.from_config(self.backend, self.addrs, run.rollout, version=0)
-        self.eval_client = RolloutClient.from_config(self.backend, self.addrs, run.rollout, version=0)
-        self.controller = RolloutController(client, run.rollout, keep_group=self.algorithm, version=self.step)
+        self.weight_version.set(self.step)  # the restored weights are pushed as this version
+        client = RolloutClient.from_config(self.backend, self.addrs, run.rollout, self.weight_version)
+        self.eval_client = RolloutClient.from_config(self.backend, self.addrs, run.rollout, self.weight_version)
+        self.controller = RolloutController(client, run.rollout, keep_group=self.algorithm)
         if state:
             self.train_loader.check_state(state["dataset"])
             self.controller.load_state_dict(state["controller"])
             self.counters.update(state.get("counters", {}))
         # rows of steps that run again (after the checkpoint; all of them without one) are dropped
         kept_step = self.step if state else -1
-        _truncate_jsonl(self.run_dir / AUDIT_FILE, kept_step)
-        _truncate_jsonl(self.run_dir / METRICS_FILE, kept_step)
+        for name in (AUDIT_FILE, METRICS_FILE, ROLLOUTS_FILE):
+            _truncate_jsonl(self.run_dir / name, kept_step)
         self.metrics = MetricsLogger.create(self.cfg.of_kind("metric_sink"), self.run_dir, registry=self.registry)
 
+    def _weight_update_meta(self) -> WeightUpdateMeta:
+        sync = self.run.weight_sync
+        meta = WeightUpdateMeta(type=sync.type, bucket_bytes=sync.bucket_mb << 20)
+        if sync.type == "distributed":
+            from areal_core.launcher.local import free_port
+
+            meta.master_address = self.host_addr
+            meta.master_port = free_port(self.host_addr)
+            meta.backend = self._create("device").comm_backend
+        return meta
+
     def _eval_workflow(self, reward):
+        """The workflow with ``trainer.eval_temperature`` / ``eval_n_samples`` as its sampling (a
+        workflow config that is no WorkflowConfigBase keeps its own)."""
         wf_cfg = self.cfg.components["workflow"]
-        fields = type(wf_cfg).model_fields
-        update = {k: v for k, v in (("temperature", self.run.trainer.eval_temperature),
-                                    ("n_samples", self.run.trainer.eval_n_samples)) if k in fields}
-        config = type(wf_cfg).model_validate({**wf_cfg.model_dump(), **update})
+        config = wf_cfg
+        if isinstance(wf_cfg, WorkflowConfigBase):
+            config = type(wf_cfg).model_validate({**wf_cfg.model_dump(), "temperature": self.run.trainer.eval_temperature,
+                                                  "n_samples": self.run.trainer.eval_n_samples})
         registry = self.registry or _default_registry()
         return registry.create("workflow", wf_cfg.name, config, reward=reward, tokenizer=self.tokenizer)
 
@@ -227,11 +247,11 @@ class RLTrainer:
         """Train until ``trainer.total_steps``; returns the last step's metrics (rank 0)."""
         total = self.run.trainer.total_steps
         self.step = self._share(self.step)
+        self.weight_version.set(self.step)
         if self.step > 0:
             self._load_engines(ckpt.latest_checkpoint(self.run_dir) if self.is_main else None)
-        self._set_versions(self.step)
-        if self.run.weight_sync.type == "distributed":
-            self._connect_broadcaster()
+        if self.is_main:
+            self.controller.connect_updater(self.updater)
         if self.step > 0:
             self._sync_weights(StepTimer())  # fresh servers get the restored weights as version `step`
         elif self._eval_due(0):
@@ -257,7 +277,6 @@ class RLTrainer:
             stats = self.algorithm.train_step(SequenceBatch.from_trajectories(trajectories), self.actor, self.critic,
                                               self.ref)
         self.step = s + 1
-        self._set_versions(self.step)
         self._sync_weights(timer)
         metrics: dict[str, Any] = {}
         if self._eval_due(self.step):
@@ -272,6 +291,7 @@ class RLTrainer:
             metrics.update(self._step_metrics(trajectories, stats, timer, step_s))
             # logged before the checkpoint: a recovery drops rows newer than the checkpoint it resumes
             self._audit(trajectories)
+            self._log_rollouts(trajectories)
             self._log(self.step, metrics)
         if trainer.checkpoint_every and (self.step % trainer.checkpoint_every == 0 or self.step == trainer.total_steps):
             start = time.perf_counter()
@@ -284,42 +304,34 @@ class RLTrainer:
             return None
         return self.controller.prepare_batch(self.train_loader, self.workflow)
 
-    def _set_versions(self, version: int) -> None:
-        for engine in (self.actor, self.critic):
-            if engine is not None:
-                engine.version = version
-
     # ============================================================== weights
     def _sync_weights(self, timer: StepTimer) -> None:
-        """Push the actor's weights to every server as version ``self.step`` (all ranks call)."""
+        """Make every server serve the actor's weights as version ``self.step`` (all ranks call:
+        exports and ``named_full_weights`` are collective), then set the run's weight version."""
         version = self.step
-        if self.run.weight_sync.type == "disk":
-            path = self.run_dir / WEIGHTS_DIR / f"v{version}"
-            with timer.phase("export_weights_s"):
+        path = self.run_dir / WEIGHTS_DIR / f"v{version}"
+        kind = self.run.weight_sync.type
+        with timer.phase("export_weights_s"):  # generation goes on meanwhile
+            if kind == "disk":
                 self.actor.export_hf(str(path))
-            if self.is_main:
-                with timer.phase("pause_s"):
-                    self.controller.pause()
-                try:
-                    with timer.phase("weight_sync_s"):
-                        self.controller.update_weights(WeightUpdateMeta(type="disk", path=str(path), version=version))
-                finally:
-                    self.controller.resume()
-                self._remove_old_weights(version)
-        else:
-            if self.is_main:
-                with timer.phase("pause_s"):
-                    self.controller.pause()
+            elif kind == "adapter":
+                self.actor.export_adapter(str(path))
+        weights = self.actor.named_full_weights() if kind == "distributed" else str(path)
+        if self.is_main:
+            with timer.phase("pause_s"):
+                self.controller.pause()
             try:
                 with timer.phase("weight_sync_s"):
-                    self._broadcast_weights(version)
-                if self.is_main:
-                    self.controller.update_weights(WeightUpdateMeta(type="distributed", version=version))
+                    self._sync_bytes = self.controller.push_weights(self.updater, weights, version)
+                self.weight_version.set(version)
             finally:
-                if self.is_main:
-                    self.controller.resume()
-        if self.is_main:
-            self.eval_client.set_version(version)
+                self.controller.resume()
+            if kind != "distributed":
+                self._remove_old_weights(version)
+        else:
+            for _ in weights if kind == "distributed" else ():  # the collective gather, received by rank 0
+                pass
+            self.weight_version.set(version)
         if self.run.trainer.verify_weight_sync:
             with timer.phase("verify_s"):
                 self._verify_weights(version)
@@ -330,27 +342,6 @@ class RLTrainer:
             if old.name != f"v{keep_version}":
                 shutil.rmtree(old, ignore_errors=True)
 
-    def _connect_broadcaster(self) -> None:
-        if not self.is_main:
-            return
-        from areal_core.launcher.local import free_port
-        from areal_core.rollout.sglang_protocol import SGLangWeightBroadcaster
-
-        device = self._create("device")
-        meta = WeightUpdateMeta(type="distributed", master_address="127.0.0.1", master_port=free_port(),
-                                backend=device.comm_backend, bucket_bytes=self.run.weight_sync.bucket_mb << 20)
-        self._broadcaster = SGLangWeightBroadcaster(self.addrs, meta)
-        _run_with_http(lambda http: self._broadcaster.connect(http))
-
-    def _broadcast_weights(self, version: int) -> None:
-        """Every rank iterates ``named_full_weights`` (collective); rank 0 sends each bucket."""
-        weights = self.actor.named_full_weights()
-        if not self.is_main:
-            for _ in weights:
-                pass
-            return
-        _run_with_http(lambda http: self._broadcaster.push(http, weights, version))
-
     def _verify_weights(self, version: int) -> None:
         from areal_core.checksum import tensors_checksum
 
@@ -358,8 +349,11 @@ class RLTrainer:
         if not self.is_main:
             return
 
+        backend = self.backend
+        assert isinstance(backend, SupportsWeightsChecksum)  # checked in setup
+
         async def ask(http):
-            return await asyncio.gather(*(self.backend.weights_checksum(http, a) for a in self.addrs))
+            return await asyncio.gather(*(backend.weights_checksum(http, a) for a in self.addrs))
 
         theirs = _run_with_http(ask)
         bad = [f"{a}: {c}" for a, c in zip(self.addrs, theirs) if c != mine]
@@ -438,6 +432,7 @@ class RLTrainer:
             out["timing/last_checkpoint_s"], self._last_checkpoint_s = self._last_checkpoint_s, None
         out["throughput/trained_tokens_per_s"] = trained_tokens / step_s if step_s > 0 else 0.0
         out["throughput/trained_tokens"] = float(trained_tokens)
+        out["weight_sync/bytes"] = float(self._sync_bytes)
         out.update({f"total/{k}": float(v) for k, v in self.counters.items()})
         out["version"] = float(self.step)
         return out
@@ -459,6 +454,25 @@ class RLTrainer:
                "group_finished_version_min": min(finished) if finished else None}
         with open(self.run_dir / AUDIT_FILE, "a", encoding="utf-8") as f:
             f.write(json.dumps(row) + "\n")
+
+    def _log_rollouts(self, trajectories: list[Trajectory]) -> None:
+        """Append ``trainer.log_rollouts_per_step`` trajectories of this step, sampled with the run's
+        seed, to ``rollouts.jsonl``: the decoded prompt (tokens before the first trained one) and
+        completion, the reward and the versions of the trained tokens."""
+        k = min(self.run.trainer.log_rollouts_per_step, len(trajectories))
+        if k == 0:
+            return
+        picked = random.Random(f"{self.run.seed}:{self.step}").sample(trajectories, k)
+        with open(self.run_dir / ROLLOUTS_FILE, "a", encoding="utf-8") as f:
+            for t in picked:
+                first = t.loss_mask.index(1) if 1 in t.loss_mask else len(t.input_ids)
+                versions = [v for m, v in zip(t.loss_mask, t.versions) if m and v >= 0]
+                row = {"step": self.step, "sample_id": t.sample_id, "group_id": t.group_id,
+                       "prompt": self.tokenizer.decode(t.input_ids[:first]),
+                       "completion": self.tokenizer.decode(t.input_ids[first:]), "reward": t.reward,
+                       "finish_reason": t.finish_reason, "version_min": min(versions, default=None),
+                       "version_max": max(versions, default=None)}
+                f.write(json.dumps(row) + "\n")
 
     def _log(self, step: int, metrics: dict[str, Any]) -> None:
         if not self.is_main or not metrics:
@@ -508,6 +522,9 @@ class RLTrainer:
     # ============================================================== teardown
     def close(self) -> None:
         if self.controller is not None:
+            if self.updater is not None:
+                with contextlib.suppress(Exception):  # closing must not hide the error that ended the run
+                    self.controller.close_updater(self.updater)
             self.controller.close()
             self.controller = None
         if self.metrics is not None:

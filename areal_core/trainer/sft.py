@@ -101,7 +101,7 @@ class SFTTrainer:
 
         from areal_core.data.dataset import EpochDataLoader, load_rows
         from areal_core.metrics import MetricsLogger
-        from areal_core.trainer.rl import RunContext
+        from areal_core.api.types import RunContext
 
         run = self.run
         self.tokenizer = AutoTokenizer.from_pretrained(run.model_path)

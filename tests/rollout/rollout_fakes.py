@@ -92,8 +92,40 @@ class ScriptedBackend:
     async def resume(self, client, addr):
         self._up(addr).paused = False
 
-    async def update_weights(self, client, addr, meta: WeightUpdateMeta):
-        self._up(addr).version = meta.version
-
     async def health(self, client, addr):
         return not self.servers[addr].dead
+
+    def weight_updater(self, meta: WeightUpdateMeta) -> "ScriptedUpdater":
+        return ScriptedUpdater(self)
+
+
+class ScriptedUpdater:
+    """The fake servers' only weight path: ``push`` sets every server's version (any ``weights``)."""
+
+    def __init__(self, backend: ScriptedBackend):
+        self.backend = backend
+
+    async def connect(self, client, addrs):
+        pass
+
+    async def push(self, client, addrs, weights, version: int) -> int:
+        for addr in addrs:
+            self.backend._up(addr).version = version
+        return 0
+
+    async def close(self, client):
+        pass
+
+
+async def update_weights(client, version: int) -> None:
+    """What the trainer does on an update: push through the backend's updater, then move the
+    run's weight version (the client only reads it)."""
+    await client.push_weights(client.backend.weight_updater(WeightUpdateMeta()), "/unused", version)
+    client.weight_version.set(version)
+
+
+def controller_update_weights(controller, version: int) -> None:
+    """The same through a RolloutController (between its pause and resume)."""
+    updater = controller.engine.backend.weight_updater(WeightUpdateMeta())
+    controller.push_weights(updater, "/unused", version)
+    controller.engine.weight_version.set(version)

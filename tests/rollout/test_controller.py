@@ -7,13 +7,13 @@ import time
 
 import pytest
 
-from areal_core.api.types import ModelRequest, SamplingParams, Trajectory, WeightUpdateMeta
+from areal_core.api.types import ModelRequest, SamplingParams, Trajectory
 from areal_core.config.schema import RolloutConfig
 from areal_core.errors import ArealError
 from areal_core.rollout.client import InferenceUnavailableError, RolloutClient
 from areal_core.rollout.controller import RolloutController, version_lag_stats
 
-from rollout_fakes import ScriptedBackend
+from rollout_fakes import ScriptedBackend, controller_update_weights
 
 
 class ScriptedWorkflow:
@@ -104,7 +104,7 @@ def test_admission_follows_the_staleness_formula(make_controller):
     # η = 0, v = 0: capacity = (0+0+1)·2 − (accepted + running) -> exactly 2 episodes ever start
     time.sleep(0.1)
     assert len(wf.started) == 2 and ctl.staleness.capacity() == 0
-    ctl.set_version(1)  # (0+1+1)·2 − 2 = 2 more
+    ctl.engine.weight_version.set(1)  # (0+1+1)·2 − 2 = 2 more
     wait_until(lambda: len(wf.started) == 4 and wf.running == 0)
     time.sleep(0.05)
     assert len(wf.started) == 4
@@ -135,8 +135,11 @@ def test_dynamic_filter_rejects_whole_groups(make_controller, as_algorithm):
     def keep(group):  # DAPO: drop groups whose rewards are all equal
         return len({t.reward for t in group}) > 1
 
-    class Algo:
+    class Algo:  # an Algorithm: the controller uses only its keep_group
         keep_group = staticmethod(keep)
+
+        def train_step(self, batch, actor, critic=None, ref=None):
+            raise AssertionError("the controller never trains")
 
     flat = {f"s{i}": {"rewards": [1.0, 1.0]} for i in range(0, 10, 2)}  # even samples: all-equal rewards
     ctl = make_controller(batch_size=3, max_head_offpolicyness=0, keep_group=Algo() if as_algorithm else keep)
@@ -207,7 +210,7 @@ def test_pause_holds_generation_and_resume_continues(make_controller):
     started = len(wf.started)
     time.sleep(0.2)
     assert len(wf.started) == started and ctl.metrics()["rollout/accepted"] == 0  # held mid-generation
-    ctl.update_weights(WeightUpdateMeta(version=1, path="/unused"))
+    controller_update_weights(ctl, 1)
     ctl.resume()
     batch = ctl.wait(2, timeout_s=10)
     versions = [v for t in batch for v in t.versions if v >= 0]
@@ -235,7 +238,7 @@ def test_recovery_neither_loses_nor_repeats_samples(make_controller):
     trained = []
     for step in range(3):
         trained += [t.sample_id for t in ctl.prepare_batch(data, wf, timeout_s=10)[::2]]
-        ctl.set_version(step + 1)
+        ctl.engine.weight_version.set(step + 1)
     state = ctl.state_dict()
     in_flight = [e["sample_id"] for e in state["in_flight"]]
     assert in_flight and not set(in_flight) & set(trained)
@@ -243,11 +246,12 @@ def test_recovery_neither_loses_nor_repeats_samples(make_controller):
 
     resumed = make_controller(batch_size=2, max_head_offpolicyness=1)
     resumed.load_state_dict(state)
+    resumed.engine.weight_version.set(3)  # the trainer restores the run's version
     assert resumed.staleness.accepted == 3 * 2  # v·B
     wf2 = ScriptedWorkflow()
     for step in range(3, 8):
         trained += [t.sample_id for t in resumed.prepare_batch(data, wf2, timeout_s=10)[::2]]
-        resumed.set_version(step + 1)
+        resumed.engine.weight_version.set(step + 1)
     assert wf2.started[:len(in_flight)] == in_flight  # the interrupted samples run first
     assert len(trained) == len(set(trained)) == 16  # nothing trained twice
     taken = int(resumed.state_dict()["data_position"]["index"])

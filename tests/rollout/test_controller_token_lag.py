@@ -4,12 +4,12 @@ again (same sample, not a failure) instead of being trained; the staleness count
 import asyncio
 import time
 
-from areal_core.api.types import ModelRequest, SamplingParams, Trajectory, WeightUpdateMeta
+from areal_core.api.types import ModelRequest, SamplingParams, Trajectory
 from areal_core.config.schema import RolloutConfig
 from areal_core.rollout.client import RolloutClient
 from areal_core.rollout.controller import RolloutController
 
-from rollout_fakes import ScriptedBackend
+from rollout_fakes import ScriptedBackend, controller_update_weights
 
 
 class TwoSamples:
@@ -33,7 +33,7 @@ def run(enforce: bool):
             time.sleep(0.01)
         for version in (1, 2):  # two updates without training: the ready groups are now 2 versions old
             controller.pause()
-            controller.update_weights(WeightUpdateMeta(type="disk", path="/w", version=version))
+            controller_update_weights(controller, version)
             controller.resume()
         second = controller.prepare_batch(rows, workflow)
         controller.pause()  # freeze the counters: requeued groups no longer count as accepted

@@ -26,6 +26,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+
+async def push_from_disk(client: RolloutClient, model_dir, version: int) -> None:
+    """The trainer's disk update: the backend's updater loads ``model_dir``, then the version moves."""
+    await client.push_weights(client.backend.weight_updater(WeightUpdateMeta(type="disk")), str(model_dir), version)
+    client.weight_version.set(version)
+
+
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     """The tiny model and a perturbed copy of it (same tokenizer, visibly different greedy output)."""
@@ -102,12 +109,12 @@ async def test_interruption_switches_weights_mid_generation(server, models):
             await asyncio.sleep(0.005)
         await client.pause()
         assert not task.done()
-        await client.update_weights(WeightUpdateMeta(type="disk", version=1, path=str(perturbed)))
+        await push_from_disk(client, perturbed, 1)
         await client.resume()
         resp = await task
     finally:
         await client.pause()  # leave the module's server at its base weights for the other tests
-        await client.update_weights(WeightUpdateMeta(type="disk", version=0, path=str(base)))
+        await push_from_disk(client, base, 0)
         await client.resume()
         await client.aclose()
 
@@ -177,7 +184,8 @@ def test_controller_with_rlvr_against_the_server(server, models):
     with RolloutController(RolloutClient(backend, [addr]), config) as ctl:
         first = ctl.prepare_batch(data, workflow, timeout_s=120)
         ctl.pause()
-        ctl.update_weights(WeightUpdateMeta(type="disk", version=1, path=str(base)))
+        ctl.push_weights(backend.weight_updater(WeightUpdateMeta(type="disk")), str(base), 1)
+        ctl.engine.weight_version.set(1)
         ctl.resume()
         second = ctl.prepare_batch(data, workflow, timeout_s=120)
         metrics = ctl.metrics()

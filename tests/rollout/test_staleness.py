@@ -2,13 +2,15 @@
 
 import pytest
 
+from areal_core.api.types import WeightVersion
 from areal_core.config.schema import RolloutConfig
 from areal_core.errors import ArealError
 from areal_core.rollout.staleness import StalenessManager
 
 
 def manager(eta, B, C, version=0, accepted=0, running=0):
-    m = StalenessManager(batch_size=B, max_head_offpolicyness=eta, max_concurrent_rollouts=C, version=version)
+    m = StalenessManager(batch_size=B, max_head_offpolicyness=eta, max_concurrent_rollouts=C,
+                         weight_version=WeightVersion(version))
     m.accepted, m.running = accepted, running
     return m
 
@@ -52,7 +54,7 @@ def test_try_start_counts_and_stops_at_capacity():
     # min(3 − 1, 4 − (1 + 1)) = min(2, 2) = 2
     assert m.capacity() == 2
     # version 1 raises the staleness bound by B: min(3 − 1, (1+1+1)·2 − 2) = min(2, 4) = 2
-    m.set_version(1)
+    m.weight_version.set(1)
     assert m.capacity() == 2
 
 
@@ -66,7 +68,8 @@ def test_recovery_restarts_accepted_at_version_times_batch():
     m.rejected, m.failed = 2, 1
     state = m.state_dict()
     assert state == {"version": 3, "accepted": 17, "rejected": 2, "failed": 1}
-    fresh = StalenessManager.from_config(RolloutConfig(batch_size=4, max_head_offpolicyness=2))
+    # the trainer restores the run's weight version; the manager only reads it
+    fresh = StalenessManager.from_config(RolloutConfig(batch_size=4, max_head_offpolicyness=2), WeightVersion(3))
     fresh.load_state_dict(state)
     # accepted = v·B = 3·4 = 12 (the 5 groups accepted beyond the 12 trained are re-generated), running 0
     assert (fresh.version, fresh.accepted, fresh.running, fresh.rejected, fresh.failed) == (3, 12, 0, 2, 1)

@@ -6,7 +6,7 @@ import json
 import pytest
 from pydantic import Field
 
-from areal_core.config.base import ComponentConfig
+from areal_core.config.base import ComponentConfig, WorkflowConfigBase
 from areal_core.config.loader import ResolvedConfig
 from areal_core.errors import ArealError
 from areal_core.trainer.entry import _check_run_dir
@@ -14,17 +14,21 @@ from areal_core.trainer.plot import main as plot_main
 from areal_core.trainer.rl import reconcile_temperatures
 
 
-class Sampling(ComponentConfig):
-    temperature: float = Field(1.0, description="sampling temperature")
+class Sampling(WorkflowConfigBase):
+    """A workflow config: core reads its temperature through the base."""
+
+
+class NoSampling(ComponentConfig):
+    temperature: float = Field(0.7, description="not a WorkflowConfigBase: core does not read this")
 
 
 class Engine(ComponentConfig):
     temperature: float = Field(1.0, description="train temperature")
 
 
-def resolved(workflow: dict, actor: dict, algorithm: dict) -> ResolvedConfig:
+def resolved(workflow: dict, actor: dict, algorithm: dict, workflow_model: type = Sampling) -> ResolvedConfig:
     cfg = ResolvedConfig(run=None)
-    for path, model, data in (("workflow", Sampling, workflow), ("actor", Engine, actor), ("algorithm", Engine, algorithm)):
+    for path, model, data in (("workflow", workflow_model, workflow), ("actor", Engine, actor), ("algorithm", Engine, algorithm)):
         cfg.components[path] = model.model_validate({"name": path, **data})
         cfg.kinds[path] = path
     return cfg
@@ -65,3 +69,9 @@ def test_plot_writes_a_png(tmp_path, capsys):
     with pytest.raises(ArealError, match="no train/reward/mean or eval/reward_mean"):
         (tmp_path / "metrics.jsonl").write_text(json.dumps({"step": 1, "x": 1}) + "\n")
         plot_main([str(tmp_path)])
+
+
+def test_a_workflow_without_the_base_means_temperature_one():
+    cfg = resolved({}, {}, {}, workflow_model=NoSampling)
+    assert reconcile_temperatures(cfg) == 1.0
+    assert cfg.components["actor"].temperature == 1.0

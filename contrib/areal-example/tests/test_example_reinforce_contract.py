@@ -1,6 +1,5 @@
 """reinforce_baseline passes the algorithm contract suite and learns, on areal-fsdp's engine."""
 
-from types import SimpleNamespace
 
 import torch
 
@@ -8,11 +7,13 @@ import areal_example.plugin
 from areal_core.api.types import Trajectory
 from areal_core.data.batch import SequenceBatch
 from areal_core.registry import build_registry
+from areal_core.testing.engines import make_train_engine, run_context
 from areal_core.testing.algorithm import AlgorithmContract
 
 
 class TestReinforceBaseline(AlgorithmContract):
     plugin = areal_example.plugin
+    train_engine_name = "fsdp"
     component_name = "reinforce_baseline"
     component_config = {"entropy_coef": 0.01}
     drops_uniform_groups = True
@@ -26,9 +27,8 @@ def test_rewarded_completion_becomes_more_likely(tmp_path):
     torch.manual_seed(0)
     registry = build_registry(extra_plugins=[(areal_example.plugin, "areal-example (test)")], entry_points=False)
     installed = build_registry()  # the engine comes from the installed areal-fsdp
-    engine = installed.create("train_engine", "fsdp", {"optimizer": {"lr": 3e-3}},
-                              run=SimpleNamespace(model_path=str(make_tiny_model(tmp_path / "m")), seed=1, total_steps=100))
-    engine.initialize()
+    engine = make_train_engine("fsdp", {"optimizer": {"lr": 3e-3}}, run_context(make_tiny_model(tmp_path / "m")),
+                               registry=installed)
     try:
         algo = registry.create("algorithm", "reinforce_baseline", {})
         prompt = [10, 11, 12, 13]

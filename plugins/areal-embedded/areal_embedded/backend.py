@@ -7,14 +7,13 @@ from typing import Literal
 
 from pydantic import Field
 
-from areal_core.config.base import ComponentConfig
-from areal_core.rollout.sglang_protocol import SGLangProtocol
+from areal_core.plugin import InferenceConfigBase
+from areal_sglang.protocol import ServerRequestError, SGLangProtocol
 
 
-class EmbeddedConfig(ComponentConfig):
+class EmbeddedConfig(InferenceConfigBase):
     """Options of the embedded server (each becomes a command-line flag of ``areal_embedded.server``)."""
 
-    n_servers: int = Field(1, ge=1, description="server processes a scheduler starts (requests are spread over them)")
     max_batch: int = Field(32, ge=1, description="most sequences one server decodes together (continuous batching)")
     max_prefill_tokens: int = Field(8192, ge=1, description="padded prompt tokens per batched prefill")
     max_len: int | None = Field(None, ge=2, description="context length cap; default: the model's max_position_embeddings")
@@ -28,10 +27,12 @@ class EmbeddedConfig(ComponentConfig):
 
 
 class EmbeddedBackend(SGLangProtocol):
-    """Starts ``python -m areal_embedded.server``; generate/pause/resume/update come from SGLangProtocol.
+    """Starts ``python -m areal_embedded.server``; generate/pause/resume/health and the weight
+    updaters come from :class:`~areal_sglang.protocol.SGLangProtocol`.
 
-    Beyond the protocol, :meth:`weights_checksum` asks a server for the checksum of the weights
-    it serves (the trainer compares it with its own when ``trainer.verify_weight_sync`` is on).
+    It also implements :class:`~areal_core.plugin.SupportsWeightsChecksum`: a server reports the
+    checksum of the weights it serves (the trainer compares it with its own when
+    ``trainer.verify_weight_sync`` is on).
     """
 
     def __init__(self, config: EmbeddedConfig | None = None):
@@ -53,7 +54,5 @@ class EmbeddedBackend(SGLangProtocol):
         """``GET /weights_checksum``: :func:`areal_core.checksum.tensors_checksum` of the served parameters."""
         resp = await client.get(f"http://{addr}/weights_checksum")
         if resp.status_code != 200:
-            from areal_core.rollout.sglang_protocol import ServerRequestError
-
             raise ServerRequestError(addr, "/weights_checksum", resp.status_code, resp.text[:1000])
         return resp.json()["checksum"]

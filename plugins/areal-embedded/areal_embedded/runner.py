@@ -18,7 +18,7 @@ from typing import Iterator
 
 import torch
 
-from areal_core.errors import ArealError
+from areal_core.plugin import ArealError
 from areal_embedded.kv_cache import SlotKVCache
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}

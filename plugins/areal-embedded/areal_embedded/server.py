@@ -25,7 +25,7 @@ import torch
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from areal_core.errors import ArealError
+from areal_core.plugin import ArealError
 from areal_embedded.runner import ModelRunner
 from areal_embedded.scheduler import Command, Scheduler, Sequence
 
@@ -180,7 +180,7 @@ class EmbeddedServer:
                 "num_paused_requests": 0}
 
     async def init_group(self, body: dict[str, Any]) -> dict[str, Any]:
-        from areal_core.rollout.weight_transfer import open_weight_group
+        from areal_sglang.weight_transfer import open_weight_group
 
         missing = [k for k in ("master_address", "master_port", "rank_offset", "world_size") if k not in body]
         if missing:
@@ -193,7 +193,7 @@ class EmbeddedServer:
         return {"success": True, "message": f"joined weight group {name!r} as rank {body['rank_offset']}"}
 
     async def update_from_distributed(self, body: dict[str, Any]) -> dict[str, Any]:
-        from areal_core.rollout.weight_transfer import broadcast_from_rank0, dtype_from_name
+        from areal_sglang.weight_transfer import broadcast_from_rank0, dtype_from_name
 
         name = body.get("group_name", "areal_weights")
         group = self.groups.get(name)
@@ -231,7 +231,7 @@ class EmbeddedServer:
         """Checksum of the model's parameters and the version they belong to. Read outside the
         model thread (weights change only in exclusive update commands); a version change during
         the read means an update overlapped it, so the read is repeated."""
-        from areal_core.checksum import tensors_checksum
+        from areal_core.plugin import tensors_checksum
 
         while True:
             version = self.scheduler.version

@@ -16,7 +16,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from areal_core.api.types import ModelRequest, SamplingParams, WeightUpdateMeta
-from areal_core.rollout.sglang_protocol import SGLangWeightBroadcaster, get_weight_version
+from areal_sglang.protocol import get_weight_version
 from areal_core.testing.inference_backend import free_port, launched_server, make_served_model
 from areal_embedded.backend import EmbeddedBackend, EmbeddedConfig
 
@@ -89,9 +89,14 @@ def reference_logprobs(model, prompt, output, temperature=1.0, top_k=-1, top_p=1
     return result
 
 
+def disk_update(backend, client, addr, path, version):
+    """The disk path as the trainer drives it: the backend's updater loads ``path`` as ``version``."""
+    return backend.weight_updater(WeightUpdateMeta(type="disk")).push(client, [addr], str(path), version)
+
+
 def put_back_a(server, models):
     backend, addr = server
-    run(lambda c: backend.update_weights(c, addr, WeightUpdateMeta(type="disk", version=0, path=models[0])))
+    run(lambda c: disk_update(backend, c, addr, models[0], 0))
 
 
 def test_greedy_equals_hf_generate_token_by_token(server, hf):
@@ -180,7 +185,7 @@ def test_interrupted_generation_resumes_on_new_weights(server, models, hf):
         await asyncio.sleep(0.4)
         await backend.pause(client, addr)
         partial = await long
-        await backend.update_weights(client, addr, WeightUpdateMeta(type="disk", version=version + 1, path=models[1]))
+        await disk_update(backend, client, addr, models[1], version + 1)
         await backend.resume(client, addr)
         rest = await backend.generate(client, addr, ModelRequest(
             prompt + partial.output_ids, SamplingParams(max_new_tokens=12, temperature=0.0, ignore_eos=True)))
@@ -204,10 +209,10 @@ def test_weights_from_gloo_broadcast(server, models, hf):
     weights_b = hf["B"].state_dict()
 
     async def scenario(client):
-        caster = SGLangWeightBroadcaster([addr], meta)
-        await caster.connect(client, timeout_s=60)
-        sent = await caster.push(client, weights_b.items(), version=41)
-        caster.close()
+        caster = backend.weight_updater(meta)
+        await caster.connect(client, [addr])
+        sent = await caster.push(client, [addr], weights_b.items(), 41)
+        await caster.close(client)
         resp = await backend.generate(client, addr, ModelRequest(PROMPTS[0], SamplingParams(max_new_tokens=16, temperature=0.0)))
         return sent, resp
 

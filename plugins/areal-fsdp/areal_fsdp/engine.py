@@ -10,10 +10,11 @@ Loss normalisation in :meth:`FSDPEngine.train_batch`: with micro-batches m on al
 ``W = Σ_m loss_weight_fn(m)`` (all-reduced), the objective is ``Σ_m loss_fn(m) / W``. FSDP
 averages gradients over the R ranks, so each rank back-propagates ``R · loss_fn(m) / W``.
 
-The ``run`` context passed to the factory is optional; the engine reads these attributes of it
-when present: ``model_path`` (used when ``config.path`` is unset), ``seed``, ``total_steps``
-(LR schedule length when ``optimizer.total_steps`` is unset). Rank and world size come from
-``torch.distributed`` (see :mod:`areal_fsdp.dist`).
+The engine reads the run's :class:`~areal_core.plugin.RunContext` (the factory's ``run``):
+``model_path`` (used when ``config.path`` is unset), ``seed`` (when ``config.seed`` is unset),
+``total_steps`` (LR schedule length when ``optimizer.total_steps`` is unset). It never sets the
+weight version (the trainer owns it). Rank and world size come from ``torch.distributed`` (see
+:mod:`areal_fsdp.dist`). Built without a run (standalone use), it makes one from its config.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import math
 import random
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 import torch
 import torch.distributed as dist
@@ -38,6 +39,7 @@ from torch.distributed.fsdp import FSDPModule
 from torch.distributed.tensor import DTensor
 
 from areal_core.api.protocols import LossFn, LossWeightFn
+from areal_core.api.types import RunContext
 from areal_core.data.batch import SequenceBatch
 from areal_core.data.microbatch import plan_micro_batches
 from areal_core.errors import ArealError
@@ -51,18 +53,19 @@ DCP_SUBDIR = "dcp"
 ENGINE_STATE_FILE = "engine_state.pt"
 
 
-def create_engine(config: FSDPEngineConfig, run: Any = None) -> "FSDPEngine":
-    """Registry factory: ``factory(config, run=None)``."""
+def create_engine(config: FSDPEngineConfig, run: RunContext | None = None) -> "FSDPEngine":
+    """Registry factory: ``factory(config, run)``."""
     return FSDPEngine(config, run)
 
 
 class FSDPEngine:
-    """Implements :class:`areal_core.api.TrainEngine` on PyTorch FSDP2."""
+    """Implements :class:`areal_core.plugin.TrainEngine` on PyTorch FSDP2."""
 
-    def __init__(self, config: FSDPEngineConfig, run: Any = None):
+    def __init__(self, config: FSDPEngineConfig, run: RunContext | None = None):
         self.config = config
-        self.run = run
-        self.version = 0
+        self.run = run if run is not None else RunContext(model_path=config.path or "", seed=config.seed or 1,
+                                                          total_steps=config.optimizer.total_steps or 0,
+                                                          run_dir=Path("."))
         self.model: torch.nn.Module | None = None
         self.optimizer: torch.optim.Optimizer | None = None
         self.scheduler = None
@@ -74,10 +77,10 @@ class FSDPEngine:
     # ------------------------------------------------------------------ setup
     def initialize(self) -> None:
         cfg = self.config
-        self.model_path = cfg.path or getattr(self.run, "model_path", None) or ""
+        self.model_path = cfg.path or self.run.model_path
         if not self.model_path:
             raise ArealError(f"train engine {cfg.name!r}: no model path (set `path` or the run's model_path)")
-        total_steps = cfg.optimizer.total_steps or getattr(self.run, "total_steps", None)
+        total_steps = cfg.optimizer.total_steps or self.run.total_steps
         if cfg.optimizer.lr_scheduler != "constant" and not total_steps:
             raise ArealError(f"train engine {cfg.name!r}: optimizer.lr_scheduler={cfg.optimizer.lr_scheduler!r} "
                              f"needs optimizer.total_steps (or a run context with total_steps)")
@@ -92,8 +95,7 @@ class FSDPEngine:
     def _build(self, total_steps: int | None) -> None:
         """Load, wrap (LoRA, checkpointing), shard; then AdamW and the LR schedule."""
         cfg = self.config
-        seed = cfg.seed if cfg.seed is not None else getattr(self.run, "seed", None)
-        seed = 1 if seed is None else int(seed)
+        seed = int(cfg.seed if cfg.seed is not None else self.run.seed)
         torch.manual_seed(seed)  # same on every rank: newly initialised heads must agree before sharding
         random.seed(seed)
 
@@ -180,7 +182,6 @@ class FSDPEngine:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
-        self.version += 1
 
         loss_total, = all_reduce_sum([loss_sum], self.dist.device)
         result = {
@@ -198,7 +199,7 @@ class FSDPEngine:
 
     # ------------------------------------------------------- checkpointing
     def save(self, path: str) -> None:
-        """Recovery checkpoint: DCP model+optimizer shards, scheduler, version, per-rank RNG."""
+        """Recovery checkpoint: DCP model+optimizer shards, LR scheduler, per-rank RNG."""
         self._require_initialized()
         rank = self.dist.rank
         if rank == 0:
@@ -209,7 +210,7 @@ class FSDPEngine:
         dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(tmp / DCP_SUBDIR))
         torch.save(checkpoint.rng_state(), tmp / f"rng_rank{rank}.pt")
         if rank == 0:
-            torch.save({"version": self.version, "scheduler": self.scheduler.state_dict(),
+            torch.save({"scheduler": self.scheduler.state_dict(),
                         "world_size": self.dist.world_size}, tmp / ENGINE_STATE_FILE)
         dist.barrier()
         if rank == 0:
@@ -228,7 +229,6 @@ class FSDPEngine:
         dcp.load(state, checkpoint_id=str(root / DCP_SUBDIR))
         set_state_dict(self.model, self.optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
         meta = torch.load(root / ENGINE_STATE_FILE, weights_only=False)
-        self.version = int(meta["version"])
         self.scheduler.load_state_dict(meta["scheduler"])
         rng_file = root / f"rng_rank{self.dist.rank}.pt"
         if rng_file.is_file():

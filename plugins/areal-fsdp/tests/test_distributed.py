@@ -55,7 +55,6 @@ def test_two_rank_checkpoint_loads_on_one_rank(runs):
     engine.initialize()
     try:
         engine.load(str(two / "ckpt"))
-        assert engine.version == 3
         torch.testing.assert_close(engine.forward(_scenario.batches()[0]), double["logprobs"], atol=1e-6, rtol=0)
     finally:
         engine.destroy()

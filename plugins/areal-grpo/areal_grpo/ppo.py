@@ -75,8 +75,9 @@ class PPOAlgorithm:
 
         batch = self.recompute(batch, actor, critic, ref)
         batch = self.compute_advantages(batch)
-        batch = self.off_policy_corrections(batch, prox_version=actor.version)
-        stats = self.batch_stats(batch, actor.version)
+        prox_version = actor.run.weight_version.value  # the servers' weights: π_prox before this update
+        batch = self.off_policy_corrections(batch, prox_version=prox_version)
+        stats = self.batch_stats(batch, prox_version)
 
         self._sums = StatSums()
         minibatches = [batch.select(ix) for ix in parts]

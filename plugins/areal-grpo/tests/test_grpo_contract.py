@@ -6,6 +6,7 @@ from areal_core.testing.algorithm import AlgorithmContract
 
 class PresetContract(AlgorithmContract):
     plugin = areal_grpo.plugin
+    train_engine_name = "fsdp"
     invalid_configs = [
         {"eps_clip": -0.1},
         {"dual_clip": 0.5},

@@ -1,5 +1,5 @@
 """The ``sglang`` inference backend: the argv of ``sglang.launch_server``; the wire methods are
-:class:`~areal_core.rollout.sglang_protocol.SGLangProtocol`'s."""
+:class:`~areal_sglang.protocol.SGLangProtocol`'s."""
 
 from __future__ import annotations
 
@@ -8,15 +8,14 @@ from typing import Literal
 
 from pydantic import Field
 
-from areal_core.config.base import ComponentConfig
-from areal_core.rollout.sglang_protocol import SGLangProtocol
+from areal_core.plugin import InferenceConfigBase
+from areal_sglang.protocol import SGLangProtocol
 
 
-class SGLangConfig(ComponentConfig):
+class SGLangConfig(InferenceConfigBase):
     """Options of ``python -m sglang.launch_server`` that areal sets; anything else goes in ``extra_args``."""
 
     python: str = Field("", description="interpreter whose environment has sglang installed; empty: this one")
-    n_servers: int = Field(1, ge=1, description="server processes a scheduler starts (requests are spread over them)")
     tp_size: int = Field(1, ge=1, description="tensor-parallel GPUs per server (--tp-size)")
     dtype: str = Field("auto", description="model dtype (--dtype): auto, bfloat16, float16, float32")
     mem_fraction_static: float | None = Field(None, gt=0, le=1, description="GPU memory share for weights + KV cache")

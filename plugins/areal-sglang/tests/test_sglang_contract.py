@@ -21,6 +21,7 @@ class TestSGLangBackend(InferenceBackendContract):
     plugin = areal_sglang.plugin
     component_name = "sglang"
     component_config = {"tp_size": 1, "extra_args": ["--disable-radix-cache"]}
+    supported_sync_paths = ("disk", "distributed")
 
     @pytest.fixture(scope="class")
     @classmethod

@@ -1,8 +1,10 @@
 """Client side of the SGLang native HTTP protocol, shared by every backend whose servers speak it.
 
 One adapter drives a real SGLang server (``python -m sglang.launch_server``) and areal's embedded
-server alike. It maps :class:`~areal_core.api.types.ModelRequest` / ``ModelResponse`` to the wire
-format (DESIGN.md §4)::
+server alike (areal-embedded depends on this package for it). It maps
+:class:`~areal_core.plugin.ModelRequest` / ``ModelResponse`` to the wire format (DESIGN.md §4)
+and carries new weights over two paths, each a :class:`~areal_core.plugin.WeightUpdater`
+(:meth:`SGLangProtocol.weight_updater`)::
 
     POST /generate  {"input_ids": [int], "sampling_params": {...}, "return_logprob": true, "stream": false}
       -> {"output_ids": [int],
@@ -13,8 +15,12 @@ format (DESIGN.md §4)::
     POST /continue_generation
     POST /update_weights_from_disk {"model_path": str, "weight_version": str}
     POST /update_weight_version {"new_version": str}     commits a distributed (broadcast) update
-    POST /init_weights_update_group, /update_weights_from_distributed   (see SGLangWeightBroadcaster)
+    POST /init_weights_update_group, /update_weights_from_distributed   (see SGLangBroadcastUpdater)
     GET  /health, /get_weight_version
+
+    disk         SGLangDiskUpdater        /update_weights_from_disk (load + set version in one call)
+    distributed  SGLangBroadcastUpdater   bucketed broadcast over a process group, then
+                                          /update_weight_version commits the version
 
 Errors: a server that cannot be reached raises ``httpx.TransportError`` (the caller may retry on
 another server); a server that answers with an error status raises :class:`ServerRequestError`.
@@ -26,8 +32,7 @@ import asyncio
 import time
 from typing import TYPE_CHECKING, Any, Iterable
 
-from areal_core.api.types import ModelRequest, ModelResponse, SamplingParams, WeightUpdateMeta
-from areal_core.errors import ArealError
+from areal_core.plugin import ArealError, ModelRequest, ModelResponse, SamplingParams, WeightUpdateMeta, WeightUpdater
 
 if TYPE_CHECKING:
     import httpx
@@ -132,7 +137,7 @@ def _checked(resp: "httpx.Response", addr: str, endpoint: str) -> Any:
 
 
 class SGLangProtocol:
-    """The :class:`~areal_core.api.protocols.InferenceBackend` wire methods for SGLang-native servers.
+    """The :class:`~areal_core.plugin.InferenceBackend` methods for SGLang-native servers.
 
     A backend subclasses this and supplies ``server_command``. Methods are stateless: ``client`` is
     an ``httpx.AsyncClient`` owned by the caller, ``addr`` is ``"host:port"``.
@@ -156,19 +161,6 @@ class SGLangProtocol:
     async def resume(self, client: "httpx.AsyncClient", addr: str) -> None:
         await _post(client, addr, "/continue_generation")
 
-    async def update_weights(self, client: "httpx.AsyncClient", addr: str, meta: WeightUpdateMeta) -> None:
-        """``disk``: load the HF directory ``meta.path`` and set version ``meta.version``.
-        ``distributed``: commit version ``meta.version`` after :class:`SGLangWeightBroadcaster` pushed the tensors."""
-        if meta.type == "disk":
-            if not meta.path:
-                raise ArealError("WeightUpdateMeta.path is empty: a disk weight update needs the HF directory to load")
-            await _post(client, addr, "/update_weights_from_disk",
-                        {"model_path": meta.path, "weight_version": str(meta.version)})
-        elif meta.type == "distributed":
-            await _post(client, addr, "/update_weight_version", {"new_version": str(meta.version)})
-        else:
-            raise ArealError(f"WeightUpdateMeta.type {meta.type!r} is not one of 'disk', 'distributed'")
-
     async def health(self, client: "httpx.AsyncClient", addr: str) -> bool:
         """True when ``GET /health`` answers 200; False when it errors or cannot be reached."""
         import httpx
@@ -179,6 +171,38 @@ class SGLangProtocol:
             return False
         return resp.status_code == 200
 
+    def weight_updater(self, meta: WeightUpdateMeta) -> WeightUpdater:
+        """``disk`` and ``distributed`` (SGLang's native paths); anything else is an ArealError."""
+        if meta.type == "disk":
+            return SGLangDiskUpdater(meta)
+        if meta.type == "distributed":
+            return SGLangBroadcastUpdater(meta)
+        raise ArealError(f"weight_sync.type={meta.type!r}: {type(self).__name__} supports 'disk' and 'distributed'")
+
+
+class SGLangDiskUpdater:
+    """``disk`` path: every server loads the HF directory the trainer exported and takes its version
+    in the same call (``/update_weights_from_disk``). ``push`` returns the bytes of the weight files."""
+
+    def __init__(self, meta: WeightUpdateMeta):
+        self.meta = meta
+
+    async def connect(self, client: "httpx.AsyncClient", addrs: list[str]) -> None:
+        """Nothing to prepare: servers read the shared filesystem."""
+
+    async def push(self, client: "httpx.AsyncClient", addrs: list[str], weights: Any, version: int) -> int:
+        from pathlib import Path
+
+        if not isinstance(weights, str) or not weights:
+            raise ArealError(f"disk weight update needs the HF directory to load (got {type(weights).__name__})")
+        body = {"model_path": weights, "weight_version": str(version)}
+        await asyncio.gather(*(_post(client, addr, "/update_weights_from_disk", body, timeout=self.meta.timeout_s)
+                               for addr in addrs))
+        return sum(f.stat().st_size for f in Path(weights).glob("*.safetensors"))
+
+    async def close(self, client: "httpx.AsyncClient") -> None:
+        """Nothing to release."""
+
 
 async def get_weight_version(client: "httpx.AsyncClient", addr: str) -> int:
     """The weight version a server reports (``GET /get_weight_version``)."""
@@ -186,73 +210,72 @@ async def get_weight_version(client: "httpx.AsyncClient", addr: str) -> int:
     return parse_weight_version(_checked(resp, addr, "/get_weight_version")["weight_version"])
 
 
-class SGLangWeightBroadcaster:
-    """Trainer rank 0's side of ``/update_weights_from_distributed``: bucketed broadcast to servers.
+class SGLangBroadcastUpdater:
+    """``distributed`` path: trainer rank 0's side of ``/update_weights_from_distributed``.
 
     Rank 0 (this process) and every server rank form one process group on its own TCPStore
     (``meta.master_address:meta.master_port``, world size ``1 + len(addrs) * ranks_per_server``),
     independent of the trainer's own groups. Each bucket is one HTTP call per server naming the
     tensors (names, dtypes, shapes), then one broadcast per tensor from rank 0 in that order;
     after the last bucket, ``/update_weight_version`` commits the new version on every server.
-
-    Usage::
-
-        caster = SGLangWeightBroadcaster(addrs, meta)
-        await caster.connect(client)
-        await caster.push(client, model.named_parameters(), version=step + 1)
     """
 
-    def __init__(self, addrs: list[str], meta: WeightUpdateMeta, ranks_per_server: int = 1):
-        if not addrs:
-            raise ArealError("SGLangWeightBroadcaster needs at least one server address")
+    def __init__(self, meta: WeightUpdateMeta, ranks_per_server: int = 1):
         if not meta.master_port:
             raise ArealError("WeightUpdateMeta.master_port is 0: pick a free port for the weight-sync group")
-        self.addrs, self.meta, self.ranks_per_server = list(addrs), meta, ranks_per_server
-        self.world_size = 1 + len(addrs) * ranks_per_server
-        if meta.world_size and meta.world_size != self.world_size:
-            raise ArealError(f"WeightUpdateMeta.world_size is {meta.world_size} but {len(addrs)} servers x "
-                             f"{ranks_per_server} ranks + trainer rank 0 make {self.world_size}")
+        self.meta, self.ranks_per_server = meta, ranks_per_server
         self.group = None
 
-    async def connect(self, client: "httpx.AsyncClient", timeout_s: float = 120.0) -> None:
-        """Create the group: servers join over HTTP while this process joins as rank 0."""
-        from areal_core.rollout.weight_transfer import open_weight_group
+    def _world_size(self, addrs: list[str]) -> int:
+        if not addrs:
+            raise ArealError("the distributed weight update needs at least one server address")
+        world = 1 + len(addrs) * self.ranks_per_server
+        if self.meta.world_size and self.meta.world_size != world:
+            raise ArealError(f"WeightUpdateMeta.world_size is {self.meta.world_size} but {len(addrs)} servers x "
+                             f"{self.ranks_per_server} ranks + trainer rank 0 make {world}")
+        return world
 
+    async def connect(self, client: "httpx.AsyncClient", addrs: list[str], timeout_s: float = 120.0) -> None:
+        """Create the group: servers join over HTTP while this process joins as rank 0."""
+        from areal_sglang.weight_transfer import open_weight_group
+
+        world = self._world_size(addrs)
         requests = [
             _post(client, addr, "/init_weights_update_group", {
                 "master_address": self.meta.master_address, "master_port": self.meta.master_port,
-                "rank_offset": 1 + i * self.ranks_per_server, "world_size": self.world_size,
+                "rank_offset": 1 + i * self.ranks_per_server, "world_size": world,
                 "group_name": self.meta.group_name, "backend": self.meta.backend,
             }, timeout=timeout_s)
-            for i, addr in enumerate(self.addrs)
+            for i, addr in enumerate(addrs)
         ]
         own = asyncio.to_thread(open_weight_group, self.meta.master_address, self.meta.master_port,
-                                self.world_size, 0, self.meta.backend, timeout_s)
+                                world, 0, self.meta.backend, timeout_s)
         *_, self.group = await asyncio.gather(*requests, own)
 
-    async def push(self, client: "httpx.AsyncClient", named_tensors: Iterable[tuple[str, "torch.Tensor"]],
-                   version: int, timeout_s: float = 600.0) -> int:
+    async def push(self, client: "httpx.AsyncClient", addrs: list[str],
+                   weights: "Iterable[tuple[str, torch.Tensor]]", version: int) -> int:
         """Broadcast every tensor (bucketed by ``meta.bucket_bytes``, consumed lazily), then set
         ``version`` on every server. Returns the bytes sent."""
-        from areal_core.rollout.weight_transfer import broadcast_from_rank0, dtype_name, iter_buckets
+        from areal_sglang.weight_transfer import broadcast_from_rank0, dtype_name, iter_buckets
 
         if self.group is None:
-            raise ArealError("SGLangWeightBroadcaster.push called before connect()")
+            raise ArealError("SGLangBroadcastUpdater.push called before connect()")
         sent = 0
-        for bucket in iter_buckets(named_tensors, self.meta.bucket_bytes):
+        for bucket in iter_buckets(weights, self.meta.bucket_bytes):
             body = {
                 "names": [n for n, _ in bucket],
                 "dtypes": [dtype_name(t.dtype) for _, t in bucket],
                 "shapes": [list(t.shape) for _, t in bucket],
                 "group_name": self.meta.group_name,
             }
-            calls = [_post(client, addr, "/update_weights_from_distributed", body, timeout=timeout_s) for addr in self.addrs]
+            calls = [_post(client, addr, "/update_weights_from_distributed", body, timeout=self.meta.timeout_s)
+                     for addr in addrs]
             tensors = [t for _, t in bucket]
             await asyncio.gather(*calls, asyncio.to_thread(broadcast_from_rank0, self.group, tensors))
             sent += sum(t.numel() * t.element_size() for t in tensors)
         await asyncio.gather(*(_post(client, addr, "/update_weight_version", {"new_version": str(version)})
-                               for addr in self.addrs))
+                               for addr in addrs))
         return sent
 
-    def close(self) -> None:
+    async def close(self, client: "httpx.AsyncClient") -> None:
         self.group = None

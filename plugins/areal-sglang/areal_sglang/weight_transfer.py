@@ -15,7 +15,7 @@ from typing import Iterable, Iterator
 import torch
 import torch.distributed as dist
 
-from areal_core.errors import ArealError
+from areal_core.plugin import ArealError
 
 
 def open_weight_group(master_address: str, master_port: int, world_size: int, rank: int,
