@@ -35,7 +35,10 @@ from typing import Any
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayError
 from ray.util.placement_group import placement_group, remove_placement_group
-from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
+from ray.util.scheduling_strategies import (
+    NodeAffinitySchedulingStrategy,
+    PlacementGroupSchedulingStrategy,
+)
 
 from areal_core.config.allocation import Allocation, parse_allocation
 from areal_core.launcher.health import wait_healthy
@@ -166,7 +169,7 @@ class RayScheduler:
             ray.shutdown()
             self._connected = False
 
-    def __enter__(self) -> "RayScheduler":
+    def __enter__(self) -> RayScheduler:
         return self
 
     def __exit__(self, *exc: object) -> None:
