@@ -1,8 +1,9 @@
 """`areal train` of the quickstart recipe (examples/quickstart.yaml, fewer steps, the untrained 0.2m
 model) across the two nodes of the real Ray cluster: the server on the head (``node_a``), two
 trainer ranks on the worker (``node_b``). Mid-run the worker's raylet is killed: the run stops with
-an error naming the lost rank and node; with the worker back, ``recover=auto`` finishes the run,
-and no sample was lost or trained twice."""
+an error naming the lost rank and node; ``recover=auto`` without the worker is refused before any
+process starts (too few CPUs); with the worker back it finishes the run, and no sample was lost or
+trained twice."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import pytest
 for module in ("areal_embedded", "areal_fsdp", "areal_grpo", "areal_arith"):
     pytest.importorskip(module)
 
-from conftest import ray_env  # noqa: E402
+from areal_ray.testing import ray_env  # noqa: E402
 
 from areal_core.trainer import checkpoint as ckpt  # noqa: E402
 

@@ -113,7 +113,7 @@ def test_resources_that_fit_in_total_but_not_per_node_time_out_cleanly(ray_clust
 
 def _leftover_placement_groups(ray_cluster) -> int:
     """Placement groups not removed, counted from a fresh driver process."""
-    from conftest import ray_env
+    from areal_ray.testing import ray_env
 
     script = ("import ray,sys\nray.init(address=sys.argv[1], log_to_driver=False)\n"
               "print(sum(pg['state'] != 'REMOVED' for pg in ray.util.placement_group_table().values()))")
