@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,15 +39,13 @@ from ray.util.scheduling_strategies import (
     PlacementGroupSchedulingStrategy,
 )
 
-from areal_core.config.allocation import Allocation, parse_allocation
-from areal_core.launcher.health import wait_healthy
+from areal_core.launcher.support import ClusterScheduler, log_tail, wait_healthy
 from areal_core.logging import get_logger
 from areal_core.plugin import ArealError, InferenceBackend
 from areal_ray.config import RaySchedulerConfig
 from areal_ray.process import ProcessActor
 
 log = get_logger(__name__)
-LOG_TAIL_CHARS = 3000
 RECOVER_HINT = "the run resumes from its last checkpoint with `areal train ... recover=auto` once the cluster has room"
 
 
@@ -62,20 +59,18 @@ class RayProcess:
     node_ip: str
     log_path: Path
 
-    def log_tail(self, chars: int = LOG_TAIL_CHARS) -> str:
-        try:
-            return self.log_path.read_text(encoding="utf-8", errors="replace")[-chars:]
-        except OSError:
-            return "(no log)"
+    def log_tail(self) -> str:
+        return log_tail(self.log_path)
 
 
-class RayScheduler:
+class RayScheduler(ClusterScheduler):
     """Implements :class:`areal_core.api.Scheduler` on Ray (see module docstring)."""
+
+    kind = "ray"
 
     def __init__(self, config: RaySchedulerConfig | None = None):
         self.config = config or RaySchedulerConfig()
         self.log_dir = Path("logs")
-        self.allocation: Allocation | None = None
         self.servers: list[RayProcess] = []
         self.trainers: list[RayProcess] = []
         self._pg = None
@@ -85,10 +80,7 @@ class RayScheduler:
     def prepare(self, run_dir: Path) -> None:
         """Connect, check the shared run dir and the resources, reserve the run (module docstring)."""
         self.log_dir = Path(run_dir) / "logs"
-        if self.config.allocation is None:
-            raise ArealError("scheduler ray: scheduler.allocation is unset (areal train fills it from "
-                             "inference.n_servers and scheduler.trainer_ranks)")
-        self.allocation = parse_allocation(self.config.allocation)
+        self._read_allocation()
         self._connect()
         try:
             self._check_run_dir_visible(Path(run_dir))
@@ -142,15 +134,6 @@ class RayScheduler:
         """This (driver's) node's address as Ray sees it."""
         return ray.util.get_node_ip_address()
 
-    def wait(self, handles: list[RayProcess], poll_s: float = 1.0) -> None:
-        """Until every handle exits 0; a failure, a dead actor/node or a dead server is an ArealError."""
-        while True:
-            codes = self._check(handles, allow_exit=True)
-            self._check(self.servers)
-            if all(c == 0 for c in codes):
-                return
-            time.sleep(poll_s)
-
     def stop_all(self) -> None:
         """Stop every process (SIGTERM, then SIGKILL), kill the actors, free the placement group. Idempotent."""
         procs, self.servers, self.trainers = self.trainers + self.servers, [], []
@@ -168,12 +151,6 @@ class RayScheduler:
         if self._connected:
             ray.shutdown()
             self._connected = False
-
-    def __enter__(self) -> RayScheduler:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop_all()
 
     # ------------------------------------------------------------------ preparation
     def _connect(self) -> None:
@@ -271,12 +248,6 @@ class RayScheduler:
         return codes
 
     # ------------------------------------------------------------------ small helpers
-    @property
-    def _alloc(self) -> Allocation:
-        if self.allocation is None:
-            raise ArealError("scheduler ray: prepare(run_dir) must run before processes start")
-        return self.allocation
-
     def _expect(self, what: str, n: int, planned: int) -> None:
         if n != planned:
             raise ArealError(f"scheduler ray: asked for {n} {what} but scheduler.allocation "

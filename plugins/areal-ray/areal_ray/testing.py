@@ -89,10 +89,10 @@ class RayCluster:
     def address(self) -> str:
         return f"{self.ip}:{self.port}"
 
-    def _start(self, name: str, args: list[str]) -> RayNode:
+    def _start(self, name: str, args: list[str], prefix: list[str] = ()) -> RayNode:
         log = self.root / f"{name}.log"
         with open(log, "ab") as out:
-            popen = subprocess.Popen([RAY, "start", "--block", f"--node-ip-address={self.ip}", f"--num-cpus={NODE_CPUS}",
+            popen = subprocess.Popen([*prefix, RAY, "start", "--block", f"--node-ip-address={self.ip}", f"--num-cpus={NODE_CPUS}",
                                       "--disable-usage-stats", f"--dashboard-agent-listen-port={free_port()}",
                                       f"--dashboard-agent-grpc-port={free_port()}",
                                       f"--runtime-env-agent-port={free_port()}", f"--metrics-export-port={free_port()}",
@@ -107,8 +107,12 @@ class RayCluster:
                                     "--include-dashboard=false", f"--ray-client-server-port={free_port()}",
                                     f"--temp-dir={self.temp_dir}"])
 
-    def start_worker(self) -> RayNode:
-        node = self._start("worker", [f"--address={self.address}", '--resources={"node_b": 4}'])
+    def start_worker(self, name: str = "worker", resource: str = "node_b", hide: Path | None = None) -> RayNode:
+        """Join a worker with custom resource ``resource``; ``hide``: a directory this node does not
+        see (a private mount namespace with an empty tmpfs over it, as a node without the share)."""
+        prefix = [] if hide is None else ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                                          f'mount -t tmpfs none "{hide}" && exec "$@"', "sh"]
+        node = self._start(name, [f"--address={self.address}", f'--resources={{"{resource}": 4}}'], prefix)
         self.wait_nodes(len([n for n in self.nodes if n.popen.poll() is None]))
         return node
 
@@ -138,6 +142,7 @@ class RayCluster:
     def start(cls, root: Path | None = None) -> RayCluster:
         """A head (``node_a``) and a worker (``node_b``), NODE_CPUS each, on this machine's address."""
         root = Path(root or tempfile.mkdtemp(prefix="areal-ray-"))
+        root.mkdir(parents=True, exist_ok=True)
         cluster = cls(machine_ip(), free_port(), root, tempfile.mkdtemp(prefix="ray-", dir="/tmp"))
         try:
             cluster.start_head()

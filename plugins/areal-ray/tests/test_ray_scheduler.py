@@ -111,6 +111,23 @@ def test_resources_that_fit_in_total_but_not_per_node_time_out_cleanly(ray_clust
     assert time.monotonic() - start < 60 and _leftover_placement_groups(ray_cluster) == 0
 
 
+def test_a_run_dir_hidden_from_a_node_is_refused(ray_cluster, tmp_path):
+    hidden = tmp_path / "fileroot"
+    run_dir = hidden / "exp" / "trial"
+    run_dir.mkdir(parents=True)
+    node = ray_cluster.start_worker("blind", "node_c", hide=hidden)
+    try:
+        sched = scheduler(ray_cluster, "inference=embedded:d1+actor=fsdp:d1")
+        with pytest.raises(ArealError, match=rf"fileroot: the run directory {run_dir} is not visible from Ray node\(s\) "
+                                             rf"{ray_cluster.ip} \(node [0-9a-f]{{8}}\); fileroot must be storage every node"):
+            sched.prepare(run_dir)
+        assert not (run_dir / "logs").exists() and list(run_dir.iterdir()) == []  # token removed, nothing started
+    finally:
+        node.stop()
+        ray_cluster.nodes.remove(node)
+        ray_cluster.wait_nodes(2)
+
+
 def _leftover_placement_groups(ray_cluster) -> int:
     """Placement groups not removed, counted from a fresh driver process."""
     from areal_ray.testing import ray_env

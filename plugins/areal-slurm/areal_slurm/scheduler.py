@@ -34,14 +34,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from areal_core.config.allocation import Allocation, parse_allocation
-from areal_core.launcher.health import wait_healthy
+from areal_core.launcher.support import ClusterScheduler, log_tail, wait_healthy
 from areal_core.logging import get_logger
 from areal_core.plugin import ArealError, InferenceBackend
 from areal_slurm.config import SlurmSchedulerConfig
 
 log = get_logger(__name__)
-LOG_TAIL_CHARS = 3000
 COMMANDS = ("sbatch", "srun", "squeue", "scancel", "scontrol", "sinfo")
 PORT_PROBE = "import socket\nfor _ in range({n}):\n    s=socket.socket(); s.bind(('', 0)); print(s.getsockname()[1])"
 
@@ -55,20 +53,18 @@ class SlurmStep:
     node: str
     log_path: Path
 
-    def log_tail(self, chars: int = LOG_TAIL_CHARS) -> str:
-        try:
-            return self.log_path.read_text(encoding="utf-8", errors="replace")[-chars:]
-        except OSError:
-            return "(no log)"
+    def log_tail(self) -> str:
+        return log_tail(self.log_path)
 
 
-class SlurmScheduler:
+class SlurmScheduler(ClusterScheduler):
     """Implements :class:`areal_core.api.Scheduler` with sbatch + srun (see module docstring)."""
+
+    kind = "slurm"
 
     def __init__(self, config: SlurmSchedulerConfig | None = None):
         self.config = config or SlurmSchedulerConfig()
         self.log_dir = Path("logs")
-        self.allocation: Allocation | None = None
         self.job_id: str | None = None
         self.nodes: list[str] = []
         self.steps: list[SlurmStep] = []
@@ -81,10 +77,7 @@ class SlurmScheduler:
         """Check the cluster, render the job script, submit it (or print it: dry_run) and wait for it to run."""
         run_dir = Path(run_dir)
         self.log_dir = run_dir / "logs"
-        if self.config.allocation is None:
-            raise ArealError("scheduler slurm: scheduler.allocation is unset (areal train fills it from "
-                             "inference.n_servers and scheduler.trainer_ranks)")
-        self.allocation = parse_allocation(self.config.allocation)
+        self._read_allocation()
         script = self.render(run_dir)
         if self.config.dry_run:
             print(script)
@@ -175,15 +168,6 @@ class SlurmScheduler:
             s.connect((self._address(self.nodes[0]), 9))  # UDP: no packet is sent, the route is chosen
             return s.getsockname()[0]
 
-    def wait(self, handles: list[SlurmStep], poll_s: float = 1.0) -> None:
-        """Until every step exits 0; a failed step, a dead server or an ended job is an ArealError."""
-        while True:
-            codes = self._check(handles, allow_exit=True)
-            self._check(self.servers)
-            if all(c == 0 for c in codes):
-                return
-            time.sleep(poll_s)
-
     def stop_all(self) -> None:
         """Cancel the job's steps (and the job, when this driver submitted it); stop the srun clients."""
         if self.job_id is not None:
@@ -205,12 +189,6 @@ class SlurmScheduler:
                 step.popen.kill()
                 step.popen.wait()
         self.steps, self.servers = [], []
-
-    def __enter__(self) -> SlurmScheduler:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop_all()
 
     # ------------------------------------------------------------------ cluster queries
     def _check_partition(self) -> None:
@@ -239,7 +217,7 @@ class SlurmScheduler:
                 return _run(["scontrol", "show", "hostnames", nodelist]).split()
             if state not in ("PENDING", "CONFIGURING"):
                 job_log = self.log_dir / f"slurm-job-{self.job_id}.log"
-                tail = job_log.read_text(errors="replace")[-LOG_TAIL_CHARS:] if job_log.is_file() else "(no job log)"
+                tail = log_tail(job_log)
                 raise ArealError(f"slurm job {self.job_id} is {state} ({reason or 'ended'}) before the run started; "
                                  f"end of {job_log}:\n{tail}")
             if time.monotonic() > deadline:
@@ -291,12 +269,6 @@ class SlurmScheduler:
                                  f"end of {s.log_path}:\n{s.log_tail()}")
             codes.append(code)
         return codes
-
-    @property
-    def _alloc(self) -> Allocation:
-        if self.allocation is None:
-            raise ArealError("scheduler slurm: prepare(run_dir) must run before processes start")
-        return self.allocation
 
 
 def _run(cmd: list[str]) -> str:
