@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -54,16 +55,19 @@ def main() -> None:
     from areal_ray.testing import RayCluster, ray_env
 
     root = Path(tempfile.mkdtemp(prefix="bench-cluster-"))
-    data = prepare(root / "data", size=args.size, n_train=512, n_valid=8, n_sft=8)
-    env = {**ray_env(), "OMP_NUM_THREADS": "1"}
-    results = {"local": areal_train(root, data, "local", args.steps, [], env)}
-    cluster = RayCluster.start(root / "ray")
     try:
-        results["ray"] = areal_train(root, data, "ray", args.steps, [
-            "scheduler.name=ray", f"scheduler.address={cluster.address}",
-            "scheduler.server_resources={node_a: 1}", "scheduler.trainer_resources={node_b: 1}"], env)
+        data = prepare(root / "data", size=args.size, n_train=512, n_valid=8, n_sft=8)
+        env = {**ray_env(), "OMP_NUM_THREADS": "1"}
+        results = {"local": areal_train(root, data, "local", args.steps, [], env)}
+        cluster = RayCluster.start(root / "ray")
+        try:
+            results["ray"] = areal_train(root, data, "ray", args.steps, [
+                "scheduler.name=ray", f"scheduler.address={cluster.address}",
+                "scheduler.server_resources={node_a: 1}", "scheduler.trainer_resources={node_b: 1}"], env)
+        finally:
+            cluster.cleanup()
     finally:
-        cluster.cleanup()
+        shutil.rmtree(root, ignore_errors=True)
     print(f"quickstart, {args.size} model, {args.steps} steps, 1 server + 2 trainer ranks, {os.cpu_count()} cores")
     print(f"{'scheduler':<10} {'areal train wall s':>19} {'training loop s':>16}")
     for name, (wall, loop) in results.items():

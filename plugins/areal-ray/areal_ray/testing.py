@@ -149,7 +149,7 @@ class RayCluster:
             cluster.wait_nodes(1)
             cluster.start_worker()
         except BaseException:
-            cluster.stop()
+            cluster.cleanup()
             raise
         return cluster
 

@@ -90,7 +90,7 @@ class SlurmCluster:
                 cluster._spawn([*daemon, "-f", str(root / "slurm.conf")], env, root / f"{daemon[0]}.out")
             cluster._wait_idle(env)
         except BaseException:
-            cluster.stop()
+            cluster.cleanup()
             raise
         return cluster
 
