@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from areal_core.errors import ArealError
 
@@ -35,6 +35,21 @@ class SchedulerConfigBase(ComponentConfig):
     """Base of a scheduler's config model: the fields core reads (``areal train``)."""
 
     trainer_ranks: int = Field(1, ge=1, description="trainer processes (data-parallel ranks); 1 runs inside `areal train`")
+    allocation: str | None = Field(
+        None, description="process layout, e.g. 'vllm:d2t2+fsdp:d4' (docs/cluster.md); unset: "
+                          "INFERENCE:d{inference.n_servers}+ACTOR:d{trainer_ranks}")
+
+    @field_validator("allocation")
+    @classmethod
+    def _allocation_syntax(cls, value: str | None) -> str | None:
+        if value is not None:
+            from areal_core.config.allocation import parse_allocation
+
+            try:
+                parse_allocation(value)
+            except ArealError as exc:
+                raise ValueError(str(exc)) from None
+        return value
 
 
 class WorkflowConfigBase(ComponentConfig):

@@ -20,9 +20,11 @@ What happens (driver = the process running ``areal train``):
    ``MASTER_PORT`` and ``AREAL_HOST_ADDR``), rank 0 owning the rollout side;
 4. on success, error, Ctrl-C or SIGTERM every child process is stopped.
 
-``inference.n_servers`` and ``scheduler.trainer_ranks`` are read from the config bases
-(:class:`~areal_core.config.base.InferenceConfigBase`, ``SchedulerConfigBase``); a plugin config
-that does not subclass them means one server / one rank.
+Servers and ranks come from ``scheduler.allocation`` (e.g. ``vllm:d2+fsdp:d4``) or its shorthands
+``inference.n_servers`` / ``scheduler.trainer_ranks`` (read from the config bases
+:class:`~areal_core.config.base.InferenceConfigBase`, ``SchedulerConfigBase``; a plugin config that
+does not subclass them means one server / one rank), reconciled by
+:func:`areal_core.config.allocation.apply_allocation`.
 
 A fresh run (``recover=off``) refuses a run directory that already holds checkpoints or metrics:
 pass ``recover=auto`` to continue it or pick another ``trial_name``.
@@ -40,6 +42,7 @@ from pathlib import Path
 from areal_core.api.protocols import Scheduler, SupportsServerStatus, missing_members
 from areal_core.auth import API_KEY_ENV, ensure_run_key
 from areal_core.config.base import InferenceConfigBase, SchedulerConfigBase
+from areal_core.config.allocation import apply_allocation
 from areal_core.config.loader import RESOLVED_CONFIG_FILE, ResolvedConfig, load_config, save_resolved
 from areal_core.config.schema import RunConfig
 from areal_core.errors import ArealError
@@ -76,6 +79,7 @@ def run_training(cfg: ResolvedConfig[RunConfig], registry=None) -> Path:
     _check_run_dir(run_dir, run.recover)
     reconcile_temperatures(cfg)
     _check_paths(cfg)
+    allocation = apply_allocation(cfg)  # before the resolved config is saved: rank processes read it
     run_dir.mkdir(parents=True, exist_ok=True)
     configure_logging(level=run.logging.level, json_logs=run.logging.json_logs, file=run_dir / "log.jsonl")
     quiet_libraries()
@@ -87,9 +91,7 @@ def run_training(cfg: ResolvedConfig[RunConfig], registry=None) -> Path:
         raise ArealError(f"scheduler {run.scheduler['name']!r} cannot run `areal train`: it does not implement the "
                          f"Scheduler protocol (missing: {', '.join(missing_members(scheduler, Scheduler))})")
     backend = cfg.create("inference", registry=registry)
-    inference_cfg, scheduler_cfg = cfg.components["inference"], cfg.components["scheduler"]
-    n_servers = inference_cfg.n_servers if isinstance(inference_cfg, InferenceConfigBase) else 1
-    ranks = scheduler_cfg.trainer_ranks if isinstance(scheduler_cfg, SchedulerConfigBase) else 1
+    n_servers, ranks = allocation.n_servers, allocation.trainer_ranks
     scheduler.prepare(run_dir)
     key_env = {API_KEY_ENV: ensure_run_key()}  # servers require it, every client of the run sends it
     server_status = scheduler if isinstance(scheduler, SupportsServerStatus) else None
