@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import functools
 import os
 import signal
 import socket
@@ -35,7 +36,6 @@ from pathlib import Path
 from pydantic import Field
 
 from areal_core.api.protocols import InferenceBackend
-from areal_core.auth import auth_headers
 from areal_core.config.base import SchedulerConfigBase
 from areal_core.errors import ArealError
 from areal_core.launcher.liveness import describe_status
@@ -225,7 +225,7 @@ class LocalScheduler:
 
     async def _wait_healthy(self, backend: InferenceBackend, servers: list[tuple[str, LocalProcess]]) -> None:
         by_addr = dict(servers)
-        await wait_healthy(backend, {a: (lambda p=p: self.check_alive([p])) for a, p in by_addr.items()},
+        await wait_healthy(backend, {a: functools.partial(self.check_alive, [p]) for a, p in by_addr.items()},
                            timeout_s=self.config.server_start_timeout_s, setting="scheduler.server_start_timeout_s",
                            log_tail=lambda a: f"({by_addr[a].log_path})\n{by_addr[a].log_tail()}")
 

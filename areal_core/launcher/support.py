@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ def log_tail(path: Path, chars: int = LOG_TAIL_CHARS) -> str:
         return "(no log)"
 
 
-async def wait_healthy(backend: InferenceBackend, checks: dict[str, Callable[[], None]], *, timeout_s: float,
+async def wait_healthy(backend: InferenceBackend, checks: Mapping[str, Callable[[], object]], *, timeout_s: float,
                        setting: str, log_tail: Callable[[str], str], poll_s: float = 0.25) -> None:
     """Poll ``backend.health`` for every address until all answer healthy."""
     import httpx

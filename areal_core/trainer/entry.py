@@ -41,7 +41,6 @@ from pathlib import Path
 
 from areal_core.api.protocols import Scheduler, SupportsServerStatus, missing_members
 from areal_core.auth import API_KEY_ENV, ensure_run_key
-from areal_core.config.base import InferenceConfigBase, SchedulerConfigBase
 from areal_core.config.allocation import apply_allocation
 from areal_core.config.loader import RESOLVED_CONFIG_FILE, ResolvedConfig, load_config, save_resolved
 from areal_core.config.schema import RunConfig
