@@ -74,7 +74,7 @@ class RayScheduler(ClusterScheduler):
         self.log_dir = Path("logs")
         self.servers: list[RayProcess] = []
         self.trainers: list[RayProcess] = []
-        self._pg = None
+        self._pg: Any = None  # the placement group, once placed
         self._connected = False
 
     # ------------------------------------------------------------------ Scheduler protocol
