@@ -20,7 +20,7 @@ train_engine        ``factory(config, run: areal_core.api.RunContext) -> TrainEn
 inference_backend   ``factory(config) -> InferenceBackend``
 algorithm           ``factory(config) -> Algorithm``
 reward              ``factory(config) -> Reward``
-workflow            ``factory(config, reward: Reward, tokenizer) -> Workflow``
+workflow            ``factory(config, reward: RewardRunner, tokenizer) -> Workflow``
 scheduler           ``factory(config) -> Scheduler``
 device              ``factory(config) -> Device``
 metric_sink         ``factory(config, run_dir: pathlib.Path) -> MetricSink``

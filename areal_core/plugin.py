@@ -36,6 +36,9 @@ from areal_core.errors import ArealError
 from areal_core.files import disk_full_error, fsync_tree, require_free_space
 from areal_core.hookspecs import hookimpl
 from areal_core.registry import Component
+from areal_core.rollout.client import InferenceUnavailableError
+from areal_core.rollout.reward_runner import RewardFailureRateError, RewardOutcome, RewardRunner
+from areal_core.rollout.sample_ids import sample_id_of
 
 if TYPE_CHECKING:  # at run time, loaded lazily by __getattr__ below
     from areal_core.data.batch import SequenceBatch
@@ -43,7 +46,8 @@ if TYPE_CHECKING:  # at run time, loaded lazily by __getattr__ below
 __all__ = [
     "ArealError", "Component", "ComponentConfig", "InferenceConfigBase", "SchedulerConfigBase", "StrictModel",
     "WorkflowConfigBase", "hookimpl", "SequenceBatch", "tensors_checksum", "API_KEY_ENV", "auth_headers",
-    "disk_full_error", "fsync_tree", "require_free_space", *_api_all,
+    "disk_full_error", "fsync_tree", "require_free_space", "RewardRunner", "RewardOutcome", "RewardFailureRateError",
+    "InferenceUnavailableError", "sample_id_of", *_api_all,
 ]
 
 
