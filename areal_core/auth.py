@@ -10,8 +10,10 @@ A standalone server (``areal serve``) takes the key from the same variable or ``
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+from collections.abc import Iterator
 
 API_KEY_ENV = "AREAL_API_KEY"
 
@@ -35,3 +37,16 @@ def ensure_run_key() -> str:
         key = secrets.token_urlsafe(32)
         os.environ[API_KEY_ENV] = key
     return key
+
+
+@contextlib.contextmanager
+def run_key() -> Iterator[str]:
+    """:func:`ensure_run_key` for the duration of one run: a key generated here is removed from this
+    process's environment afterwards, so a later run in the same process (a notebook, a test
+    session) gets a fresh one and servers started outside a run are not given it by accident."""
+    generated = api_key() is None
+    try:
+        yield ensure_run_key()
+    finally:
+        if generated:
+            os.environ.pop(API_KEY_ENV, None)

@@ -40,7 +40,7 @@ import sys
 from pathlib import Path
 
 from areal_core.api.protocols import Scheduler, SupportsServerStatus, missing_members
-from areal_core.auth import API_KEY_ENV, ensure_run_key
+from areal_core.auth import API_KEY_ENV, run_key
 from areal_core.config.allocation import apply_allocation
 from areal_core.config.loader import RESOLVED_CONFIG_FILE, ResolvedConfig, load_config, save_resolved
 from areal_core.config.schema import RunConfig
@@ -92,25 +92,26 @@ def run_training(cfg: ResolvedConfig[RunConfig], registry=None) -> Path:
     backend = cfg.create("inference", registry=registry)
     n_servers, ranks = allocation.n_servers, allocation.trainer_ranks
     scheduler.prepare(run_dir)
-    key_env = {API_KEY_ENV: ensure_run_key()}  # servers require it, every client of the run sends it
-    server_status = scheduler if isinstance(scheduler, SupportsServerStatus) else None
-    with scheduler:
-        addrs = scheduler.start_inference_servers(backend, run.model_path, n_servers, env=key_env)
-        try:
-            if ranks == 1:
-                run_rank(cfg, run_dir, addrs, registry=registry, host_addr=scheduler.host_addr(),
-                         server_status=server_status)
-            else:
-                argv = [sys.executable, "-m", "areal_core.trainer.entry", "--rank-of", str(run_dir),
-                        "--servers", ",".join(addrs)]
-                handles = scheduler.launch_trainers(argv, ranks, key_env)
-                log.info("trainer ranks started", ranks=ranks, logs=str(run_dir / "logs"))
-                scheduler.wait(handles)
-        except InferenceUnavailableError as exc:
-            if server_status is None:
-                raise
-            states = "\n  ".join(server_status.describe_server(a) for a in addrs)
-            raise InferenceUnavailableError(f"{exc}\ninference servers now:\n  {states}") from None
+    with run_key() as key:
+        key_env = {API_KEY_ENV: key}  # servers require it, every client of the run sends it
+        server_status = scheduler if isinstance(scheduler, SupportsServerStatus) else None
+        with scheduler:
+            addrs = scheduler.start_inference_servers(backend, run.model_path, n_servers, env=key_env)
+            try:
+                if ranks == 1:
+                    run_rank(cfg, run_dir, addrs, registry=registry, host_addr=scheduler.host_addr(),
+                             server_status=server_status)
+                else:
+                    argv = [sys.executable, "-m", "areal_core.trainer.entry", "--rank-of", str(run_dir),
+                            "--servers", ",".join(addrs)]
+                    handles = scheduler.launch_trainers(argv, ranks, key_env)
+                    log.info("trainer ranks started", ranks=ranks, logs=str(run_dir / "logs"))
+                    scheduler.wait(handles)
+            except InferenceUnavailableError as exc:
+                if server_status is None:
+                    raise
+                states = "\n  ".join(server_status.describe_server(a) for a in addrs)
+                raise InferenceUnavailableError(f"{exc}\ninference servers now:\n  {states}") from None
     return run_dir
 
 
