@@ -493,9 +493,13 @@ class RolloutController:
 
     async def _shutdown(self) -> None:
         self._admitter.cancel()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        # cancel until every episode has ended: on Python < 3.12 ``asyncio.wait_for`` can swallow a
+        # cancellation that arrives as its inner call completes, and the episode then waits on
+        # (e.g. for a resume that never comes); the next cancel reaches it there
+        while self._tasks:
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.wait(list(self._tasks), timeout=1.0)
         self._ready_changed.set()
         if isinstance(self.engine, SupportsAclose):
             await self.engine.aclose()
