@@ -20,10 +20,11 @@ train_engine        ``factory(config, run: areal_core.api.RunContext) -> TrainEn
 inference_backend   ``factory(config) -> InferenceBackend``
 algorithm           ``factory(config) -> Algorithm``
 reward              ``factory(config) -> Reward``
-workflow            ``factory(config, reward: Reward, tokenizer) -> Workflow``
+workflow            ``factory(config, reward: RewardRunner, tokenizer) -> Workflow``
 scheduler           ``factory(config) -> Scheduler``
 device              ``factory(config) -> Device``
 metric_sink         ``factory(config, run_dir: pathlib.Path) -> MetricSink``
+pair_loss           ``factory(config) -> PairLoss``
 =================== =============================================================
 """
 
@@ -157,4 +158,20 @@ def areal_register_metric_sinks():
         @hookimpl
         def areal_register_metric_sinks():
             return [Component("mlflow", "my_pkg.sink:MLflowSink", None, "MLflow tracking")]
+    """
+
+
+@hookspec
+def areal_register_pair_losses():
+    """Return the preference-pair losses (``areal dpo`` / ``areal rm``) this plugin provides.
+
+    Returns: ``list[Component]``; each factory builds a :class:`areal_core.api.protocols.PairLoss`.
+    Called: once per process, when the registry is first used.
+
+    Example::
+
+        @hookimpl
+        def areal_register_pair_losses():
+            return [Component("dpo", "areal_core.trainer.pair_losses:DPOLoss",
+                              "areal_core.trainer.pair_losses:DPOConfig", "DPO sigmoid loss")]
     """

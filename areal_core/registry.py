@@ -25,6 +25,7 @@ import difflib
 import importlib
 import importlib.metadata as md
 import inspect
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -57,6 +58,7 @@ KINDS: dict[str, Kind] = {
         Kind("scheduler", "areal_register_schedulers", "scheduler"),
         Kind("device", "areal_register_devices", "device"),
         Kind("metric_sink", "areal_register_metric_sinks", "metric sink"),
+        Kind("pair_loss", "areal_register_pair_losses", "pair loss"),
     )
 }
 
@@ -231,7 +233,7 @@ def _resolve(ref, what: str):
         obj = importlib.import_module(module_name)
         for part in attr.split(".") if attr else []:
             obj = getattr(obj, part)
-    except Exception as exc:  # noqa: BLE001 - reported with the reference that failed
+    except Exception as exc:  # reported with the reference that failed
         raise ArealError(f"cannot import {what} {ref!r}: {type(exc).__name__}: {exc}") from exc
     return obj
 
@@ -301,7 +303,7 @@ def _components_from(pm: pluggy.PluginManager, plugin, dist: str, version: str, 
     return found
 
 
-def build_registry(extra_plugins: list[tuple[object, str]] = (), entry_points: bool = True) -> Registry:
+def build_registry(extra_plugins: Sequence[tuple[object, str]] = (), entry_points: bool = True) -> Registry:
     """Discover every plugin and return a fresh registry.
 
     ``extra_plugins``: (module-or-object, distribution label) pairs registered after the

@@ -6,12 +6,12 @@ import subprocess
 import textwrap
 
 import pytest
-from coretest_support import PYTHON, subprocess_env
 
 from areal_core.plugin import Component, hookimpl
 from areal_core.registry import build_registry
 from areal_core.testing.metric_sink import MetricSinkContract
 from areal_core.testing.reward import RewardContract
+from coretest_support import PYTHON, subprocess_env
 
 BROKEN_PLUGINS = textwrap.dedent('''
     import math, os, random

@@ -5,7 +5,6 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-from coretest_support import PYTHON, subprocess_env
 from pydantic import Field
 
 from areal_core import first_party, hookimpl
@@ -18,6 +17,7 @@ from areal_core.registry import (
     get_registry,
     set_registry,
 )
+from coretest_support import PYTHON, subprocess_env
 
 
 class EveryHookPlugin:
@@ -55,9 +55,14 @@ class EveryHookPlugin:
     def areal_register_metric_sinks(self):
         return [Component("t_sink", "no_such_module:Sink", None, "sink")]
 
+    @hookimpl
+    def areal_register_pair_losses(self):
+        return [Component("t_pair", "no_such_module:PairLoss", None, "pair loss")]
+
 
 EXPECTED = {"train_engine": "t_engine", "inference_backend": "t_backend", "algorithm": "t_algo", "reward": "t_reward",
-            "workflow": "t_workflow", "scheduler": "t_sched", "device": "t_device", "metric_sink": "t_sink"}
+            "workflow": "t_workflow", "scheduler": "t_sched", "device": "t_device", "metric_sink": "t_sink",
+            "pair_loss": "t_pair"}
 
 
 def test_every_hook_registers_its_kind_without_importing_factories():

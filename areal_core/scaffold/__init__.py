@@ -60,6 +60,8 @@ KIND_TEMPLATES: dict[str, KindTemplate] = {
                                  "train engine skeleton (to be written)", working=False),
     "inference_backend": KindTemplate("backend", "Backend", "InferenceBackendContract", "inference_backend",
                                       "inference backend skeleton (to be written)", working=False),
+    "pair_loss": KindTemplate("loss", "Loss", "PairLossContract", "pair_loss",
+                              "hinge on the scaled preference margin (areal dpo)"),
 }
 assert set(KIND_TEMPLATES) == set(KINDS), "every registry kind needs its plugin template"
 DEFAULT_KIND = "reward"

@@ -44,14 +44,16 @@ import os
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Iterator
+from typing import Any, ClassVar
 
 import pytest
 
 from areal_core.api.protocols import InferenceBackend, SupportsWeightsChecksum
 from areal_core.api.types import ModelRequest, SamplingParams, WeightUpdateMeta
+from areal_core.auth import auth_headers
 from areal_core.checksum import tensors_checksum
 from areal_core.errors import ArealError
 from areal_core.registry import build_registry, get_registry
@@ -99,7 +101,7 @@ def make_lora_adapter(base: str | Path, path: str | Path, seed: int = 0, rank: i
         for name, param in peft_model.named_parameters():
             if "lora_B" in name:
                 param.normal_(0.0, std, generator=generator)
-    peft_model.save_pretrained(path)
+    peft_model.save_pretrained(str(path))
     return Path(path)
 
 
@@ -111,7 +113,7 @@ class Reference:
         import torch
         from transformers import AutoModelForCausalLM
 
-        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+        model: Any = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
         if adapter is not None:
             from peft import PeftModel
 
@@ -152,9 +154,14 @@ def free_port() -> int:
 @contextlib.contextmanager
 def launched_server(argv: list[str], addr: str, timeout_s: float = 120.0, env: dict[str, str] | None = None,
                     log_path: str | Path | None = None) -> Iterator[subprocess.Popen]:
-    """Run ``argv`` until ``GET http://addr/health`` answers 200; terminate it on exit."""
+    """Run ``argv`` until ``GET http://addr/health`` answers 200; terminate it on exit. The health
+    check carries the bearer token of ``AREAL_API_KEY`` (from ``env``, else this process's)."""
     import httpx
 
+    from areal_core.auth import API_KEY_ENV
+
+    key = (env or {}).get(API_KEY_ENV) or os.environ.get(API_KEY_ENV)
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
     log = open(log_path, "wb") if log_path else subprocess.DEVNULL
     process = subprocess.Popen(argv, env={**os.environ, **(env or {})}, stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -164,7 +171,7 @@ def launched_server(argv: list[str], addr: str, timeout_s: float = 120.0, env: d
                 tail = Path(log_path).read_text()[-3000:] if log_path else "(no log kept)"
                 raise RuntimeError(f"server {argv[:4]}... exited with {process.returncode}:\n{tail}")
             try:
-                if httpx.get(f"http://{addr}/health", timeout=2).status_code == 200:
+                if httpx.get(f"http://{addr}/health", headers=headers, timeout=2).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
@@ -179,7 +186,7 @@ def launched_server(argv: list[str], addr: str, timeout_s: float = 120.0, env: d
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-        if log_path:
+        if not isinstance(log, int):  # a file we opened (not DEVNULL)
             log.close()
 
 
@@ -195,7 +202,7 @@ class RunningServer:
 async def _with_client(fn, timeout_s: float = 120.0):
     import httpx
 
-    async with httpx.AsyncClient(timeout=timeout_s) as client:
+    async with httpx.AsyncClient(timeout=timeout_s, headers=auth_headers()) as client:
         return await fn(client)
 
 
@@ -284,7 +291,7 @@ class InferenceBackendContract(ComponentContract):
         assert max(abs(x - y) for x, y in zip(a.output_logprobs, c.output_logprobs)) < 1e-4
 
     def test_seeded_sampling_is_reproducible(self, server: RunningServer):
-        params = dict(max_new_tokens=16, temperature=1.0, ignore_eos=True)
+        params: dict[str, Any] = dict(max_new_tokens=16, temperature=1.0, ignore_eos=True)
         a = self.generate(server, ModelRequest(PROMPTS[0], SamplingParams(seed=7, **params)))
         b = self.generate(server, ModelRequest(PROMPTS[0], SamplingParams(seed=7, **params)))
         c = self.generate(server, ModelRequest(PROMPTS[0], SamplingParams(seed=8, **params)))

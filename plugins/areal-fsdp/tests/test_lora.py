@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from areal_core.testing.train_engine import hf_logprobs, mask_count, nll_loss, random_batch
 from areal_core.testing.tiny import make_tiny_model
+from areal_core.testing.train_engine import hf_logprobs, mask_count, nll_loss, random_batch
 from areal_fsdp.config import FSDPEngineConfig
 from areal_fsdp.engine import FSDPEngine
 

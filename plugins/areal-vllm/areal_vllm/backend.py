@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     import httpx
 
 
-async def weight_version(client: "httpx.AsyncClient", addr: str) -> int:
+async def weight_version(client: httpx.AsyncClient, addr: str) -> int:
     """The weight version the server at ``addr`` serves (``GET /weight_info``)."""
     return parse_weight_version((await request(client, addr, "GET", "/weight_info"))["weight_version"])
 
@@ -87,7 +87,7 @@ class VLLMBackend:
         return argv + list(c.extra_args)
 
     # ------------------------------------------------------------------ wire
-    async def generate(self, client: "httpx.AsyncClient", addr: str, req: ModelRequest) -> ModelResponse:
+    async def generate(self, client: httpx.AsyncClient, addr: str, req: ModelRequest) -> ModelResponse:
         """One ``/v1/completions`` round; ``finish_reason == "abort"`` when paused mid-way (partial
         tokens kept) or when the weights changed around the call (no tokens, see module doc)."""
         if not req.input_ids:
@@ -100,7 +100,7 @@ class VLLMBackend:
             return ModelResponse(list(req.input_ids), [], [], [], "abort", time.perf_counter() - start)
         return parse_completion(req, data, version, time.perf_counter() - start)
 
-    async def _model_name(self, client: "httpx.AsyncClient", addr: str, version: int) -> str:
+    async def _model_name(self, client: httpx.AsyncClient, addr: str, version: int) -> str:
         cached = self._served.get(addr)
         if cached is not None and cached[0] == version:
             return cached[1]
@@ -111,14 +111,14 @@ class VLLMBackend:
         self._served[addr] = (version, name)
         return name
 
-    async def pause(self, client: "httpx.AsyncClient", addr: str) -> None:
+    async def pause(self, client: httpx.AsyncClient, addr: str) -> None:
         """Abort in-flight requests (they return partial tokens) and hold new ones until resume."""
         await request(client, addr, "POST", "/pause", params={"mode": "abort"})
 
-    async def resume(self, client: "httpx.AsyncClient", addr: str) -> None:
+    async def resume(self, client: httpx.AsyncClient, addr: str) -> None:
         await request(client, addr, "POST", "/resume")
 
-    async def health(self, client: "httpx.AsyncClient", addr: str) -> bool:
+    async def health(self, client: httpx.AsyncClient, addr: str) -> bool:
         """True when ``GET /health`` answers 200; False when it errors or cannot be reached."""
         import httpx
 

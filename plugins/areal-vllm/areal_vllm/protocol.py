@@ -14,8 +14,9 @@ under the distribution it was sampled from (after temperature, top-p, top-k).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
+from areal_core.api.types import FinishReason
 from areal_core.plugin import ArealError, ModelRequest, ModelResponse
 
 if TYPE_CHECKING:
@@ -48,7 +49,7 @@ def _hint(endpoint: str, status_code: int) -> str:
     return ""
 
 
-async def request(client: "httpx.AsyncClient", addr: str, method: str, endpoint: str, *,
+async def request(client: httpx.AsyncClient, addr: str, method: str, endpoint: str, *,
                   body: dict[str, Any] | None = None, params: dict[str, Any] | None = None,
                   timeout: float | None = None) -> Any:
     """One call; the decoded JSON body (None when empty). Non-200 raises :class:`ServerRequestError`."""
@@ -107,7 +108,8 @@ def parse_completion(req: ModelRequest, data: Any, version: int, latency_s: floa
     if finish not in FINISH_REASONS:
         raise ArealError(f"/v1/completions returned finish_reason {finish!r}; areal maps {sorted(FINISH_REASONS)}")
     return ModelResponse(input_ids=list(req.input_ids), output_ids=output_ids, output_logprobs=token_logprobs,
-                         output_versions=[version] * len(output_ids), finish_reason=FINISH_REASONS[finish],
+                         output_versions=[version] * len(output_ids),
+                         finish_reason=cast(FinishReason, FINISH_REASONS[finish]),
                          latency_s=latency_s)
 
 

@@ -44,11 +44,11 @@ async def _on_all(addrs: list[str], call) -> None:
     await asyncio.gather(*(call(addr) for addr in addrs))
 
 
-async def commit_version(client: "httpx.AsyncClient", addrs: list[str], version: int) -> None:
+async def commit_version(client: httpx.AsyncClient, addrs: list[str], version: int) -> None:
     await _on_all(addrs, lambda a: request(client, a, "POST", "/update_weight_version", body={"new_version": str(version)}))
 
 
-async def check_rl_endpoints(client: "httpx.AsyncClient", addrs: list[str]) -> None:
+async def check_rl_endpoints(client: httpx.AsyncClient, addrs: list[str]) -> None:
     """ArealError (with the cause) unless every server answers ``GET /weight_info`` (dev mode)."""
     await _on_all(addrs, lambda a: request(client, a, "GET", "/weight_info"))
 
@@ -62,10 +62,10 @@ class VLLMDiskUpdater:
     def __init__(self, meta: WeightUpdateMeta):
         self.meta = meta
 
-    async def connect(self, client: "httpx.AsyncClient", addrs: list[str]) -> None:
+    async def connect(self, client: httpx.AsyncClient, addrs: list[str]) -> None:
         await check_rl_endpoints(client, addrs)
 
-    async def push(self, client: "httpx.AsyncClient", addrs: list[str], weights: Any, version: int) -> int:
+    async def push(self, client: httpx.AsyncClient, addrs: list[str], weights: Any, version: int) -> int:
         path = _directory(weights, "config.json", "disk")
         add_tied_lm_head(path)
         body = {"method": "reload_weights", "kwargs": {"weights_path": str(path)}, "timeout": self.meta.timeout_s}
@@ -74,7 +74,7 @@ class VLLMDiskUpdater:
         await commit_version(client, addrs, version)
         return _files_bytes(path)
 
-    async def close(self, client: "httpx.AsyncClient") -> None:
+    async def close(self, client: httpx.AsyncClient) -> None:
         """Nothing to release: servers read the shared filesystem."""
 
 
@@ -88,10 +88,10 @@ class VLLMAdapterUpdater:
     def __init__(self, meta: WeightUpdateMeta, lora_name: str):
         self.meta, self.lora_name = meta, lora_name
 
-    async def connect(self, client: "httpx.AsyncClient", addrs: list[str]) -> None:
+    async def connect(self, client: httpx.AsyncClient, addrs: list[str]) -> None:
         await check_rl_endpoints(client, addrs)
 
-    async def push(self, client: "httpx.AsyncClient", addrs: list[str], weights: Any, version: int) -> int:
+    async def push(self, client: httpx.AsyncClient, addrs: list[str], weights: Any, version: int) -> int:
         path = _directory(weights, "adapter_config.json", "adapter")
         body = {"lora_name": self.lora_name, "lora_path": str(path), "load_inplace": True}
         await _on_all(addrs, lambda a: request(client, a, "POST", "/v1/load_lora_adapter", body=body,
@@ -99,11 +99,11 @@ class VLLMAdapterUpdater:
         await commit_version(client, addrs, version)
         return _files_bytes(path)
 
-    async def unload(self, client: "httpx.AsyncClient", addrs: list[str], version: int) -> None:
+    async def unload(self, client: httpx.AsyncClient, addrs: list[str], version: int) -> None:
         """Stop serving the adapter; the base weights serve ``version`` from then on."""
         await _on_all(addrs, lambda a: request(client, a, "POST", "/v1/unload_lora_adapter",
                                                body={"lora_name": self.lora_name}))
         await commit_version(client, addrs, version)
 
-    async def close(self, client: "httpx.AsyncClient") -> None:
+    async def close(self, client: httpx.AsyncClient) -> None:
         """Nothing to release (the adapter stays loaded: it is the served policy)."""

@@ -16,11 +16,10 @@ import yaml
 for module in ("areal_fsdp", "areal_grpo", "areal_arith"):
     pytest.importorskip(module)
 
-from test_vllm_contract import VLLM_TEST_CONFIG  # noqa: E402 - skips this module too when there is no vLLM
-
-from areal_core.config.loader import load_config  # noqa: E402
-from areal_core.metrics import read_metrics  # noqa: E402
-from areal_core.registry import build_registry, set_registry  # noqa: E402
+from areal_core.config.loader import load_config
+from areal_core.metrics import read_metrics
+from areal_core.registry import build_registry, set_registry
+from test_vllm_contract import VLLM_TEST_CONFIG
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 
