@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-from typing import Iterator
+from collections.abc import Iterator
 
 API_KEY_ENV = "AREAL_API_KEY"
 
@@ -29,18 +29,6 @@ def auth_headers() -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"} if key else {}
 
 
-@contextlib.contextmanager
-def run_key() -> Iterator[str]:
-    """:func:`ensure_run_key` for the duration of a run: a key generated here is removed from the
-    environment afterwards (an operator's own ``AREAL_API_KEY`` stays)."""
-    generated = api_key() is None
-    try:
-        yield ensure_run_key()
-    finally:
-        if generated:
-            os.environ.pop(API_KEY_ENV, None)
-
-
 def ensure_run_key() -> str:
     """The run's key: ``AREAL_API_KEY`` when the operator set one, else a fresh 256-bit secret,
     stored in this process's environment so that every process it starts inherits it."""
@@ -49,3 +37,16 @@ def ensure_run_key() -> str:
         key = secrets.token_urlsafe(32)
         os.environ[API_KEY_ENV] = key
     return key
+
+
+@contextlib.contextmanager
+def run_key() -> Iterator[str]:
+    """:func:`ensure_run_key` for the duration of one run: a key generated here is removed from this
+    process's environment afterwards, so a later run in the same process (a notebook, a test
+    session) gets a fresh one and servers started outside a run are not given it by accident."""
+    generated = api_key() is None
+    try:
+        yield ensure_run_key()
+    finally:
+        if generated:
+            os.environ.pop(API_KEY_ENV, None)

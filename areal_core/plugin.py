@@ -19,6 +19,8 @@ require it, clients send it) and durable output (``require_free_space``, ``disk_
 :mod:`areal_core.testing` (contract suites, tiny models).
 """
 
+from typing import TYPE_CHECKING
+
 from areal_core.api import *  # noqa: F403 - re-exported by design: this module is the surface
 from areal_core.api import __all__ as _api_all
 from areal_core.auth import API_KEY_ENV, auth_headers
@@ -34,11 +36,18 @@ from areal_core.errors import ArealError
 from areal_core.files import disk_full_error, fsync_tree, require_free_space
 from areal_core.hookspecs import hookimpl
 from areal_core.registry import Component
+from areal_core.rollout.client import InferenceUnavailableError
+from areal_core.rollout.reward_runner import RewardFailureRateError, RewardOutcome, RewardRunner
+from areal_core.rollout.sample_ids import sample_id_of
+
+if TYPE_CHECKING:  # at run time, loaded lazily by __getattr__ below
+    from areal_core.data.batch import SequenceBatch
 
 __all__ = [
     "ArealError", "Component", "ComponentConfig", "InferenceConfigBase", "SchedulerConfigBase", "StrictModel",
     "WorkflowConfigBase", "hookimpl", "SequenceBatch", "tensors_checksum", "API_KEY_ENV", "auth_headers",
-    "disk_full_error", "fsync_tree", "require_free_space", *_api_all,
+    "disk_full_error", "fsync_tree", "require_free_space", "RewardRunner", "RewardOutcome", "RewardFailureRateError",
+    "InferenceUnavailableError", "sample_id_of", *_api_all,
 ]
 
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from areal_core.errors import ArealError
 
@@ -35,6 +35,21 @@ class SchedulerConfigBase(ComponentConfig):
     """Base of a scheduler's config model: the fields core reads (``areal train``)."""
 
     trainer_ranks: int = Field(1, ge=1, description="trainer processes (data-parallel ranks); 1 runs inside `areal train`")
+    allocation: str | None = Field(
+        None, description="process layout, e.g. 'vllm:d2t2+fsdp:d4' (docs/cluster.md); unset: "
+                          "INFERENCE:d{inference.n_servers}+ACTOR:d{trainer_ranks}")
+
+    @field_validator("allocation")
+    @classmethod
+    def _allocation_syntax(cls, value: str | None) -> str | None:
+        if value is not None:
+            from areal_core.config.allocation import parse_allocation
+
+            try:
+                parse_allocation(value)
+            except ArealError as exc:
+                raise ValueError(str(exc)) from None
+        return value
 
 
 class WorkflowConfigBase(ComponentConfig):
@@ -61,7 +76,10 @@ def format_validation_error(exc: ValidationError, path: str = "") -> list[str]:
     return lines
 
 
-def validate_section(model: type[BaseModel], data: dict[str, Any], path: str) -> BaseModel:
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def validate_section(model: type[ModelT], data: dict[str, Any], path: str) -> ModelT:
     """Validate one component section; raise ArealError listing every error with its path."""
     try:
         return model.model_validate(data)

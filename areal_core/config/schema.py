@@ -154,40 +154,84 @@ class RunConfig(StrictModel):
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
 
-class SFTTrainerConfig(StrictModel):
-    """The supervised fine-tuning loop (``areal sft``)."""
+class OfflineTrainerConfig(StrictModel):
+    """The offline loop shared by ``areal sft``, ``areal dpo`` and ``areal rm``."""
 
     total_steps: int = Field(100, ge=1, description="optimizer steps to run")
-    batch_size: int = Field(64, ge=1, description="sequences per optimizer step (packed, split into micro-batches by the engine)")
-    eval_every: int = Field(0, ge=0, description="held-out loss every K steps (0: only at the end); needs valid_dataset")
+    batch_size: int = Field(64, ge=1, description="rows per optimizer step (SFT: sequences; DPO/RM: pairs), packed and "
+                                                  "split into micro-batches and over ranks by the engine")
+    eval_every: int = Field(0, ge=0, description="held-out eval every K steps (0: only at the end); needs valid_dataset")
     log_every: int = Field(10, ge=1, description="a console line every K steps (metrics.jsonl gets every step)")
+    checkpoint_every: int = Field(0, ge=0, description="write a recovery checkpoint every K steps and at the end "
+                                                       "(0: never); recover=auto resumes from the last one")
+    ranks: int = Field(1, ge=1, description="data-parallel trainer processes on this machine (torchrun-style "
+                                            "environment; the engine shards over them)")
 
 
-class SFTConfig(StrictModel):
-    """A supervised fine-tuning run: packed next-token NLL on the completion tokens only.
+class OfflineRunConfig(StrictModel):
+    """What every offline run has: paths, the trained engine, data, the loop."""
 
-    Rows hold ``prompt`` + ``completion`` text (field names configurable) or chat ``messages``
-    whose last message is the assistant's answer. The fine-tuned model is exported as a Hugging
-    Face directory to ``output_path`` (default ``RUN_DIR/export``), ready to be an RL run's
-    ``model_path``.
-    """
-
-    experiment_name: RunName = Field("areal-sft", description="groups trials; part of the run directory")
+    experiment_name: RunName = Field("areal-offline", description="groups trials; part of the run directory")
     trial_name: RunName = Field("trial0", description="one run of an experiment")
     fileroot: str = Field("runs", description="run directories go under fileroot/experiment_name/trial_name")
     seed: int = Field(1, description="global seed (data order, engine RNG)")
-    model_path: str = Field(description="local HF model directory to fine-tune")
-    output_path: str | None = Field(None, description="where the fine-tuned HF model is written (default RUN_DIR/export)")
+    model_path: str = Field(description="local HF model directory to train")
+    output_path: str | None = Field(None, description="where the trained HF model is written (default RUN_DIR/export)")
+    recover: Literal["off", "auto"] = Field("off", description="auto: resume from the last recovery checkpoint if there is one")
 
     actor: Section("train_engine") = Field(description="the train engine, e.g. {name: fsdp, optimizer: {lr: 1e-3}}")
     device: Section("device") = Field(default_factory=lambda: {"name": "cpu"}, description="cpu | cuda | npu...")
-    train_dataset: DatasetConfig = Field(description="demonstrations to fine-tune on")
-    valid_dataset: DatasetConfig | None = Field(None, description="held-out demonstrations for the eval loss")
-    prompt_field: str = Field("prompt", description="row field holding the prompt text")
-    completion_field: str = Field("completion", description="row field holding the target completion text")
-    messages_field: str = Field("messages", description="row field with chat messages; the last one (assistant) is the target")
-    chat_template: bool = Field(True, description="render the prompt as one user message with the tokenizer's chat "
+    train_dataset: DatasetConfig = Field(description="rows to train on")
+    valid_dataset: DatasetConfig | None = Field(None, description="held-out rows for the eval metrics")
+    chat_template: bool = Field(True, description="render a text prompt as one user message with the tokenizer's chat "
                                                   "template (as the rlvr workflow does); false: raw text")
-    trainer: SFTTrainerConfig = Field(default_factory=SFTTrainerConfig)
+    trainer: OfflineTrainerConfig = Field(default_factory=OfflineTrainerConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+
+class SFTConfig(OfflineRunConfig):
+    """A supervised fine-tuning run: packed next-token NLL on the assistant tokens only.
+
+    Rows hold ``prompt`` + ``completion`` text (field names configurable) or chat ``messages``;
+    every assistant message of a conversation is a target (loss on its content and the eos that
+    ends it), everything else is context. The fine-tuned model is exported as a Hugging Face
+    directory to ``output_path`` (default ``RUN_DIR/export``), ready to be an RL run's ``model_path``.
+    """
+
+    experiment_name: str = Field("areal-sft", description="groups trials; part of the run directory")
+    prompt_field: str = Field("prompt", description="row field holding the prompt text")
+    completion_field: str = Field("completion", description="row field holding the target completion text")
+    messages_field: str = Field("messages", description="row field with chat messages; every assistant message is a target")
+
+
+class PairConfig(OfflineRunConfig):
+    """A preference-pair run (``areal dpo`` / ``areal rm``).
+
+    Rows hold a prompt and a chosen and a rejected answer, each as text or as chat messages (see
+    :mod:`areal_core.data.preference`). The ``loss`` (a registered pair loss) says what a sequence
+    contributes: its completion log-ratio to a frozen reference (DPO, IPO) or its last-token
+    score (Bradley–Terry, with a value-head engine such as ``{name: fsdp, critic: true}``).
+    """
+
+    ref: Section("train_engine") | None = Field(
+        None, description="frozen reference engine (losses with a reference); unset: the actor's own initial weights, "
+                          "evaluated once before training")
+    loss: Section("pair_loss") = Field(default_factory=lambda: {"name": "dpo"}, description="e.g. {name: dpo, beta: 0.1}")
+    prompt_field: str = Field("prompt", description="row field holding the prompt (text or messages)")
+    chosen_field: str = Field("chosen", description="row field holding the preferred answer (text, a message, or messages)")
+    rejected_field: str = Field("rejected", description="row field holding the dispreferred answer")
+
+
+class DPOConfig(PairConfig):
+    """``areal dpo``: direct preference optimisation of a causal LM against a frozen reference."""
+
+    experiment_name: str = Field("areal-dpo", description="groups trials; part of the run directory")
+
+
+class RMConfig(PairConfig):
+    """``areal rm``: a reward model (scalar score at the last token) trained on preference pairs."""
+
+    experiment_name: str = Field("areal-rm", description="groups trials; part of the run directory")
+    loss: Section("pair_loss") = Field(default_factory=lambda: {"name": "bradley_terry"},
+                                       description="e.g. {name: bradley_terry}")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import functools
 import os
 import signal
 import socket
@@ -35,14 +36,13 @@ from pathlib import Path
 from pydantic import Field
 
 from areal_core.api.protocols import InferenceBackend
-from areal_core.auth import auth_headers
 from areal_core.config.base import SchedulerConfigBase
 from areal_core.errors import ArealError
 from areal_core.launcher.liveness import describe_status
+from areal_core.launcher.support import LOG_TAIL_CHARS, log_tail, wait_healthy
 from areal_core.logging import get_logger
 
 log = get_logger(__name__)
-LOG_TAIL_CHARS = 3000
 LOST_LOG_TAIL_CHARS = 1000
 
 
@@ -75,10 +75,7 @@ class LocalProcess:
         return self.popen.poll() is None
 
     def log_tail(self, chars: int = LOG_TAIL_CHARS) -> str:
-        try:
-            return self.log_path.read_text(encoding="utf-8", errors="replace")[-chars:]
-        except OSError:
-            return "(no log)"
+        return log_tail(self.log_path, chars)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -227,27 +224,10 @@ class LocalScheduler:
             time.sleep(poll_s)
 
     async def _wait_healthy(self, backend: InferenceBackend, servers: list[tuple[str, LocalProcess]]) -> None:
-        import httpx
-
-        deadline = time.monotonic() + self.config.server_start_timeout_s
-        pending = dict(servers)
-        async with httpx.AsyncClient(timeout=5.0, headers=auth_headers()) as client:
-            while pending:
-                for addr, proc in list(pending.items()):
-                    self.check_alive([proc])
-                    try:
-                        ok = await backend.health(client, addr)
-                    except Exception:  # noqa: BLE001 - not up yet
-                        ok = False
-                    if ok:
-                        del pending[addr]
-                if not pending:
-                    return
-                if time.monotonic() > deadline:
-                    addr, proc = next(iter(pending.items()))
-                    raise ArealError(f"inference server {addr} not healthy after scheduler.server_start_timeout_s="
-                                     f"{self.config.server_start_timeout_s:g}s; end of {proc.log_path}:\n{proc.log_tail()}")
-                await asyncio.sleep(0.25)
+        by_addr = dict(servers)
+        await wait_healthy(backend, {a: functools.partial(self.check_alive, [p]) for a, p in by_addr.items()},
+                           timeout_s=self.config.server_start_timeout_s, setting="scheduler.server_start_timeout_s",
+                           log_tail=lambda a: f"({by_addr[a].log_path})\n{by_addr[a].log_tail()}")
 
     def _signal(self, p: LocalProcess, sig: int) -> None:
         try:
@@ -257,7 +237,7 @@ class LocalScheduler:
         except PermissionError:
             p.popen.send_signal(sig)
 
-    def __enter__(self) -> "LocalScheduler":
+    def __enter__(self) -> LocalScheduler:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -51,14 +51,18 @@ import itertools
 import os
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from areal_core.api.protocols import InferenceBackend, WeightUpdater
 from areal_core.api.types import ModelRequest, ModelResponse, WeightVersion
 from areal_core.auth import auth_headers
 from areal_core.errors import ArealError
 from areal_core.logging import get_logger
+
+if TYPE_CHECKING:
+    import httpx
 
 log = get_logger(__name__)
 
@@ -108,7 +112,7 @@ class RolloutClient:
         self.pause_poll_s = float(pause_poll_s)
         self.weight_version = weight_version if weight_version is not None else WeightVersion()
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop _http and _resumed belong to
-        self._http = None  # httpx.AsyncClient
+        self._http: httpx.AsyncClient | None = None
         self._resumed: asyncio.Event | None = None
         self._paused = False
         self._round_robin = itertools.count()
@@ -120,7 +124,7 @@ class RolloutClient:
 
     @classmethod
     def from_config(cls, backend: InferenceBackend, addrs: list[str], rollout,
-                    weight_version: WeightVersion | None = None) -> "RolloutClient":
+                    weight_version: WeightVersion | None = None) -> RolloutClient:
         """Build from a :class:`areal_core.config.schema.RolloutConfig`."""
         return cls(backend, addrs, request_timeout_s=rollout.request_timeout_s, weight_version=weight_version,
                    control_timeout_s=rollout.control_timeout_s, weight_update_timeout_s=rollout.weight_update_timeout_s,
@@ -221,6 +225,7 @@ class RolloutClient:
 
     def _resume_event(self) -> asyncio.Event:
         self._bind_to_running_loop()
+        assert self._resumed is not None  # made by _bind_to_running_loop
         return self._resumed
 
     def _bind_to_running_loop(self) -> None:
@@ -280,9 +285,10 @@ class RolloutClient:
                 raise
             await self._lose({a: f"{what} failed ({exc}) and /health does not answer" for a in lost}, what)
             sent = await self._wrap_server_errors(what, self._deadline(
-                updater.push(self.http, list(self.addrs), weights, version), self.weight_update_timeout_s, what))
+                updater.push(self.http, list(self.addrs), os.fspath(weights), version), self.weight_update_timeout_s,
+                what))
         if isinstance(weights, (str, os.PathLike)):
-            self._last_push = (updater, weights, version)
+            self._last_push = (updater, os.fspath(weights), version)
         self._stats["sync_s"] = time.monotonic() - start
         self._stats["sync_bytes"] = int(sent or 0)
         return int(sent or 0)
@@ -367,6 +373,7 @@ class RolloutClient:
     async def _restart(self, addr: str) -> None:
         """Start ``addr`` again, bring it to the last pushed weights and version, pause it if the
         others are paused."""
+        assert self.restart_server is not None  # _lose restarts only when the scheduler gave one
         await asyncio.to_thread(self.restart_server, addr)
         if self._last_push is not None:
             updater, weights, version = self._last_push

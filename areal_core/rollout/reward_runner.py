@@ -112,7 +112,7 @@ class RewardRunner:
         self._coerced: set[str] = set()
 
     @classmethod
-    def from_config(cls, reward: Reward, rollout: RolloutConfig) -> "RewardRunner":
+    def from_config(cls, reward: Reward, rollout: RolloutConfig) -> RewardRunner:
         """Build with the ``rollout.reward_*`` settings of a run config."""
         return cls(reward, rollout.reward_timeout_s, max_threads=rollout.reward_max_threads,
                    failure_window=rollout.reward_failure_window, max_failure_share=rollout.reward_max_failure_share,
@@ -162,9 +162,10 @@ class RewardRunner:
 
     async def _call(self, prompt: str, completion: str, sample: dict[str, Any]):
         if self._is_async:
-            return await self.reward(prompt, completion, sample)
-        result = await self._in_daemon_thread(prompt, completion, sample)
-        if inspect.isawaitable(result):  # a plain function that returned a coroutine
+            result = self.reward(prompt, completion, sample)
+        else:
+            result = await self._in_daemon_thread(prompt, completion, sample)
+        if inspect.isawaitable(result):  # an async reward, or a plain function that returned a coroutine
             result = await result
         return result
 
@@ -179,6 +180,7 @@ class RewardRunner:
                 (future.set_result if ok else future.set_exception)(value)
 
         def work() -> None:
+            value: Any
             try:
                 value, ok = self.reward(*args), True
             except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine

@@ -53,8 +53,8 @@ from areal_core.config.base import validate_section
 from areal_core.data.batch import SequenceBatch
 from areal_core.errors import ArealError
 from areal_core.registry import build_registry
-from areal_core.testing.engines import make_train_engine, run_context
 from areal_core.testing.contract import ComponentContract
+from areal_core.testing.engines import make_train_engine, run_context
 
 # (group, prompt length, loss mask of the response, reward): unequal lengths, one group whose
 # rewards are all equal, one response with a masked span (a tool output inside the response).

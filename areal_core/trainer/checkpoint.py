@@ -101,6 +101,20 @@ def check_checkpoint(path: Path) -> str | None:
     return None
 
 
+def recovery_point(run_dir: str | Path, recover: str) -> tuple[Path, dict[str, Any]] | None:
+    """With ``recover == "auto"``: the newest checkpoint and its trainer state (rank 0's RNG
+    restored), or None when there is none yet (logged) or recovery is off."""
+    if recover != "auto":
+        return None
+    path = latest_checkpoint(run_dir)
+    if path is None:
+        from areal_core.logging import get_logger
+
+        get_logger(__name__).info("recover=auto: no checkpoint yet, starting from step 0", run_dir=str(run_dir))
+        return None
+    return path, load_state(path)
+
+
 def save_checkpoint(run_dir: str | Path, step: int, engines: dict[str, Any], state: dict[str, Any], *,
                     rank: int = 0, barrier=None, keep: int = DEFAULT_KEEP) -> Path:
     """Write the checkpoint after ``step`` completed steps; returns its directory.

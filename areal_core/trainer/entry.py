@@ -20,9 +20,11 @@ What happens (driver = the process running ``areal train``):
    ``MASTER_PORT`` and ``AREAL_HOST_ADDR``), rank 0 owning the rollout side;
 4. on success, error, Ctrl-C or SIGTERM every child process is stopped.
 
-``inference.n_servers`` and ``scheduler.trainer_ranks`` are read from the config bases
-(:class:`~areal_core.config.base.InferenceConfigBase`, ``SchedulerConfigBase``); a plugin config
-that does not subclass them means one server / one rank.
+Servers and ranks come from ``scheduler.allocation`` (e.g. ``vllm:d2+fsdp:d4``) or its shorthands
+``inference.n_servers`` / ``scheduler.trainer_ranks`` (read from the config bases
+:class:`~areal_core.config.base.InferenceConfigBase`, ``SchedulerConfigBase``; a plugin config that
+does not subclass them means one server / one rank), reconciled by
+:func:`areal_core.config.allocation.apply_allocation`.
 
 A fresh run (``recover=off``) refuses a run directory that already holds checkpoints or metrics:
 pass ``recover=auto`` to continue it or pick another ``trial_name``.
@@ -39,8 +41,9 @@ from pathlib import Path
 
 from areal_core.api.protocols import Scheduler, SupportsServerStatus, missing_members
 from areal_core.auth import API_KEY_ENV, run_key
-from areal_core.config.base import InferenceConfigBase, SchedulerConfigBase
+from areal_core.config.allocation import apply_allocation
 from areal_core.config.loader import RESOLVED_CONFIG_FILE, ResolvedConfig, load_config, save_resolved
+from areal_core.config.schema import RunConfig
 from areal_core.errors import ArealError
 from areal_core.logging import configure_logging, get_logger
 from areal_core.rollout.client import InferenceUnavailableError
@@ -48,7 +51,7 @@ from areal_core.rollout.client import InferenceUnavailableError
 log = get_logger(__name__)
 
 
-def run_dir_of(cfg: ResolvedConfig) -> Path:
+def run_dir_of(cfg: ResolvedConfig[RunConfig]) -> Path:
     run = cfg.run
     return Path(run.fileroot).expanduser() / run.experiment_name / run.trial_name
 
@@ -66,7 +69,7 @@ def train_main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def run_training(cfg: ResolvedConfig, registry=None) -> Path:
+def run_training(cfg: ResolvedConfig[RunConfig], registry=None) -> Path:
     """Everything ``areal train`` does after loading the config; returns the run directory."""
     from areal_core.trainer.rl import reconcile_temperatures
 
@@ -75,6 +78,7 @@ def run_training(cfg: ResolvedConfig, registry=None) -> Path:
     _check_run_dir(run_dir, run.recover)
     reconcile_temperatures(cfg)
     _check_paths(cfg)
+    allocation = apply_allocation(cfg)  # before the resolved config is saved: rank processes read it
     run_dir.mkdir(parents=True, exist_ok=True)
     configure_logging(level=run.logging.level, json_logs=run.logging.json_logs, file=run_dir / "log.jsonl")
     quiet_libraries()
@@ -86,33 +90,32 @@ def run_training(cfg: ResolvedConfig, registry=None) -> Path:
         raise ArealError(f"scheduler {run.scheduler['name']!r} cannot run `areal train`: it does not implement the "
                          f"Scheduler protocol (missing: {', '.join(missing_members(scheduler, Scheduler))})")
     backend = cfg.create("inference", registry=registry)
-    inference_cfg, scheduler_cfg = cfg.components["inference"], cfg.components["scheduler"]
-    n_servers = inference_cfg.n_servers if isinstance(inference_cfg, InferenceConfigBase) else 1
-    ranks = scheduler_cfg.trainer_ranks if isinstance(scheduler_cfg, SchedulerConfigBase) else 1
+    n_servers, ranks = allocation.n_servers, allocation.trainer_ranks
     scheduler.prepare(run_dir)
-    server_status = scheduler if isinstance(scheduler, SupportsServerStatus) else None
-    with run_key() as key, scheduler:
+    with run_key() as key:
         key_env = {API_KEY_ENV: key}  # servers require it, every client of the run sends it
-        addrs = scheduler.start_inference_servers(backend, run.model_path, n_servers, env=key_env)
-        try:
-            if ranks == 1:
-                run_rank(cfg, run_dir, addrs, registry=registry, host_addr=scheduler.host_addr(),
-                         server_status=server_status)
-            else:
-                argv = [sys.executable, "-m", "areal_core.trainer.entry", "--rank-of", str(run_dir),
-                        "--servers", ",".join(addrs)]
-                handles = scheduler.launch_trainers(argv, ranks, key_env)
-                log.info("trainer ranks started", ranks=ranks, logs=str(run_dir / "logs"))
-                scheduler.wait(handles)
-        except InferenceUnavailableError as exc:
-            if server_status is None:
-                raise
-            states = "\n  ".join(server_status.describe_server(a) for a in addrs)
-            raise InferenceUnavailableError(f"{exc}\ninference servers now:\n  {states}") from None
+        server_status = scheduler if isinstance(scheduler, SupportsServerStatus) else None
+        with scheduler:
+            addrs = scheduler.start_inference_servers(backend, run.model_path, n_servers, env=key_env)
+            try:
+                if ranks == 1:
+                    run_rank(cfg, run_dir, addrs, registry=registry, host_addr=scheduler.host_addr(),
+                             server_status=server_status)
+                else:
+                    argv = [sys.executable, "-m", "areal_core.trainer.entry", "--rank-of", str(run_dir),
+                            "--servers", ",".join(addrs)]
+                    handles = scheduler.launch_trainers(argv, ranks, key_env)
+                    log.info("trainer ranks started", ranks=ranks, logs=str(run_dir / "logs"))
+                    scheduler.wait(handles)
+            except InferenceUnavailableError as exc:
+                if server_status is None:
+                    raise
+                states = "\n  ".join(server_status.describe_server(a) for a in addrs)
+                raise InferenceUnavailableError(f"{exc}\ninference servers now:\n  {states}") from None
     return run_dir
 
 
-def run_rank(cfg: ResolvedConfig, run_dir: Path, addrs: list[str], *, rank: int = 0, world_size: int = 1,
+def run_rank(cfg: ResolvedConfig[RunConfig], run_dir: Path, addrs: list[str], *, rank: int = 0, world_size: int = 1,
              registry=None, host_addr: str = "127.0.0.1", server_status=None) -> None:
     """One trainer rank: set up, train to the end, release everything."""
     from areal_core.trainer.rl import RLTrainer
@@ -159,7 +162,7 @@ def quiet_libraries() -> None:
     hf_logging.disable_progress_bar()
 
 
-def _init_trainer_group(cfg: ResolvedConfig, registry):
+def _init_trainer_group(cfg: ResolvedConfig[RunConfig], registry):
     import torch.distributed as dist
 
     device = cfg.create("device", registry=registry)
@@ -177,7 +180,7 @@ def _check_run_dir(run_dir: Path, recover: str) -> None:
                          f"continue it, or choose another trial_name (or delete the directory)")
 
 
-def _check_paths(cfg: ResolvedConfig) -> None:
+def _check_paths(cfg: ResolvedConfig[RunConfig]) -> None:
     """Model directory, datasets and batch arithmetic, before any process starts."""
     from areal_core.trainer.preflight import check_run
 
@@ -186,7 +189,7 @@ def _check_paths(cfg: ResolvedConfig) -> None:
 
 def _terminate_as_interrupt() -> None:
     """SIGTERM unwinds like Ctrl-C, so ``with scheduler`` stops the children."""
-    def handler(signum, frame):  # noqa: ARG001 - signal handler signature
+    def handler(signum, frame):  # signal handler signature
         raise KeyboardInterrupt(f"signal {signum}")
 
     try:

@@ -16,11 +16,11 @@ pytest.importorskip("areal_fsdp")
 pytest.importorskip("areal_grpo")
 psutil = pytest.importorskip("psutil")
 
-import rl_e2e_support as support  # noqa: E402
-from areal_core.config.loader import load_config  # noqa: E402
-from areal_core.metrics import read_metrics  # noqa: E402
-from areal_core.registry import build_registry, set_registry  # noqa: E402
-from areal_core.trainer.entry import run_training  # noqa: E402
+import rl_e2e_support as support
+from areal_core.config.loader import load_config
+from areal_core.metrics import read_metrics
+from areal_core.registry import build_registry, set_registry
+from areal_core.trainer.entry import run_training
 
 pytestmark = pytest.mark.slow
 

@@ -18,7 +18,6 @@ from areal_core.rollout.controller import RolloutController
 from areal_core.rollout.reward_runner import RewardFailureRateError, RewardRunner
 from areal_core.rollout.rlvr import RLVRConfig, RLVRWorkflow
 from areal_core.rollout.watchdog import LoopWatchdog
-
 from rollout_fakes import ScriptedBackend
 
 

@@ -16,11 +16,11 @@ import pytest
 pytest.importorskip("areal_embedded")
 pytestmark = pytest.mark.slow  # starts two servers (~40 s on 2 shared cores): tox -e faults-slow
 
-from areal_core.api.types import ModelRequest, SamplingParams, WeightUpdateMeta  # noqa: E402
-from areal_core.auth import API_KEY_ENV, auth_headers  # noqa: E402
-from areal_core.launcher.local import LocalScheduler, LocalSchedulerConfig  # noqa: E402
-from areal_core.rollout.client import InferenceUnavailableError, RolloutClient  # noqa: E402
-from areal_core.testing.inference_backend import make_served_model  # noqa: E402
+from areal_core.api.types import ModelRequest, SamplingParams, WeightUpdateMeta
+from areal_core.auth import API_KEY_ENV, auth_headers
+from areal_core.launcher.local import LocalScheduler, LocalSchedulerConfig
+from areal_core.rollout.client import InferenceUnavailableError, RolloutClient
+from areal_core.testing.inference_backend import make_served_model
 
 KEY = "faults-test-key"
 

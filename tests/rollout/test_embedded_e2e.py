@@ -12,13 +12,13 @@ import pytest
 pytest.importorskip("areal_embedded")
 torch = pytest.importorskip("torch")
 
-from areal_core.api.types import ModelRequest, SamplingParams, WeightUpdateMeta  # noqa: E402
-from areal_core.config.schema import RolloutConfig  # noqa: E402
-from areal_core.rollout.client import InferenceUnavailableError, RolloutClient  # noqa: E402
-from areal_core.rollout.controller import RolloutController  # noqa: E402
-from areal_core.rollout.reward_runner import RewardRunner  # noqa: E402
-from areal_core.rollout.rlvr import RLVRConfig, RLVRWorkflow  # noqa: E402
-from areal_sglang.protocol import get_weight_version  # noqa: E402
+from areal_core.api.types import ModelRequest, SamplingParams, WeightUpdateMeta
+from areal_core.config.schema import RolloutConfig
+from areal_core.rollout.client import InferenceUnavailableError, RolloutClient
+from areal_core.rollout.controller import RolloutController
+from areal_core.rollout.reward_runner import RewardRunner
+from areal_core.rollout.rlvr import RLVRConfig, RLVRWorkflow
+from areal_sglang.protocol import get_weight_version
 
 
 def free_port() -> int:
@@ -66,7 +66,7 @@ def server(models, tmp_path_factory):
     addr = f"127.0.0.1:{port}"
     try:
         asyncio.run(RolloutClient(backend, [addr]).wait_until_healthy(timeout_s=90))
-    except Exception:
+    except Exception:  # noqa: BLE001 - any failure to start: stop the server, show its log
         proc.kill()
         raise AssertionError(f"embedded server did not start:\n{log_path.read_text()[-3000:]}") from None
     yield backend, addr

@@ -13,8 +13,8 @@ padding query never has an empty softmax).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import torch
 
@@ -52,7 +52,7 @@ class ModelRunner:
             raise ArealError(f"--model {model_path!r} is not a Hugging Face model directory (no config.json)")
         config = AutoConfig.from_pretrained(model_path)
         self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=self.dtype, attn_implementation="sdpa")
-        self.model.to(self.device).eval().requires_grad_(False)
+        self.model.to(self.device).eval().requires_grad_(False)  # type: ignore[arg-type]  # transformers' stub of .to
         self.config = config
         text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
         self.vocab_size = text_config.vocab_size

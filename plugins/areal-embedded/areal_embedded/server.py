@@ -16,13 +16,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import math
 import os
 import random
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import torch
 from fastapi import FastAPI, Request
@@ -38,7 +40,7 @@ log = logging.getLogger("areal_embedded")
 # SGLang sampling params that only change text formatting: accepted and ignored (we return ids).
 IGNORED_SAMPLING = {"skip_special_tokens", "spaces_between_special_tokens", "no_stop_trim"}
 # SGLang sampling params this server does not implement: accepted only at their neutral value.
-NEUTRAL_SAMPLING = {"stop": (None, [], ""), "min_new_tokens": (0, None), "frequency_penalty": (0, 0.0, None),
+NEUTRAL_SAMPLING: dict[str, tuple[Any, ...]] = {"stop": (None, [], ""), "min_new_tokens": (0, None), "frequency_penalty": (0, 0.0, None),
                     "presence_penalty": (0, 0.0, None), "repetition_penalty": (1, 1.0, None),
                     "min_p": (0, 0.0, None), "regex": (None,), "json_schema": (None,), "ebnf": (None,)}
 SUPPORTED_SAMPLING = {"max_new_tokens", "temperature", "top_p", "top_k", "stop_token_ids", "ignore_eos", "n",
@@ -203,14 +205,14 @@ class EmbeddedServer:
                     max_new_tokens=min(sampling["max_new_tokens"], self.runner.max_len - len(prompt)),
                     temperature=sampling["temperature"], top_p=sampling["top_p"], top_k=sampling["top_k"],
                     stop_ids=frozenset(stop_ids), rng=random.Random(seed),
-                    on_done=lambda result, f=future: loop.call_soon_threadsafe(_settle, f, result),
+                    on_done=functools.partial(_settle_from_thread, loop, future),
                 ))
                 futures.append(future)
         self.scheduler.submit(sequences)
         gathered = asyncio.gather(*futures)
+        mine = set(map(id, sequences))
         while disconnected is not None and not (await asyncio.wait({gathered}, timeout=1.0))[0]:
             if await disconnected():
-                mine = set(map(id, sequences))
                 await self.control(Command("abort", targets=lambda s: id(s) in mine))
                 break
         results = await gathered
@@ -378,6 +380,11 @@ class EmbeddedServer:
         }
 
 
+def _settle_from_thread(loop: asyncio.AbstractEventLoop, future: asyncio.Future, result: Any) -> None:
+    """``Sequence.on_done``: settle ``future`` on its event loop (called from the scheduler thread)."""
+    loop.call_soon_threadsafe(_settle, future, result)
+
+
 def _settle(future: asyncio.Future, result: Any) -> None:
     if future.done():
         return
@@ -399,7 +406,7 @@ def build_app(server: EmbeddedServer) -> FastAPI:
             return _error(503, str(exc))
         except (BadRequest, ArealError, ValueError) as exc:
             return _error(400, str(exc))
-        except Exception as exc:  # noqa: BLE001 - the caller sees the reason
+        except Exception as exc:  # the caller sees the reason
             log.exception("request failed")
             return _error(500, f"{type(exc).__name__}: {exc}")
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import random
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
 import torch
 
@@ -95,7 +96,7 @@ def materialise(hf_config, state_dict: dict[str, torch.Tensor], buffers: dict[st
     With LoRA the state dict has peft names; the adapters are merged into the base weights
     unless ``cfg.lora.export == "adapter"`` (then the peft model is returned unmerged).
     """
-    model = _skeleton(hf_config, cfg.critic)
+    model: Any = _skeleton(hf_config, cfg.critic)  # a transformers model, then maybe its peft wrapper
     if cfg.lora.enabled:
         from peft import get_peft_model
 
@@ -117,7 +118,7 @@ def materialise(hf_config, state_dict: dict[str, torch.Tensor], buffers: dict[st
     return model
 
 
-def write_hf_dir(model: torch.nn.Module, out: Path, source_dir: str) -> None:
+def write_hf_dir(model: Any, out: Path, source_dir: str) -> None:
     """``save_pretrained`` (safetensors) plus the tokenizer and generation config of ``source_dir``."""
     from transformers import AutoTokenizer
 

@@ -6,8 +6,7 @@ loads no torch; the names that need it are imported on first use.
 """
 
 from areal_grpo.config import PPOConfig
-from areal_grpo.policy_loss import (PolicyLoss, PolicyLossInput, get_policy_loss, policy_loss_names,
-                                    register_policy_loss)
+from areal_grpo.policy_loss import PolicyLoss, PolicyLossInput, get_policy_loss, policy_loss_names, register_policy_loss
 
 __all__ = [
     "LOG_RATIO_BOUND", "PPOAlgorithm", "PPOConfig", "PolicyLoss", "PolicyLossInput", "StatSums", "bounded_exp",

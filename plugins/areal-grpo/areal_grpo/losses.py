@@ -117,4 +117,6 @@ def aggregate_weight(mask: torch.Tensor, seq_index: torch.Tensor, num_seqs: int,
         return float(mask.sum())
     if mode == "seq_mean":
         return float((segment_count(mask, seq_index, num_seqs) > 0).sum())
+    if norm_tokens is None:
+        raise ValueError(f"aggregate_weight: mode={mode!r} needs norm_tokens")
     return float(num_seqs * norm_tokens)

@@ -69,8 +69,8 @@ class PPOAlgorithm:
 
     # -- the step -----------------------------------------------------------------------------
 
-    def train_step(self, batch: SequenceBatch, actor: "TrainEngine", critic: "TrainEngine | None" = None,
-                   ref: "TrainEngine | None" = None) -> dict[str, float]:
+    def train_step(self, batch: SequenceBatch, actor: TrainEngine, critic: TrainEngine | None = None,
+                   ref: TrainEngine | None = None) -> dict[str, float]:
         """Update ``actor`` (and ``critic``) on ``batch``; returns stats for logging."""
         cfg = self.config
         self._check_inputs(batch, critic, ref)
@@ -98,8 +98,8 @@ class PPOAlgorithm:
 
     # -- 1. recompute -------------------------------------------------------------------------
 
-    def recompute(self, batch: SequenceBatch, actor: "TrainEngine", critic: "TrainEngine | None" = None,
-                  ref: "TrainEngine | None" = None) -> SequenceBatch:
+    def recompute(self, batch: SequenceBatch, actor: TrainEngine, critic: TrainEngine | None = None,
+                  ref: TrainEngine | None = None) -> SequenceBatch:
         """A copy of ``batch`` with ``prox_logprobs`` / ``ref_logprobs`` / ``values`` as the config needs."""
         cfg = self.config
         tokens = dict(batch.tokens)
@@ -108,6 +108,7 @@ class PPOAlgorithm:
         elif cfg.prox_logprobs == "behaviour":
             tokens["prox_logprobs"] = batch["logprobs"]
         if cfg.needs_ref:
+            assert ref is not None  # _check_inputs: needs_ref asks for a ref engine
             tokens["ref_logprobs"] = _on(batch, ref.forward(batch, temperature=cfg.temperature))
         if critic is not None:
             tokens["values"] = adv_fns.state_values(_on(batch, critic.forward(batch)), batch.position_ids)
@@ -121,7 +122,7 @@ class PPOAlgorithm:
         loss_mask, seq_index, num_seqs = batch["loss_mask"], batch.seq_index, batch.num_seqs
 
         rewards = batch["rewards"].float()
-        if cfg.overlong_buffer_ratio > 0:
+        if cfg.overlong_buffer_ratio > 0 and cfg.max_response_tokens is not None:  # (the config requires it)
             lengths = adv_fns.response_lengths(loss_mask, seq_index, num_seqs)
             rewards = rewards + adv_fns.overlong_penalty(lengths, cfg.max_response_tokens, cfg.overlong_buffer_ratio,
                                                          cfg.overlong_penalty_factor)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime
 import socket
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import torch
 import torch.distributed as dist
@@ -21,7 +21,7 @@ from areal_core.plugin import ArealError
 
 
 def open_weight_group(master_address: str, master_port: int, world_size: int, rank: int,
-                      backend: str = "gloo", timeout_s: float = 120.0) -> "dist.ProcessGroup":
+                      backend: str = "gloo", timeout_s: float = 120.0) -> dist.ProcessGroupGloo | dist.ProcessGroupNCCL:
     """Join (rank 0: host) the weight-sync group; blocks until all ``world_size`` ranks joined."""
     if not 0 <= rank < world_size:
         raise ArealError(f"weight-sync rank {rank} is outside world_size {world_size}")
@@ -31,6 +31,7 @@ def open_weight_group(master_address: str, master_port: int, world_size: int, ra
                               master_listen_fd=_listen_fd(master_address, master_port))
     else:
         store = dist.TCPStore(master_address, master_port, world_size, is_master=False, timeout=timeout)
+    group: dist.ProcessGroupGloo | dist.ProcessGroupNCCL
     if backend == "gloo":
         group = dist.ProcessGroupGloo(store, rank, world_size, timeout)
     elif backend == "nccl":
@@ -52,7 +53,7 @@ def _listen_fd(address: str, port: int) -> int:
     return sock.detach()
 
 
-def broadcast_from_rank0(group: "dist.ProcessGroup", tensors: list[torch.Tensor]) -> None:
+def broadcast_from_rank0(group: dist.ProcessGroup, tensors: list[torch.Tensor]) -> None:
     """Broadcast each tensor in place from rank 0 (rank 0 sends, every other rank receives)."""
     for tensor in tensors:
         opts = dist.BroadcastOptions()

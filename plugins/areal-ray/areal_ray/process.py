@@ -1,0 +1,58 @@
+"""One OS process of a run, owned by a Ray actor on the node the placement group chose.
+
+The actor picks the node's address and a free port there, starts the command with its output
+appended to a log file under the run directory (shared storage, so the driver and every node
+see the same file as it grows), and reports the exit status. The process dies with the actor:
+it is started with ``PR_SET_PDEATHSIG`` (Linux), so a killed actor or a lost node leaves no
+orphan.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+
+from areal_core.launcher.local import _die_with_parent, free_port
+
+
+class ProcessActor:
+    """Body of the Ray actor (wrapped with ``ray.remote`` by the scheduler)."""
+
+    def __init__(self) -> None:
+        self.popen: subprocess.Popen | None = None
+
+    def where(self) -> tuple[str, str, int]:
+        """(node id, node address, a port free on that address a moment ago)."""
+        import ray
+
+        ip = ray.util.get_node_ip_address()
+        return ray.get_runtime_context().get_node_id(), ip, free_port(ip)
+
+    def start(self, argv: list[str], env: dict[str, str], log_path: str) -> int:
+        """Start ``argv`` with this node's environment plus ``env``; returns its pid."""
+        os.makedirs(os.path.dirname(log_path), exist_ok=True)
+        with open(log_path, "ab") as out:
+            self.popen = subprocess.Popen([str(a) for a in argv], stdout=out, stderr=subprocess.STDOUT,
+                                          stdin=subprocess.DEVNULL, env={**os.environ, **env},
+                                          start_new_session=True, preexec_fn=_die_with_parent)
+        return self.popen.pid
+
+    def poll(self) -> int | None:
+        """Exit status, or None while running."""
+        return None if self.popen is None else self.popen.poll()
+
+    def stop(self, timeout_s: float) -> int | None:
+        """SIGTERM the process group, SIGKILL after ``timeout_s``; returns the exit status."""
+        if self.popen is None or self.popen.poll() is not None:
+            return None if self.popen is None else self.popen.returncode
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(self.popen.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                return self.popen.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                continue
+        return self.popen.wait()
