@@ -15,7 +15,9 @@ Contents: the hook marker and record (``hookimpl``, ``Component``), config bases
 capabilities) and the data types that cross them, and ``tensors_checksum`` (what a backend's
 ``weights_checksum`` must equal), the run's API key (``API_KEY_ENV``, ``auth_headers``: servers
 require it, clients send it) and durable output (``require_free_space``, ``disk_full_error``,
-``fsync_tree``: what checkpoints and exports are written with). Test helpers live in
+``fsync_tree``: what checkpoints and exports are written with), and the model helpers every engine
+and server shares (``resolve_model_path``: a directory or hub id; ``CheckpointLayout``,
+``checkpoint_named_parameters``: in-memory vs saved weight names; ``check_full_attention``). Test helpers live in
 :mod:`areal_core.testing` (contract suites, tiny models).
 """
 
@@ -35,10 +37,12 @@ from areal_core.config.base import (
 from areal_core.errors import ArealError
 from areal_core.files import disk_full_error, fsync_tree, require_free_space
 from areal_core.hookspecs import hookimpl
+from areal_core.hub import resolve_model_path
 from areal_core.registry import Component
 from areal_core.rollout.client import InferenceUnavailableError
 from areal_core.rollout.reward_runner import RewardFailureRateError, RewardOutcome, RewardRunner
 from areal_core.rollout.sample_ids import sample_id_of
+from areal_core.weight_layout import CheckpointLayout, check_full_attention, checkpoint_named_parameters
 
 if TYPE_CHECKING:  # at run time, loaded lazily by __getattr__ below
     from areal_core.data.batch import SequenceBatch
@@ -47,7 +51,8 @@ __all__ = [
     "ArealError", "Component", "ComponentConfig", "InferenceConfigBase", "SchedulerConfigBase", "StrictModel",
     "WorkflowConfigBase", "hookimpl", "SequenceBatch", "tensors_checksum", "API_KEY_ENV", "auth_headers",
     "disk_full_error", "fsync_tree", "require_free_space", "RewardRunner", "RewardOutcome", "RewardFailureRateError",
-    "InferenceUnavailableError", "sample_id_of", *_api_all,
+    "InferenceUnavailableError", "sample_id_of", "resolve_model_path", "CheckpointLayout", "check_full_attention",
+    "checkpoint_named_parameters", *_api_all,
 ]
 
 

@@ -170,7 +170,7 @@ class EmbeddedServer:
         self.rng = random.Random(seed)
         self.groups: dict[str, Any] = {}
         # distributed updates: tensors received per group, copied in only when a version commits
-        self.staged: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        self.staged: dict[str, list[tuple[str, torch.Tensor]]] = {}
         self.poisoned: dict[str, str] = {}  # group -> why its staged update must not commit
 
     async def generate(self, body: dict[str, Any], disconnected: Callable[[], Awaitable[bool]] | None = None) -> Any:
@@ -299,9 +299,8 @@ class EmbeddedServer:
             raise BadRequest(f"update_weights_from_distributed announces {numel} elements, more than twice the model")
         problem = None
         try:
-            own = self.runner.named_tensors()
             for tensor_name, shape, dtype in zip(names, shapes, torch_dtypes):
-                self.runner.check_tensor(tensor_name, shape, dtype, own)
+                self.runner.check_tensor(tensor_name, shape, dtype)
         except ArealError as exc:
             problem = str(exc)
         requested = body.get("weight_version")
@@ -354,7 +353,7 @@ class EmbeddedServer:
 
         while True:
             version = self.scheduler.version
-            checksum = await asyncio.to_thread(tensors_checksum, self.runner.model.named_parameters())
+            checksum = await asyncio.to_thread(tensors_checksum, self.runner.checkpoint_parameters())
             if self.scheduler.version == version:
                 return {"checksum": checksum, "weight_version": str(version)}
 
@@ -504,7 +503,8 @@ def build_app(server: EmbeddedServer) -> FastAPI:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser("areal_embedded.server", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", required=True, help="local Hugging Face model directory")
+    parser.add_argument("--model", required=True, help="local Hugging Face model directory or hub id (org/name, "
+                        "from the Hugging Face cache)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=30000)
     parser.add_argument("--max-batch", type=int, default=32, help="most sequences decoded together")
@@ -546,7 +546,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         from transformers import AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(args.model)
+        tokenizer = AutoTokenizer.from_pretrained(runner.model_path)
     except Exception:  # noqa: BLE001 - a model directory without a tokenizer still serves input_ids
         tokenizer = None
     scheduler = Scheduler(runner, args.max_batch, args.max_prefill_tokens, version=args.weight_version)
