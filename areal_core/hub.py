@@ -45,7 +45,8 @@ def resolve_model_path(value: str, field: str = "model_path") -> str:
     if path.exists():
         return str(path)
     if not looks_like_hub_id(value):
-        raise ArealError(f"{field}: {value!r} is not a directory (nor a Hugging Face hub id of the form org/name)")
+        raise ArealError(f"{field}: {value!r} is not a Hugging Face model directory (no such directory), nor a "
+                         "hub id of the form org/name")
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 

@@ -56,9 +56,9 @@ from areal_core.api.types import ModelRequest, SamplingParams, WeightUpdateMeta
 from areal_core.auth import auth_headers
 from areal_core.checksum import tensors_checksum
 from areal_core.errors import ArealError
-from areal_core.weight_layout import checkpoint_named_parameters
 from areal_core.registry import build_registry, get_registry
 from areal_core.testing.contract import ComponentContract, run_async
+from areal_core.weight_layout import checkpoint_named_parameters
 
 PROMPTS = [[5, 17, 33, 9, 100], [7, 8], [44, 45, 46, 47, 48, 49, 50, 51, 52, 53, 54]]
 

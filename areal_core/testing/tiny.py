@@ -104,3 +104,33 @@ def make_tiny_model(path: str | Path, size: str = "0.2m", vocab_size: int = 512,
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+def cache_as_hub_model(model_dir: str | Path, cache_dir: str | Path, repo_id: str,
+                       commit: str = "0123456789abcdef0123456789abcdef01234567") -> Path:
+    """Put the files of ``model_dir`` into a Hugging Face hub cache at ``cache_dir`` as the
+    snapshot of ``repo_id`` (what ``snapshot_download`` leaves behind, laid out the same way:
+    ``models--org--name/refs/main`` naming a commit, ``snapshots/<commit>/<files>``). Returns the
+    snapshot directory. Lets tests use hub ids with no network."""
+    import shutil
+
+    repo = Path(cache_dir) / ("models--" + repo_id.replace("/", "--"))
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text(commit)
+    snapshot = repo / "snapshots" / commit
+    shutil.copytree(model_dir, snapshot, dirs_exist_ok=True)
+    return snapshot
+
+
+def with_sliding_window(model_dir: str | Path, window: int = 16) -> Path:
+    """Turn the tiny Qwen2/Qwen3 model at ``model_dir`` into one whose later layers attend
+    through a ``window``-token sliding window (its config only; the weights stay)."""
+    import json
+
+    config_file = Path(model_dir) / "config.json"
+    config = json.loads(config_file.read_text())
+    layers = config["num_hidden_layers"]
+    config.update(use_sliding_window=True, sliding_window=window, max_window_layers=1,
+                  layer_types=["full_attention"] + ["sliding_attention"] * (layers - 1))
+    config_file.write_text(json.dumps(config, indent=2))
+    return Path(model_dir)
