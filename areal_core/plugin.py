@@ -13,7 +13,7 @@ Contents: the hook marker and record (``hookimpl``, ``Component``), config bases
 (``ComponentConfig`` and the kind bases whose fields core reads), the error type users see
 (``ArealError``), every Protocol of :mod:`areal_core.api` (component kinds and optional
 capabilities) and the data types that cross them, and ``tensors_checksum`` (what a backend's
-``weights_checksum`` must equal), the run's API key (``API_KEY_ENV``, ``auth_headers``: servers
+``weights_checksum`` must equal), ``parse_weight_version`` (a server's reported version), the run's API key (``API_KEY_ENV``, ``auth_headers``: servers
 require it, clients send it) and durable output (``require_free_space``, ``disk_full_error``,
 ``fsync_tree``: what checkpoints and exports are written with). Test helpers live in
 :mod:`areal_core.testing` (contract suites, tiny models).
@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from areal_core.api import *  # noqa: F403 - re-exported by design: this module is the surface
 from areal_core.api import __all__ as _api_all
+from areal_core.api.types import parse_weight_version
 from areal_core.auth import API_KEY_ENV, auth_headers
 from areal_core.checksum import tensors_checksum
 from areal_core.config.base import (
@@ -47,7 +48,7 @@ __all__ = [
     "ArealError", "Component", "ComponentConfig", "InferenceConfigBase", "SchedulerConfigBase", "StrictModel",
     "WorkflowConfigBase", "hookimpl", "SequenceBatch", "tensors_checksum", "API_KEY_ENV", "auth_headers",
     "disk_full_error", "fsync_tree", "require_free_space", "RewardRunner", "RewardOutcome", "RewardFailureRateError",
-    "InferenceUnavailableError", "sample_id_of", *_api_all,
+    "InferenceUnavailableError", "sample_id_of", "parse_weight_version", *_api_all,
 ]
 
 

@@ -33,7 +33,15 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from areal_core.plugin import ArealError, ModelRequest, ModelResponse, SamplingParams, WeightUpdateMeta, WeightUpdater
+from areal_core.plugin import (
+    ArealError,
+    ModelRequest,
+    ModelResponse,
+    SamplingParams,
+    WeightUpdateMeta,
+    WeightUpdater,
+    parse_weight_version,
+)
 
 if TYPE_CHECKING:
     import httpx
@@ -73,17 +81,6 @@ def generate_payload(req: ModelRequest) -> dict[str, Any]:
         "return_logprob": True,
         "stream": False,
     }
-
-
-def parse_weight_version(value: Any) -> int:
-    """SGLang reports ``weight_version`` as a string; ``"default"`` (never updated) is version 0."""
-    if value is None or value == "default":
-        return 0
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise ArealError(f"inference server reported weight_version {value!r}, which is not an integer; "
-                         "start servers with an integer initial version (e.g. --weight-version 0)") from None
 
 
 def parse_generate_response(req: ModelRequest, data: Any, latency_s: float) -> ModelResponse:

@@ -19,14 +19,20 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
-from areal_core.plugin import ArealError, ModelRequest, ModelResponse, WeightUpdateMeta, WeightUpdater
+from areal_core.plugin import (
+    ArealError,
+    ModelRequest,
+    ModelResponse,
+    WeightUpdateMeta,
+    WeightUpdater,
+    parse_weight_version,
+)
 from areal_vllm.config import VLLMConfig
 from areal_vllm.preflight import check_vllm
 from areal_vllm.protocol import (
     ServerRequestError,
     completion_payload,
     parse_completion,
-    parse_weight_version,
     request,
 )
 
@@ -36,7 +42,7 @@ if TYPE_CHECKING:
 
 async def weight_version(client: httpx.AsyncClient, addr: str) -> int:
     """The weight version the server at ``addr`` serves (``GET /weight_info``)."""
-    return parse_weight_version((await request(client, addr, "GET", "/weight_info"))["weight_version"])
+    return parse_weight_version((await request(client, addr, "GET", "/weight_info"))["weight_version"], "vLLM server")
 
 
 class VLLMBackend:
