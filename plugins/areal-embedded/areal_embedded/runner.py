@@ -20,6 +20,7 @@ import torch
 
 from areal_core.plugin import ArealError
 from areal_embedded.kv_cache import SlotKVCache
+from areal_embedded.lora import AdapterWeights
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -64,6 +65,7 @@ class ModelRunner:
         self.cache = SlotKVCache(text_config.num_hidden_layers, max_rows, kv_heads, head_dim, 2 * self.max_len,
                                  self.dtype, self.device)
         self.eos_token_ids = _eos_token_ids(self.model)
+        self.adapter = AdapterWeights()  # the base weights under a merged LoRA adapter, if one is loaded
 
     # -- forward passes ------------------------------------------------------------------------
 
@@ -126,10 +128,29 @@ class ModelRunner:
 
     @torch.no_grad()
     def commit(self, staged: list[tuple[torch.Tensor, torch.Tensor]]) -> int:
-        """Copy staged values into the live tensors (shapes already checked); returns the count."""
+        """Copy staged values into the live tensors (shapes already checked); returns the count.
+        A loaded adapter is dropped first (when there is anything to copy): the new weights are
+        served as they are."""
+        if staged:
+            self.adapter.restore(self.named_tensors())
         for target, value in staged:
             target.copy_(value.to(device=target.device, dtype=target.dtype))
         return len(staged)
+
+    def check_adapter(self, deltas: dict[str, torch.Tensor]) -> None:
+        """ArealError unless every adapter delta names a weight of the model with its shape."""
+        own = self.named_tensors()
+        for name, delta in deltas.items():
+            self.check_tensor(name, tuple(delta.shape), delta.dtype, own)
+
+    def load_adapter(self, deltas: dict[str, torch.Tensor]) -> int:
+        """Serve base + ``deltas`` (checked by :meth:`check_adapter`), replacing any adapter
+        loaded before; returns the layers changed."""
+        return self.adapter.merge(self.named_tensors(), deltas)
+
+    def unload_adapter(self) -> None:
+        """Serve the base weights again."""
+        self.adapter.restore(self.named_tensors())
 
     def load_from_disk(self, path: str) -> int:
         """Load every tensor of the safetensors files in HF directory ``path``; returns the count.
