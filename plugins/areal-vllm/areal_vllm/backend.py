@@ -72,6 +72,7 @@ class VLLMBackend:
             "VLLM_HOST_IP": c.host_ip,
             "VLLM_CPU_KVCACHE_SPACE": str(c.kv_cache_space_gib),
             "VLLM_LOGGING_LEVEL": c.log_level.upper(),
+            "VLLM_HTTP_TIMEOUT_KEEP_ALIVE": str(c.keep_alive_s),
         }
         if c.enable_lora:
             env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"
