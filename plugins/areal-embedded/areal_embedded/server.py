@@ -507,29 +507,17 @@ def build_app(server: EmbeddedServer) -> FastAPI:
 
         return await with_body(request, run)
 
-    @app.post("/update_weights_from_disk")
-    async def update_from_disk(request: Request):
-        return await with_body(request, server.update_from_disk)
+    def body_route(path: str, handler: Callable[[dict[str, Any]], Awaitable[Any]]) -> None:
+        async def route(request: Request):
+            return await with_body(request, handler)
 
-    @app.post("/init_weights_update_group")
-    async def init_group(request: Request):
-        return await with_body(request, server.init_group)
+        app.post(path, name=path.strip("/"))(route)
 
-    @app.post("/update_weights_from_distributed")
-    async def update_from_distributed(request: Request):
-        return await with_body(request, server.update_from_distributed)
-
-    @app.post("/update_weight_version")
-    async def update_version(request: Request):
-        return await with_body(request, server.set_version)
-
-    @app.post("/load_lora_adapter")
-    async def load_lora_adapter(request: Request):
-        return await with_body(request, server.load_adapter)
-
-    @app.post("/unload_lora_adapter")
-    async def unload_lora_adapter(request: Request):
-        return await with_body(request, server.unload_adapter)
+    for path, handler in {"/update_weights_from_disk": server.update_from_disk, "/init_weights_update_group": server.init_group,
+                          "/update_weights_from_distributed": server.update_from_distributed,
+                          "/update_weight_version": server.set_version, "/load_lora_adapter": server.load_adapter,
+                          "/unload_lora_adapter": server.unload_adapter}.items():
+        body_route(path, handler)
 
     @app.api_route("/flush_cache", methods=["GET", "POST"])
     async def flush_cache():
