@@ -12,7 +12,7 @@ trainer's weights.
 from __future__ import annotations
 
 import hashlib
-from typing import Iterable
+from collections.abc import Iterable
 
 
 def tensors_checksum(named_tensors: Iterable) -> str:

@@ -1,11 +1,11 @@
 """The ``areal`` command.
 
-    areal plugins [--json]                         installed components by kind, failed plugins
+    areal plugins [--json]                         installed components by kind, failed plugins, name conflicts
     areal config show [--config run.yaml] [k=v..]  the resolved config, as YAML
     areal config docs [-o PATH] [--installed]      write the config reference
-    areal plugin new NAME [--dir plugins]          scaffold a plugin from plugins/_template
+    areal plugin new NAME [--kind K] [--dir D]     scaffold a plugin providing one component of kind K
     areal serve --backend NAME --model PATH [k=v..]  exec one inference server
-    areal train ...   /   areal sft ...   /   areal plot RUN_DIR ...   the trainers' own command lines
+    areal train | sft | dpo | rm ...   /   areal plot RUN_DIR ...   the trainers' own command lines
 
 An :class:`~areal_core.errors.ArealError` prints its message on stderr and exits with status 2,
 without a traceback; ``--debug`` (anywhere on the line) or ``AREAL_DEBUG=1`` adds tracebacks.
@@ -30,7 +30,9 @@ from areal_core.logging import LEVELS, configure_logging, env_flag, get_logger
 DELEGATED = {
     "train": ("areal_core.trainer.entry", "train_main", "run RL training: areal train --config run.yaml [overrides]"),
     "plot": ("areal_core.trainer.plot", "main", "plot a run's metrics: areal plot RUN_DIR"),
-    "sft": ("areal_core.trainer.sft", "sft_main", "supervised fine-tuning: areal sft --config sft.yaml [overrides]"),
+    "sft": ("areal_core.trainer.offline", "sft_main", "supervised fine-tuning: areal sft --config sft.yaml [overrides]"),
+    "dpo": ("areal_core.trainer.offline", "dpo_main", "preference optimisation: areal dpo --config dpo.yaml [overrides]"),
+    "rm": ("areal_core.trainer.offline", "rm_main", "reward modelling: areal rm --config rm.yaml [overrides]"),
 }
 GLOBAL_FLAGS_WITH_VALUE = ("--log-level",)
 
@@ -53,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except SystemExit as exc:  # argparse's own exits (--help, usage errors)
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
-    except Exception as exc:  # noqa: BLE001 - a bug: say so in one line unless debugging
+    except Exception as exc:  # a bug: say so in one line unless debugging
         if debug:
             raise
         print(f"error: internal error: {type(exc).__name__}: {exc}\n(run with --debug for the traceback)", file=sys.stderr)
@@ -75,6 +77,8 @@ def _run(argv: list[str]) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from areal_core.scaffold import DEFAULT_KIND, KIND_TEMPLATES
+
     parser = argparse.ArgumentParser(prog="areal", description="Asynchronous RL for LLMs, built from plugins.")
     parser.add_argument("--version", action="version", version=f"areal-core {__version__}")
     parser.add_argument("--log-level", choices=LEVELS, help="log level (default: AREAL_LOG_LEVEL or info)")
@@ -96,21 +100,26 @@ def build_parser() -> argparse.ArgumentParser:
     docs.add_argument("-o", "--output", default="docs/config-reference.md", help="file to write, - for stdout")
     docs.add_argument("--installed", action="store_true", help="include every installed plugin (default: areal-core only)")
     docs.set_defaults(handler=cmd_config_docs)
-    config.set_defaults(handler=lambda args: config.print_help() or 2)
+    config.set_defaults(handler=lambda args: _print_help(config))
 
     plugin = commands.add_parser("plugin", help="plugin development helpers")
     plugin_commands = plugin.add_subparsers(title="plugin commands", metavar="SUBCOMMAND")
-    new = plugin_commands.add_parser("new", help="create plugins/areal-NAME from the plugin template")
+    new = plugin_commands.add_parser("new", help="create plugins/areal-NAME: one component of a kind, its contract test, README")
     new.add_argument("name", help="plugin name, e.g. my-reward (distribution areal-my-reward)")
+    new.add_argument("--kind", default=DEFAULT_KIND, choices=KIND_TEMPLATES,
+                     help=f"component kind the plugin provides (default: {DEFAULT_KIND})")
     new.add_argument("--dir", default="plugins", help="parent directory (default: plugins)")
     new.set_defaults(handler=cmd_plugin_new)
-    plugin.set_defaults(handler=lambda args: plugin.print_help() or 2)
+    plugin.set_defaults(handler=lambda args: _print_help(plugin))
 
     serve = commands.add_parser("serve", help="start one inference server of a backend (replaces this process)")
     serve.add_argument("--backend", required=True, help="inference backend name (see `areal plugins`)")
     serve.add_argument("--model", required=True, help="model directory to serve")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=30000, help="port to listen on (default 30000)")
+    serve.add_argument("--api-key", default=None,
+                       help="bearer token every request must carry; handed to the server in AREAL_API_KEY (not argv). "
+                            "Default: $AREAL_API_KEY; prefer that variable on a shared node (argv is visible in ps)")
     serve.add_argument("--dry-run", action="store_true", help="print the server command instead of running it")
     serve.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="backend config overrides")
     serve.set_defaults(handler=cmd_serve)
@@ -121,6 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # -- commands ---------------------------------------------------------------------------------
+
+
+def _print_help(parser: argparse.ArgumentParser) -> int:
+    """A command group run without its subcommand: print its help, exit status 2."""
+    parser.print_help()
+    return 2
 
 
 def cmd_plugins(args) -> int:
@@ -134,6 +149,10 @@ def cmd_plugins(args) -> int:
                 for kind in KINDS for c in registry.by_kind(kind)
             ],
             "failures": [{"entry_point": f.entry_point, "distribution": f.distribution, "error": f.error} for f in registry.failures],
+            "conflicts": [
+                {"kind": c.kind, "name": c.name, "distributions": [r.distribution for r in c.components], "error": c.message()}
+                for c in registry.conflicts.values()
+            ],
         }, indent=2))
         return 0
 
@@ -144,10 +163,12 @@ def cmd_plugins(args) -> int:
     for column in ("kind", "name", "summary", "distribution", "version"):
         table.add_column(column, overflow="fold")
     for kind in KINDS.values():
-        components = registry.by_kind(kind.name)
-        for i, c in enumerate(components):
-            table.add_row(kind.label if i == 0 else "", *(_escape(v) for v in (c.name, c.summary, c.distribution, c.version)))
-        if not components:
+        rows = [(c.name, _escape(c.summary), _escape(c.distribution), _escape(c.version)) for c in registry.by_kind(kind.name)]
+        rows += [(n, "[red]unusable: registered twice (see below)[/red]", _escape(", ".join(r.distribution for r in c.components)), "")
+                 for (k, n), c in registry.conflicts.items() if k == kind.name]
+        for i, (name, *rest) in enumerate(sorted(rows)):
+            table.add_row(kind.label if i == 0 else "", _escape(name), *rest)
+        if not rows:
             table.add_row(kind.label, "[dim]-[/dim]", "[dim]none installed[/dim]", "", "")
         table.add_section()
     console.print(table)
@@ -158,6 +179,15 @@ def cmd_plugins(args) -> int:
         for f in registry.failures:
             failed.add_row(_escape(f.entry_point), _escape(f.distribution), f"[red]{_escape(f.error)}[/red]")
         console.print(failed)
+    if registry.conflicts:
+        clashes = Table(title="names registered twice (a run that uses one fails; the rest work)", title_justify="left",
+                        title_style="bold red")
+        for column in ("kind", "name", "registered by", "fix"):
+            clashes.add_column(column, overflow="fold")
+        for c in registry.conflicts.values():
+            clashes.add_row(KINDS[c.kind].label, _escape(c.name), _escape(", ".join(r.origin for r in c.components)),
+                            f"[red]{_escape(c.fix)}[/red]")
+        console.print(clashes)
     return 0
 
 
@@ -184,10 +214,12 @@ def cmd_config_docs(args) -> int:
 
 
 def cmd_plugin_new(args) -> int:
-    from areal_core.scaffold import new_plugin
+    from areal_core.scaffold import KIND_TEMPLATES, new_plugin
 
-    dest = new_plugin(args.name, args.dir)
+    dest = new_plugin(args.name, args.dir, kind=args.kind)
     print(f"created {dest}\nnext: pip install -e {dest}[test] && pytest {dest}/tests")
+    if not KIND_TEMPLATES[args.kind].working:
+        print(f"the {args.kind} is a skeleton: its contract test fails until you implement the methods that raise NotImplementedError")
     return 0
 
 
@@ -203,6 +235,10 @@ def cmd_serve(args) -> int:
     if args.dry_run:
         print(shlex.join(command))
         return 0
+    if args.api_key:
+        from areal_core.auth import API_KEY_ENV
+
+        os.environ[API_KEY_ENV] = args.api_key
     get_logger(__name__).info("starting inference server", backend=args.backend, command=shlex.join(command))
     sys.stdout.flush()
     sys.stderr.flush()

@@ -1,12 +1,15 @@
 """Every hook areal calls, in one module.
 
 A plugin is a module (named by an entry point in the ``areal`` group) that implements some of these
-hooks with ``@areal_core.hookimpl``. Provider hooks (``areal_register_<plural>``) return a list of
+hooks with ``@hookimpl`` (``from areal_core.plugin import hookimpl``). Provider hooks (``areal_register_<plural>``) return a list of
 :class:`areal_core.registry.Component` records. A record names its factory and its config model as
 lazy ``"module:attr"`` strings, so discovery imports neither torch nor an engine.
 
 Load order: areal's own built-in components, then entry points in the order
-``importlib.metadata`` lists them, then validation (duplicate names are fatal).
+``importlib.metadata`` lists them. Each plugin is validated as it is registered: a ``@hookimpl``
+function that is not one of these hooks, or an ``areal_register_*`` function without
+``@hookimpl``, is an error naming the closest hook; a name registered twice in a kind is a conflict that fails only the runs that use it
+(``areal_core.registry``).
 
 Factory call signature, one per kind (``config`` is an instance of the record's config model):
 
@@ -17,10 +20,11 @@ train_engine        ``factory(config, run: areal_core.api.RunContext) -> TrainEn
 inference_backend   ``factory(config) -> InferenceBackend``
 algorithm           ``factory(config) -> Algorithm``
 reward              ``factory(config) -> Reward``
-workflow            ``factory(config, reward: Reward, tokenizer) -> Workflow``
+workflow            ``factory(config, reward: RewardRunner, tokenizer) -> Workflow``
 scheduler           ``factory(config) -> Scheduler``
 device              ``factory(config) -> Device``
 metric_sink         ``factory(config, run_dir: pathlib.Path) -> MetricSink``
+pair_loss           ``factory(config) -> PairLoss``
 =================== =============================================================
 """
 
@@ -154,4 +158,20 @@ def areal_register_metric_sinks():
         @hookimpl
         def areal_register_metric_sinks():
             return [Component("mlflow", "my_pkg.sink:MLflowSink", None, "MLflow tracking")]
+    """
+
+
+@hookspec
+def areal_register_pair_losses():
+    """Return the preference-pair losses (``areal dpo`` / ``areal rm``) this plugin provides.
+
+    Returns: ``list[Component]``; each factory builds a :class:`areal_core.api.protocols.PairLoss`.
+    Called: once per process, when the registry is first used.
+
+    Example::
+
+        @hookimpl
+        def areal_register_pair_losses():
+            return [Component("dpo", "areal_core.trainer.pair_losses:DPOLoss",
+                              "areal_core.trainer.pair_losses:DPOConfig", "DPO sigmoid loss")]
     """

@@ -16,13 +16,14 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import structlog
 
 from areal_core.errors import ArealError
 
 LEVELS = ("debug", "info", "warning", "error")
+HANDLER_NAME = "areal"  # the root handlers configure_logging installs (and replaces on the next call)
 TRUE_VALUES = ("1", "true", "yes", "on")
 
 get_logger = structlog.get_logger
@@ -45,7 +46,7 @@ def configure_logging(level: str | None = None, json_logs: bool | None = None, s
     json_logs = env_flag("AREAL_LOG_JSON") if json_logs is None else json_logs
     stream = stream or sys.stderr
 
-    shared = [
+    shared: list[Any] = [  # structlog processors
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
@@ -67,16 +68,17 @@ def configure_logging(level: str | None = None, json_logs: bool | None = None, s
         handlers[-1].setFormatter(_formatter(shared, json_logs=True, colors=False))
 
     root = logging.getLogger()
-    for old in [h for h in root.handlers if getattr(h, "_areal", False)]:
+    for old in [h for h in root.handlers if h.get_name() == HANDLER_NAME]:
         root.removeHandler(old)
         old.close()
     for handler in handlers:
-        handler._areal = True  # marks the handlers a later call replaces
+        handler.set_name(HANDLER_NAME)  # marks the handlers a later call replaces
         root.addHandler(handler)
     root.setLevel(level.upper())
 
 
-def _formatter(shared: list, json_logs: bool, colors: bool) -> structlog.stdlib.ProcessorFormatter:
+def _formatter(shared: list[Any], json_logs: bool, colors: bool) -> structlog.stdlib.ProcessorFormatter:
+    tail: list[Any]
     if json_logs:
         tracebacks = structlog.processors.ExceptionRenderer(structlog.tracebacks.ExceptionDictTransformer(show_locals=False))
         tail = [tracebacks, structlog.processors.JSONRenderer()]

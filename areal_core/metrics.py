@@ -55,7 +55,7 @@ class JsonlSink:
         self._file = self.path.open("a", encoding="utf-8")
 
     def log(self, step: int, metrics: dict[str, Any]) -> None:
-        row = {"step": int(step), "time": round(time.time(), 3)}
+        row: dict[str, Any] = {"step": int(step), "time": round(time.time(), 3)}
         row.update({k: to_number(v) for k, v in metrics.items()})
         self._file.write(json.dumps(row, allow_nan=False) + "\n")
         self._file.flush()
@@ -67,8 +67,9 @@ class JsonlSink:
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     """The rows a :class:`JsonlSink` wrote, in order."""
-    path = Path(run_dir) / METRICS_FILE
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    from areal_core.jsonl import read_rows
+
+    return read_rows(Path(run_dir) / METRICS_FILE)
 
 
 class WandbConfig(ComponentConfig):
@@ -105,7 +106,7 @@ class WandbSink:
             name=config.run_name or f"{run_dir.parent.name}/{run_dir.name}",
             group=config.group,
             tags=config.tags or None,
-            mode=config.mode or os.environ.get("WANDB_MODE") or "online",
+            mode=config.mode or os.environ.get("WANDB_MODE") or "online",  # type: ignore[arg-type]  # env: wandb checks it
             dir=str(run_dir),
             config=read_yaml_file(saved)[0] if saved.exists() else None,
             settings=wandb.Settings(silent=True, console="off"),
@@ -164,7 +165,7 @@ class MetricsLogger:
         self.sinks = sinks
 
     @classmethod
-    def create(cls, sink_configs: list[ComponentConfig], run_dir: str | Path, registry=None) -> "MetricsLogger":
+    def create(cls, sink_configs: list[ComponentConfig], run_dir: str | Path, registry=None) -> MetricsLogger:
         """Build the configured sinks by name (``jsonl`` added when absent) for ``run_dir``."""
         from areal_core.registry import get_registry
 
@@ -197,7 +198,7 @@ class MetricsLogger:
             except Exception as exc:  # noqa: BLE001
                 log.warning("metric sink failed to close", sink=name, error=f"{type(exc).__name__}: {exc}")
 
-    def __enter__(self) -> "MetricsLogger":
+    def __enter__(self) -> MetricsLogger:
         return self
 
     def __exit__(self, *exc) -> None:

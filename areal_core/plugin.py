@@ -13,12 +13,17 @@ Contents: the hook marker and record (``hookimpl``, ``Component``), config bases
 (``ComponentConfig`` and the kind bases whose fields core reads), the error type users see
 (``ArealError``), every Protocol of :mod:`areal_core.api` (component kinds and optional
 capabilities) and the data types that cross them, and ``tensors_checksum`` (what a backend's
-``weights_checksum`` must equal). Test helpers live in
+``weights_checksum`` must equal), the run's API key (``API_KEY_ENV``, ``auth_headers``: servers
+require it, clients send it) and durable output (``require_free_space``, ``disk_full_error``,
+``fsync_tree``: what checkpoints and exports are written with). Test helpers live in
 :mod:`areal_core.testing` (contract suites, tiny models).
 """
 
+from typing import TYPE_CHECKING
+
 from areal_core.api import *  # noqa: F403 - re-exported by design: this module is the surface
 from areal_core.api import __all__ as _api_all
+from areal_core.auth import API_KEY_ENV, auth_headers
 from areal_core.checksum import tensors_checksum
 from areal_core.config.base import (
     ComponentConfig,
@@ -28,12 +33,21 @@ from areal_core.config.base import (
     WorkflowConfigBase,
 )
 from areal_core.errors import ArealError
+from areal_core.files import disk_full_error, fsync_tree, require_free_space
 from areal_core.hookspecs import hookimpl
 from areal_core.registry import Component
+from areal_core.rollout.client import InferenceUnavailableError
+from areal_core.rollout.reward_runner import RewardFailureRateError, RewardOutcome, RewardRunner
+from areal_core.rollout.sample_ids import sample_id_of
+
+if TYPE_CHECKING:  # at run time, loaded lazily by __getattr__ below
+    from areal_core.data.batch import SequenceBatch
 
 __all__ = [
     "ArealError", "Component", "ComponentConfig", "InferenceConfigBase", "SchedulerConfigBase", "StrictModel",
-    "WorkflowConfigBase", "hookimpl", "SequenceBatch", "tensors_checksum", *_api_all,
+    "WorkflowConfigBase", "hookimpl", "SequenceBatch", "tensors_checksum", "API_KEY_ENV", "auth_headers",
+    "disk_full_error", "fsync_tree", "require_free_space", "RewardRunner", "RewardOutcome", "RewardFailureRateError",
+    "InferenceUnavailableError", "sample_id_of", *_api_all,
 ]
 
 

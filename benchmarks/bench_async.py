@@ -105,7 +105,7 @@ def run_once(root: Path, model: Path, eta: int, args, registry, trial: str) -> d
     from areal_core.trainer.entry import run_training
 
     overrides = [
-        f"experiment_name=bench_async", f"trial_name={trial}", f"fileroot={root / 'runs'}", f"model_path={model}",
+        "experiment_name=bench_async", f"trial_name={trial}", f"fileroot={root / 'runs'}", f"model_path={model}",
         "actor={name: fsdp, max_tokens_per_mb: 8192, optimizer: {lr: 1.0e-4}}", "algorithm={name: grpo}",
         f"inference={{name: embedded, n_servers: 1, threads: {args.server_threads}, max_batch: 64}}",
         f"workflow={{name: bench_longtail, n_samples: {args.n_samples}}}", "reward={name: bench_letter}",

@@ -1,8 +1,9 @@
-"""Embedded server (continuous batching) vs Hugging Face ``generate`` in fixed batches.
+"""Embedded server (continuous batching) vs Hugging Face ``generate`` in fixed batches, and vLLM.
 
 Run::
 
     python benchmarks/bench_inference.py [--size 3m] [--requests 64] [--batch-size 32] [--threads 2]
+    python benchmarks/bench_inference.py --vllm-python /envs/vllm/bin/python   # adds a vLLM column
 
 Workload: ``--requests`` prompts of 16-64 random tokens; each asks for its own number of new
 tokens, drawn from a long-tailed log-normal (median ``--median-tokens``, sigma ``--sigma``,
@@ -14,8 +15,11 @@ sampling at temperature 1 on both sides.
 - Server: all requests sent at once to one embedded server (``--batch-size`` rows decode
   together), each leaving the batch when its own length is reached.
 
-Both count only the tokens the requests asked for, use the same model, dtype (fp32) and
-number of torch threads. Timed passes alternate HF / server (the server idles while HF runs);
+- vLLM (with ``--vllm-python``): the same as the embedded server, against a vLLM server started by
+  the ``vllm`` backend (``--max-num-seqs`` = ``--batch-size``, OpenMP bound to ``--threads`` cores).
+
+All count only the tokens the requests asked for, use the same model, dtype (fp32) and
+number of threads. Timed passes alternate HF / server (the server idles while HF runs);
 the best pass of each is kept. Prints tokens/s of each and their ratio.
 """
 
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import math
 import os
 import random
@@ -80,6 +85,22 @@ def server_runner(backend, addr: str):
     return lambda reqs: asyncio.run(send_all(reqs))
 
 
+def vllm_runner(servers: contextlib.ExitStack, args, model_path: str, workdir: Path):
+    """Start a vLLM server on ``model_path`` (kept running by ``servers``); its request runner."""
+    from areal_core.testing.inference_backend import free_port, launched_server
+    from areal_vllm.backend import VLLMBackend
+    from areal_vllm.config import VLLMConfig
+
+    bind = "0" if args.threads == 1 else f"0-{args.threads - 1}"
+    backend = VLLMBackend(VLLMConfig(name="vllm", python=args.vllm_python, dtype="float32",
+                                     max_num_seqs=args.batch_size, cpu_threads_bind=bind))
+    port = free_port()
+    addr = f"127.0.0.1:{port}"
+    servers.enter_context(launched_server(backend.server_command(model_path, "127.0.0.1", port), addr, 600,
+                                          None, workdir / "vllm.log"))
+    return server_runner(backend, addr)
+
+
 def timed(fn, arg) -> float:
     start = time.perf_counter()
     fn(arg)
@@ -99,6 +120,8 @@ def main() -> None:
                         help="torch threads on each side (1 avoids OpenMP stalls on a shared 2-core machine)")
     parser.add_argument("--repeats", type=int, default=2, help="alternating timed passes; the best of each is kept")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--vllm-python", default=None,
+                        help="interpreter of an environment with vLLM: also time a vLLM server (areal-vllm)")
     args = parser.parse_args()
 
     import torch
@@ -123,17 +146,26 @@ def main() -> None:
         port = free_port()
         addr = f"127.0.0.1:{port}"
         argv = backend.server_command(model_path, "127.0.0.1", port)
-        with launched_server(argv, addr, 300, {"OMP_NUM_THREADS": str(args.threads)}, workdir / "server.log"):
-            run_hf, run_server = hf_runner(model_path, args.batch_size), server_runner(backend, addr)
-            run_hf(requests[:2]), run_server(requests[:2])  # warm-up
-            hf_times, server_times = [], []
-            for _ in range(args.repeats):  # alternate, so a load change on this shared machine hits both
-                hf_times.append(timed(run_hf, requests))
-                server_times.append(timed(run_server, requests))
-        hf_s, server_s = min(hf_times), min(server_times)
-        print(f"HF generate, fixed batches : {useful / hf_s:9.0f} tok/s  (best of {[round(t, 2) for t in hf_times]} s)")
-        print(f"embedded server            : {useful / server_s:9.0f} tok/s  (best of {[round(t, 2) for t in server_times]} s)")
-        print(f"ratio server / HF          : {hf_s / server_s:9.2f}x")
+        with contextlib.ExitStack() as servers:
+            servers.enter_context(launched_server(argv, addr, 300, {"OMP_NUM_THREADS": str(args.threads)},
+                                                  workdir / "server.log"))
+            runners = {"HF generate, fixed batches": hf_runner(model_path, args.batch_size),
+                       "embedded server": server_runner(backend, addr)}
+            if args.vllm_python:
+                runners["vLLM server"] = vllm_runner(servers, args, model_path, workdir)
+            for run in runners.values():
+                run(requests[:2])  # warm-up
+            times: dict[str, list[float]] = {name: [] for name in runners}
+            for _ in range(args.repeats):  # alternate, so a load change on this shared machine hits all
+                for name, run in runners.items():
+                    times[name].append(timed(run, requests))
+        best = {name: min(t) for name, t in times.items()}
+        for name, t in times.items():
+            print(f"{name:27s}: {useful / best[name]:9.0f} tok/s  (best of {[round(x, 2) for x in t]} s)")
+        hf_s, server_s = best["HF generate, fixed batches"], best["embedded server"]
+        print(f"ratio embedded / HF        : {hf_s / server_s:9.2f}x")
+        if args.vllm_python:
+            print(f"ratio vLLM / embedded      : {server_s / best['vLLM server']:9.2f}x")
     sys.stdout.flush()
 
 

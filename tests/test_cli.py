@@ -114,6 +114,35 @@ def test_serve_execs_the_server_and_plugins_show_failures(fake_dist):
     assert "plugin 'broken' from areal-broken 0.1.0 failed to load: ModuleNotFoundError" in failed.stderr
 
 
+def test_plugins_fails_on_a_misspelled_hook_naming_it(fake_dist):
+    site = fake_dist("areal-typo", "0.1.0", {"typo": "typo_cli_plugin"}, {"typo_cli_plugin": (
+        "from areal_core.plugin import Component, hookimpl\n\n"
+        "@hookimpl\ndef areal_register_reward():\n    return [Component('x', 'm:X', None, 'x')]\n")})
+    listed = run_cli("plugins", env=subprocess_env(site))
+    assert listed.returncode == 2 and "Traceback" not in listed.stderr, listed.stderr
+    assert ("plugin typo_cli_plugin (areal-typo 0.1.0): `areal_register_reward` is not an areal hook; "
+            "did you mean `areal_register_rewards`?") in listed.stderr
+
+
+def test_a_name_conflict_is_listed_and_fails_only_what_uses_it(fake_dist, run_yaml):
+    site = fake_dist("areal-toy", "0.2.0", {"toy": "toyplugin:PLUGIN"})
+    fake_dist("areal-toy-fork", "0.1.0", {"fork": "toy_fork"},
+              {"toy_fork": "from toyplugin import PLUGIN as _toy\nareal_register_rewards = _toy.areal_register_rewards\n"})
+    env = subprocess_env(site)
+    listed = run_cli("plugins", env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert "names registered twice" in listed.stdout and "uninstall one of areal-toy, areal-toy-fork" in listed.stdout
+    data = json.loads(run_cli("plugins", "--json", env=env).stdout)
+    assert [(c["kind"], c["name"], c["distributions"]) for c in data["conflicts"]] == [
+        ("reward", "toy_reward", ["areal-toy", "areal-toy-fork"])]
+    assert "toy_backend" in {c["name"] for c in data["components"]}  # the rest of both plugins works
+
+    shown = run_cli("config", "show", "--config", run_yaml(), env=env)  # MINIMAL_RUN uses toy_reward
+    assert shown.returncode == 2 and "Traceback" not in shown.stderr
+    assert "reward name 'toy_reward' is registered 2 times" in shown.stderr
+    assert "uninstall one of areal-toy, areal-toy-fork" in shown.stderr
+
+
 def test_config_docs_writes_the_reference(tmp_path, capsys):
     out = tmp_path / "ref.md"
     assert main(["config", "docs", "-o", str(out)]) == 0

@@ -9,6 +9,7 @@ from areal_core.metrics import read_metrics
 from areal_core.testing.device import DeviceContract
 from areal_core.testing.metric_sink import MetricSinkContract
 from areal_core.testing.reward import RewardCase, RewardContract
+from areal_core.testing.scheduler import SchedulerContract
 from areal_core.testing.workflow import WorkflowContract
 from coretest_support import wandb_offline_record
 from toyplugin import ToyPlugin
@@ -61,6 +62,13 @@ class TestCUDADevice(DeviceContract):
 
     plugin = areal_core.builtins
     component_name = "cuda"
+
+
+class TestLocalScheduler(SchedulerContract):
+    """Real subprocesses: health-only servers and rank scripts (see areal_core.testing.scheduler)."""
+
+    plugin = areal_core.builtins
+    component_name = "local"
 
 
 class TestRLVRWorkflow(WorkflowContract):

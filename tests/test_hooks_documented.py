@@ -36,3 +36,13 @@ def test_hook_has_a_test(hook):
     me = Path(__file__).name
     tested = [p.name for p in (REPO / "tests").glob("test_*.py") if p.name != me and f"def {hook}(" in p.read_text()]
     assert tested, f"no test in tests/ implements {hook} (add it to a temporary plugin in a test)"
+
+
+def test_the_plugin_surface_is_documented():
+    import areal_core.plugin
+
+    doc = (REPO / "docs" / "hooks.md").read_text()
+    section = re.search(r"^## The import surface: `areal_core.plugin`\n(.*?)(?=^## )", doc, re.S | re.M)
+    assert section, "docs/hooks.md has no '## The import surface: `areal_core.plugin`' section"
+    missing = [n for n in areal_core.plugin.__all__ if f"`{n}`" not in section.group(1)]
+    assert not missing, f"docs/hooks.md's import-surface table does not list {missing}"

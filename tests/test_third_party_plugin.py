@@ -108,7 +108,7 @@ def test_areal_plugins_lists_the_installed_components(venv_python):
     listed = areal(venv_python, "plugins", "--json")
     assert listed.returncode == 0, listed.stderr
     mine = {(c["kind"], c["name"]): c for c in json.loads(listed.stdout)["components"] if c["distribution"] == "areal-example"}
-    assert set(mine) == {("algorithm", "reinforce_baseline"), ("reward", "regex_match")}
+    assert set(mine) == {("algorithm", "reinforce_baseline"), ("algorithm", "cispo"), ("reward", "regex_match")}
     assert mine[("algorithm", "reinforce_baseline")]["version"] == "0.1.0"
     table = areal(venv_python, "plugins").stdout
     assert any("reinforce_baseline" in line and "areal-example" in line for line in table.splitlines())

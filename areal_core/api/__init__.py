@@ -12,6 +12,7 @@ from areal_core.api.protocols import (
     Scheduler,
     SupportsAclose,
     SupportsAdapterExport,
+    SupportsServerStatus,
     SupportsStats,
     SupportsWeightsChecksum,
     TrainEngine,
@@ -31,7 +32,7 @@ from areal_core.api.types import (
 
 __all__ = [
     "Algorithm", "Device", "InferenceBackend", "InferenceEngine", "LossFn", "LossWeightFn", "MetricSink",
-    "ModelRequest", "ModelResponse", "Reward", "RunContext", "SamplingParams", "Scheduler", "SupportsAclose",
+    "ModelRequest", "ModelResponse", "Reward", "RunContext", "SamplingParams", "Scheduler", "SupportsAclose", "SupportsServerStatus",
     "SupportsAdapterExport", "SupportsStats", "SupportsWeightsChecksum", "TrainEngine", "Trajectory",
     "WeightSyncPath", "WeightUpdateMeta", "WeightUpdater", "WeightVersion", "Workflow",
 ]

@@ -6,7 +6,8 @@ Tensor shapes use B = sequences in a batch, T = total tokens of the batch packed
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Iterator, Protocol, runtime_checkable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from areal_core.api.types import ModelRequest, ModelResponse, RunContext, Trajectory, WeightUpdateMeta
 
@@ -18,8 +19,9 @@ if TYPE_CHECKING:  # torch is imported only by the modules that run models
     from areal_core.data.batch import SequenceBatch
 
 # loss_fn(logprobs [t], entropy [t], micro_batch) -> (loss summed over the micro-batch, stats)
+# (a critic engine passes values [t] and entropy None, hence Any)
 # The engine divides the sum by the global loss weight (all micro-batches, all DP ranks).
-LossFn = Callable[["torch.Tensor", "torch.Tensor", "SequenceBatch"], "tuple[torch.Tensor, dict[str, float]]"]
+LossFn = Callable[["torch.Tensor", Any, "SequenceBatch"], "tuple[torch.Tensor, dict[str, float]]"]
 # loss_weight_fn(micro_batch) -> this micro-batch's share of the normaliser (e.g. its loss-token count)
 LossWeightFn = Callable[["SequenceBatch"], float]
 
@@ -37,11 +39,11 @@ class TrainEngine(Protocol):
     def initialize(self) -> None:
         """Load the model from its path, build the optimizer and LR schedule."""
 
-    def forward(self, batch: "SequenceBatch", *, temperature: float = 1.0) -> "torch.Tensor":
+    def forward(self, batch: SequenceBatch, *, temperature: float = 1.0) -> torch.Tensor:
         """No-grad forward. Returns [T]: logprob of ``input_ids[t]`` given tokens before it
         (0 at each sequence's first token); a critic returns values [T] instead."""
 
-    def train_batch(self, batch: "SequenceBatch", loss_fn: LossFn, loss_weight_fn: LossWeightFn) -> dict[str, float]:
+    def train_batch(self, batch: SequenceBatch, loss_fn: LossFn, loss_weight_fn: LossWeightFn) -> dict[str, float]:
         """One optimizer step on ``batch``. Returns stats: loss, grad_norm, lr, and loss_fn's stats."""
 
     def save(self, path: str) -> None:
@@ -53,7 +55,7 @@ class TrainEngine(Protocol):
     def export_hf(self, path: str) -> None:
         """Write a Hugging Face directory (safetensors, config, tokenizer) an inference server loads."""
 
-    def named_full_weights(self) -> Iterator[tuple[str, "torch.Tensor"]]:
+    def named_full_weights(self) -> Iterator[tuple[str, torch.Tensor]]:
         """Full (unsharded) parameters in HF names; collective on every rank, yields on rank 0."""
 
     def destroy(self) -> None:
@@ -96,7 +98,7 @@ class InferenceBackend(Protocol):
     async def health(self, client: Any, addr: str) -> bool:
         """True when the server answers and is ready."""
 
-    def weight_updater(self, meta: WeightUpdateMeta) -> "WeightUpdater":
+    def weight_updater(self, meta: WeightUpdateMeta) -> WeightUpdater:
         """The object that carries new weights to this backend's servers over path ``meta.type``
         (``disk``, ``distributed`` or ``adapter``). Raises ArealError naming the path when this
         backend has no such path (the trainer asks once, before the first step)."""
@@ -124,7 +126,7 @@ class WeightUpdater(Protocol):
     async def connect(self, client: Any, addrs: list[str]) -> None:
         """Prepare the path to these servers (e.g. form the broadcast process group)."""
 
-    async def push(self, client: Any, addrs: list[str], weights: "str | Iterable[tuple[str, torch.Tensor]]",
+    async def push(self, client: Any, addrs: list[str], weights: str | Iterable[tuple[str, torch.Tensor]],
                    version: int) -> int:
         """Make every server at ``addrs`` serve ``weights`` as weight version ``version``."""
 
@@ -160,6 +162,20 @@ class SupportsStats(Protocol):
 
 
 @runtime_checkable
+class SupportsServerStatus(Protocol):
+    """A scheduler that can say what became of an inference server it started (for errors and
+    lost-server logs) and start it again (``rollout.on_server_lost=restart``)."""
+
+    def describe_server(self, addr: str) -> str:
+        """Its address, pid, whether it exited (status), was killed (signal), is stopped or
+        running, and the end of its log when it is not running."""
+
+    def restart_server(self, addr: str) -> None:
+        """Start it again at the same address (killing what is left of it); return once it is
+        healthy, serving the weights it was first started with."""
+
+
+@runtime_checkable
 class SupportsAclose(Protocol):
     """Something holding connections that must be closed on its own event loop."""
 
@@ -177,7 +193,7 @@ class Algorithm(Protocol):
     def keep_group(self, group: list[Trajectory]) -> bool:
         """Dynamic filtering: False drops the whole group (counted as rejected)."""
 
-    def train_step(self, batch: "SequenceBatch", actor: TrainEngine, critic: TrainEngine | None = None,
+    def train_step(self, batch: SequenceBatch, actor: TrainEngine, critic: TrainEngine | None = None,
                    ref: TrainEngine | None = None) -> dict[str, float]:
         """Update ``actor`` (and ``critic``) on ``batch``. Returns stats for logging."""
 
@@ -230,7 +246,7 @@ class Scheduler(Protocol):
 
     config: Any
 
-    def prepare(self, run_dir: "Path") -> None:
+    def prepare(self, run_dir: Path) -> None:
         """Called first: where logs go (``run_dir/logs``); check the cluster can hold the run
         (raise ArealError before any process starts)."""
 
@@ -255,9 +271,29 @@ class Scheduler(Protocol):
     def stop_all(self) -> None:
         """Stop every process this scheduler started (idempotent)."""
 
-    def __enter__(self) -> "Scheduler": ...
+    def __enter__(self) -> Scheduler: ...
 
     def __exit__(self, *exc: object) -> None: ...
+
+
+@runtime_checkable
+class PairLoss(Protocol):
+    """A preference-pair loss of ``areal dpo`` / ``areal rm`` (one value per pair).
+
+    ``x_c`` and ``x_r`` [P] (float64) are what the chosen and the rejected sequence of each pair
+    contribute: with ``input == "logprob"`` the log-ratio ``Σ_t log π_θ − Σ_t log π_ref`` over the
+    completion tokens (``needs_reference``: π_ref from a frozen reference); with
+    ``input == "score"`` the model's scalar score at the sequence's last token.
+    """
+
+    input: str  # "logprob" or "score"
+    needs_reference: bool
+
+    def __call__(self, x_c: torch.Tensor, x_r: torch.Tensor) -> torch.Tensor:
+        """Per-pair loss [P], differentiable in ``x_c`` and ``x_r``."""
+
+    def rewards(self, x_c: torch.Tensor, x_r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (implicit) rewards [P] of chosen and rejected that metrics report (margin = difference)."""
 
 
 def protocol_members(protocol: type) -> list[str]:

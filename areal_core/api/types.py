@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 FinishReason = Literal["stop", "length", "abort"]
 
@@ -86,7 +87,7 @@ class Trajectory:
                 raise ValueError(f"Trajectory.{name} has length {len(getattr(self, name))}, input_ids has {n}")
 
     @classmethod
-    def from_response(cls, resp: ModelResponse, reward: float, **kw) -> "Trajectory":
+    def from_response(cls, resp: ModelResponse, reward: float, **kw) -> Trajectory:
         p, o = len(resp.input_ids), len(resp.output_ids)
         return cls(
             input_ids=list(resp.input_ids) + list(resp.output_ids),

@@ -187,7 +187,7 @@ def bind(alloc: Allocation, section_names: dict[str, str], model_path: str | Pat
     roles = [c.role for c in bound]
     if len(set(roles)) != len(roles):
         raise ArealError(f"scheduler.allocation {alloc.text!r}: two components for the same role "
-                         f"({', '.join(sorted({r for r in roles if roles.count(r) > 1}))})")
+                         f"({', '.join(sorted({str(r) for r in roles if roles.count(r) > 1}))})")
     missing = [r for r in ROLES if r not in roles]
     if missing:
         raise ArealError(f"scheduler.allocation {alloc.text!r} has no {missing[0]} component: add "

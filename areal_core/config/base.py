@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -76,7 +76,10 @@ def format_validation_error(exc: ValidationError, path: str = "") -> list[str]:
     return lines
 
 
-def validate_section(model: type[BaseModel], data: dict[str, Any], path: str) -> BaseModel:
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def validate_section(model: type[ModelT], data: dict[str, Any], path: str) -> ModelT:
     """Validate one component section; raise ArealError listing every error with its path."""
     try:
         return model.model_validate(data)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import types
 import typing
+from collections.abc import Sequence
 from typing import Any, Literal, Union
 
 import annotated_types
@@ -106,7 +107,7 @@ def _nested_model(annotation: Any) -> type[BaseModel] | None:
     return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
 
 
-def _type_name(annotation: Any, metadata: list = ()) -> str:
+def _type_name(annotation: Any, metadata: Sequence[Any] = ()) -> str:
     text = _type_text(annotation)
     for meta in metadata:
         for attr, sign in (("ge", "≥"), ("gt", ">"), ("le", "≤"), ("lt", "<")):

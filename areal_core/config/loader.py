@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import types
 import typing
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Iterator, Literal, Union
+from typing import Annotated, Any, Generic, Literal, TypeVar, Union, overload
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -55,16 +56,20 @@ class ConfigError(ArealError):
         super().__init__(f"invalid config ({len(errors)} error{'s' if len(errors) != 1 else ''}):\n  {body}")
 
 
+RunT = TypeVar("RunT", bound=BaseModel)
+
+
 @dataclass
-class ResolvedConfig:
+class ResolvedConfig(Generic[RunT]):
     """A validated run config with every component section validated by its plugin's model.
 
-    ``run``: the run model instance (component sections in it are the raw mappings).
+    ``run``: the run model instance, typed by the model loaded (``RunConfig``, ``SFTConfig``...);
+    component sections in it are the raw mappings.
     ``components``: validated component configs by dotted field path (``"actor"``,
     ``"metrics.sinks.0"``); ``kinds``: the component kind of each of those paths.
     """
 
-    run: BaseModel
+    run: RunT
     components: dict[str, ComponentConfig] = field(default_factory=dict)
     kinds: dict[str, str] = field(default_factory=dict)
 
@@ -90,6 +95,27 @@ class ResolvedConfig:
         return dump_yaml(self.to_dict())
 
 
+@overload
+def load_config(
+    model: type[RunT],
+    config_path: str | Path | None = None,
+    overrides: typing.Sequence[str] = (),
+    *,
+    env_prefix: str | None = ENV_PREFIX,
+    registry: Registry | None = None,
+) -> ResolvedConfig[RunT]: ...
+
+
+@overload
+def load_config(
+    *,
+    config_path: str | Path | None = None,
+    overrides: typing.Sequence[str] = (),
+    env_prefix: str | None = ENV_PREFIX,
+    registry: Registry | None = None,
+) -> ResolvedConfig[RunConfig]: ...
+
+
 def load_config(
     model: type[BaseModel] = RunConfig,
     config_path: str | Path | None = None,
@@ -97,7 +123,7 @@ def load_config(
     *,
     env_prefix: str | None = ENV_PREFIX,
     registry: Registry | None = None,
-) -> ResolvedConfig:
+) -> ResolvedConfig[Any]:
     """Merge the layers, validate both passes, and return the resolved config.
 
     ``env_prefix=None`` ignores the environment. Raises :class:`ConfigError` listing every error,
@@ -123,7 +149,9 @@ def load_config(
         origins.update({loc: f"{config_path}:{line}" for loc, line in lines.items()})
 
     if env_prefix:
-        source = _RawEnvSource(model, env_prefix=env_prefix, env_nested_delimiter=ENV_NESTED_DELIMITER, case_sensitive=False)
+        # pydantic-settings types settings_cls as BaseSettings; it reads only model_fields and model_config
+        source = _RawEnvSource(model, env_prefix=env_prefix,  # type: ignore[arg-type]
+                               env_nested_delimiter=ENV_NESTED_DELIMITER, case_sensitive=False)
         for loc, raw in _leaves(source()):
             loc = tuple(int(p) if p.isdigit() else p for p in loc)
             try:
@@ -152,20 +180,21 @@ def load_config(
     except ValidationError as exc:
         errors += _with_origins(exc, "", origins)
 
-    resolved = ResolvedConfig(run=run)
+    components: dict[str, ComponentConfig] = {}
+    kinds: dict[str, str] = {}
     for loc, kind, section in _find_sections(model, data, ()):
         cfg = _validate_component(kind, section, loc, origins, registry, errors)
         if cfg is not None:
             dotted = _join(loc)
-            resolved.components[dotted] = cfg
-            resolved.kinds[dotted] = kind
+            components[dotted] = cfg
+            kinds[dotted] = kind
 
-    if errors:
+    if errors or run is None:
         raise ConfigError(errors)
-    return resolved
+    return ResolvedConfig(run=run, components=components, kinds=kinds)
 
 
-def save_resolved(cfg: ResolvedConfig, run_dir: str | Path) -> Path:
+def save_resolved(cfg: ResolvedConfig[Any], run_dir: str | Path) -> Path:
     """Write ``run_dir/config.yaml``: the resolved config, loadable again with ``--config``."""
     path = Path(run_dir) / RESOLVED_CONFIG_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -365,7 +394,7 @@ class _RawEnvSource(EnvSettingsSource):
     """pydantic-settings' env source, leaving every value as the text the user wrote: values are
     typed afterwards, exactly like command-line overrides."""
 
-    def decode_complex_value(self, field_name, field, value):  # noqa: ARG002 - signature of the base
+    def decode_complex_value(self, field_name, field, value):  # signature of the base
         return value
 
 

@@ -10,9 +10,20 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from areal_core.config.base import StrictModel
+
+
+def _confined_name(value: str) -> str:
+    """A run-directory component: one path segment, so fileroot/experiment/trial stays inside fileroot."""
+    if not value or value in (".", "..") or any(c in value for c in "/\\\0") or value != value.strip():
+        raise ValueError(f"{value!r} must be a single directory name (no '/', '\\', '..', or surrounding spaces): "
+                         f"the run directory must stay inside fileroot")
+    return value
+
+
+RunName = Annotated[str, AfterValidator(_confined_name)]
 
 
 class ComponentKind:
@@ -38,7 +49,29 @@ class RolloutConfig(StrictModel):
     group_failure: Literal["drop", "retry"] = Field("drop", description="what happens to a group when one member's episode fails")
     max_retries: int = Field(1, ge=0, description="retries of a failed episode when group_failure=retry")
     reward_timeout_s: float = Field(30.0, gt=0, description="a reward call slower than this fails its sample")
+    reward_max_threads: int = Field(
+        16, ge=1, description="synchronous reward calls running at once; a hung call holds its thread until it "
+                              "returns, so hung calls never take more threads than this")
+    reward_failure_window: int = Field(64, ge=1, description="reward calls over which the failure share is measured")
+    reward_max_failure_share: float = Field(
+        0.5, ge=0, le=1, description="stop the run when more than this share of the last reward_failure_window "
+                                     "reward calls failed (raised, timed out, returned a non-number); 1 = never")
+    reward_max_abs: float = Field(1e6, gt=0, description="a reward whose magnitude exceeds this fails its sample "
+                                                         "(keeps advantages and metrics finite)")
+    loop_lag_warn_s: float = Field(
+        5.0, gt=0, description="report (with the stack of the code holding it) when the rollout event loop is "
+                               "blocked for longer than this, e.g. by a synchronous call inside an async reward")
     request_timeout_s: float = Field(600.0, gt=0, description="one HTTP generate call slower than this is retried on another server")
+    control_timeout_s: float = Field(
+        60.0, gt=0, description="deadline of a pause, resume or health call to one server (they take milliseconds on "
+                                "CPU and seconds on a loaded GPU server); a server that misses it is probed, then lost")
+    weight_update_timeout_s: float = Field(
+        1800.0, gt=0, description="deadline of one weight push to all servers (loading a large checkpoint from disk on "
+                                  "GPUs can take minutes; a tiny CPU model takes under a second)")
+    on_server_lost: Literal["restart", "continue", "stop"] = Field(
+        "restart", description="a server that stops answering (killed, stopped, hung): restart = the scheduler starts "
+                               "it again at the current weights (local scheduler; else as continue); continue = go on "
+                               "with the others; stop = end the run naming it. distributed weight sync always stops")
     enforce_token_lag: bool = Field(
         False, description="strict staleness: a finished group holding any token more than η versions older than the "
                            "weights it would train is generated again instead (admission alone bounds the lag of a "
@@ -70,6 +103,8 @@ class TrainerConfig(StrictModel):
     eval_every: int = Field(0, ge=0, description="evaluate on the valid dataset every K steps (0: only at start and end)")
     save_every: int = Field(0, ge=0, description="write an HF export every K steps (0: only at the end)")
     checkpoint_every: int = Field(1, ge=0, description="write a recovery checkpoint every K steps (0: never)")
+    keep_checkpoints: int = Field(2, ge=1, description="recovery checkpoints kept (the newest K); recovery falls back "
+                                                       "to an older one when the newest is unreadable")
     eval_temperature: float = Field(0.0, ge=0, description="sampling temperature of evaluation episodes (0: greedy)")
     eval_n_samples: int = Field(1, ge=1, description="completions per held-out prompt in evaluation")
     log_rollouts_per_step: int = Field(4, ge=0, description="sampled trajectories per step written to "
@@ -93,8 +128,8 @@ class LoggingConfig(StrictModel):
 class RunConfig(StrictModel):
     """A whole RL run."""
 
-    experiment_name: str = Field("areal", description="groups trials; part of the run directory")
-    trial_name: str = Field("trial0", description="one run of an experiment")
+    experiment_name: RunName = Field("areal", description="groups trials; part of the run directory")
+    trial_name: RunName = Field("trial0", description="one run of an experiment")
     fileroot: str = Field("runs", description="run directories go under fileroot/experiment_name/trial_name")
     seed: int = Field(1, description="global seed")
     model_path: str = Field(description="local HF model directory (actor, reference and servers start from it)")
@@ -119,40 +154,84 @@ class RunConfig(StrictModel):
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
 
-class SFTTrainerConfig(StrictModel):
-    """The supervised fine-tuning loop (``areal sft``)."""
+class OfflineTrainerConfig(StrictModel):
+    """The offline loop shared by ``areal sft``, ``areal dpo`` and ``areal rm``."""
 
     total_steps: int = Field(100, ge=1, description="optimizer steps to run")
-    batch_size: int = Field(64, ge=1, description="sequences per optimizer step (packed, split into micro-batches by the engine)")
-    eval_every: int = Field(0, ge=0, description="held-out loss every K steps (0: only at the end); needs valid_dataset")
+    batch_size: int = Field(64, ge=1, description="rows per optimizer step (SFT: sequences; DPO/RM: pairs), packed and "
+                                                  "split into micro-batches and over ranks by the engine")
+    eval_every: int = Field(0, ge=0, description="held-out eval every K steps (0: only at the end); needs valid_dataset")
     log_every: int = Field(10, ge=1, description="a console line every K steps (metrics.jsonl gets every step)")
+    checkpoint_every: int = Field(0, ge=0, description="write a recovery checkpoint every K steps and at the end "
+                                                       "(0: never); recover=auto resumes from the last one")
+    ranks: int = Field(1, ge=1, description="data-parallel trainer processes on this machine (torchrun-style "
+                                            "environment; the engine shards over them)")
 
 
-class SFTConfig(StrictModel):
-    """A supervised fine-tuning run: packed next-token NLL on the completion tokens only.
+class OfflineRunConfig(StrictModel):
+    """What every offline run has: paths, the trained engine, data, the loop."""
 
-    Rows hold ``prompt`` + ``completion`` text (field names configurable) or chat ``messages``
-    whose last message is the assistant's answer. The fine-tuned model is exported as a Hugging
-    Face directory to ``output_path`` (default ``RUN_DIR/export``), ready to be an RL run's
-    ``model_path``.
-    """
-
-    experiment_name: str = Field("areal-sft", description="groups trials; part of the run directory")
-    trial_name: str = Field("trial0", description="one run of an experiment")
+    experiment_name: RunName = Field("areal-offline", description="groups trials; part of the run directory")
+    trial_name: RunName = Field("trial0", description="one run of an experiment")
     fileroot: str = Field("runs", description="run directories go under fileroot/experiment_name/trial_name")
     seed: int = Field(1, description="global seed (data order, engine RNG)")
-    model_path: str = Field(description="local HF model directory to fine-tune")
-    output_path: str | None = Field(None, description="where the fine-tuned HF model is written (default RUN_DIR/export)")
+    model_path: str = Field(description="local HF model directory to train")
+    output_path: str | None = Field(None, description="where the trained HF model is written (default RUN_DIR/export)")
+    recover: Literal["off", "auto"] = Field("off", description="auto: resume from the last recovery checkpoint if there is one")
 
     actor: Section("train_engine") = Field(description="the train engine, e.g. {name: fsdp, optimizer: {lr: 1e-3}}")
     device: Section("device") = Field(default_factory=lambda: {"name": "cpu"}, description="cpu | cuda | npu...")
-    train_dataset: DatasetConfig = Field(description="demonstrations to fine-tune on")
-    valid_dataset: DatasetConfig | None = Field(None, description="held-out demonstrations for the eval loss")
-    prompt_field: str = Field("prompt", description="row field holding the prompt text")
-    completion_field: str = Field("completion", description="row field holding the target completion text")
-    messages_field: str = Field("messages", description="row field with chat messages; the last one (assistant) is the target")
-    chat_template: bool = Field(True, description="render the prompt as one user message with the tokenizer's chat "
+    train_dataset: DatasetConfig = Field(description="rows to train on")
+    valid_dataset: DatasetConfig | None = Field(None, description="held-out rows for the eval metrics")
+    chat_template: bool = Field(True, description="render a text prompt as one user message with the tokenizer's chat "
                                                   "template (as the rlvr workflow does); false: raw text")
-    trainer: SFTTrainerConfig = Field(default_factory=SFTTrainerConfig)
+    trainer: OfflineTrainerConfig = Field(default_factory=OfflineTrainerConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+
+class SFTConfig(OfflineRunConfig):
+    """A supervised fine-tuning run: packed next-token NLL on the assistant tokens only.
+
+    Rows hold ``prompt`` + ``completion`` text (field names configurable) or chat ``messages``;
+    every assistant message of a conversation is a target (loss on its content and the eos that
+    ends it), everything else is context. The fine-tuned model is exported as a Hugging Face
+    directory to ``output_path`` (default ``RUN_DIR/export``), ready to be an RL run's ``model_path``.
+    """
+
+    experiment_name: str = Field("areal-sft", description="groups trials; part of the run directory")
+    prompt_field: str = Field("prompt", description="row field holding the prompt text")
+    completion_field: str = Field("completion", description="row field holding the target completion text")
+    messages_field: str = Field("messages", description="row field with chat messages; every assistant message is a target")
+
+
+class PairConfig(OfflineRunConfig):
+    """A preference-pair run (``areal dpo`` / ``areal rm``).
+
+    Rows hold a prompt and a chosen and a rejected answer, each as text or as chat messages (see
+    :mod:`areal_core.data.preference`). The ``loss`` (a registered pair loss) says what a sequence
+    contributes: its completion log-ratio to a frozen reference (DPO, IPO) or its last-token
+    score (Bradley–Terry, with a value-head engine such as ``{name: fsdp, critic: true}``).
+    """
+
+    ref: Section("train_engine") | None = Field(
+        None, description="frozen reference engine (losses with a reference); unset: the actor's own initial weights, "
+                          "evaluated once before training")
+    loss: Section("pair_loss") = Field(default_factory=lambda: {"name": "dpo"}, description="e.g. {name: dpo, beta: 0.1}")
+    prompt_field: str = Field("prompt", description="row field holding the prompt (text or messages)")
+    chosen_field: str = Field("chosen", description="row field holding the preferred answer (text, a message, or messages)")
+    rejected_field: str = Field("rejected", description="row field holding the dispreferred answer")
+
+
+class DPOConfig(PairConfig):
+    """``areal dpo``: direct preference optimisation of a causal LM against a frozen reference."""
+
+    experiment_name: str = Field("areal-dpo", description="groups trials; part of the run directory")
+
+
+class RMConfig(PairConfig):
+    """``areal rm``: a reward model (scalar score at the last token) trained on preference pairs."""
+
+    experiment_name: str = Field("areal-rm", description="groups trials; part of the run directory")
+    loss: Section("pair_loss") = Field(default_factory=lambda: {"name": "bradley_terry"},
+                                       description="e.g. {name: bradley_terry}")

@@ -11,8 +11,8 @@ Algorithms add their own (``advantages``, ``prox_logprobs``, ``values``...).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import torch
 
@@ -51,7 +51,7 @@ class SequenceBatch:
     def __getitem__(self, key: str) -> torch.Tensor:
         return self.tokens[key] if key in self.tokens else self.seqs[key]
 
-    def select(self, indices: Sequence[int]) -> "SequenceBatch":
+    def select(self, indices: Sequence[int]) -> SequenceBatch:
         """The sub-batch of sequences ``indices`` (in that order), re-packed."""
         idx = [int(i) for i in indices]
         starts, lens = self.cu_seqlens[:-1], self.seqlens
@@ -65,7 +65,7 @@ class SequenceBatch:
             seqs={k: v[idx] for k, v in self.seqs.items()},
         )
 
-    def to(self, device) -> "SequenceBatch":
+    def to(self, device) -> SequenceBatch:
         return SequenceBatch(
             self.cu_seqlens.to(device),
             {k: v.to(device) for k, v in self.tokens.items()},
@@ -73,7 +73,7 @@ class SequenceBatch:
         )
 
     @classmethod
-    def concat(cls, batches: Sequence["SequenceBatch"]) -> "SequenceBatch":
+    def concat(cls, batches: Sequence[SequenceBatch]) -> SequenceBatch:
         lens = torch.cat([b.seqlens for b in batches])
         cu = torch.zeros(lens.numel() + 1, dtype=torch.long)
         cu[1:] = torch.cumsum(lens, 0)
@@ -85,7 +85,7 @@ class SequenceBatch:
         )
 
     @classmethod
-    def from_trajectories(cls, trajs: Sequence[Trajectory]) -> "SequenceBatch":
+    def from_trajectories(cls, trajs: Sequence[Trajectory]) -> SequenceBatch:
         lens = torch.tensor([len(t.input_ids) for t in trajs], dtype=torch.long)
         cu = torch.zeros(len(trajs) + 1, dtype=torch.long)
         cu[1:] = torch.cumsum(lens, 0)

@@ -22,8 +22,9 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from areal_core.errors import ArealError
 
@@ -39,6 +40,8 @@ def load_rows(config, field: str = "train_dataset") -> list[dict[str, Any]]:
     path = Path(config.path).expanduser()
     if not path.exists():
         raise ArealError(f"{field}.path: {str(path)!r} does not exist")
+    if path.is_file() and path.stat().st_size == 0:
+        raise ArealError(f"{field}.path: {str(path)!r} is empty (no rows)")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     import datasets
 

@@ -19,8 +19,8 @@ engine runs as a zero-weight dummy pass.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from areal_core.errors import ArealError
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import functools
 import os
 import signal
 import socket
@@ -37,10 +38,12 @@ from pydantic import Field
 from areal_core.api.protocols import InferenceBackend
 from areal_core.config.base import SchedulerConfigBase
 from areal_core.errors import ArealError
+from areal_core.launcher.liveness import describe_status
 from areal_core.launcher.support import LOG_TAIL_CHARS, log_tail, wait_healthy
 from areal_core.logging import get_logger
 
 log = get_logger(__name__)
+LOST_LOG_TAIL_CHARS = 1000
 
 
 class LocalSchedulerConfig(SchedulerConfigBase):
@@ -98,6 +101,8 @@ class LocalScheduler:
         self.config = config or LocalSchedulerConfig()
         self.log_dir = Path(log_dir) if log_dir is not None else Path("logs")
         self.processes: list[LocalProcess] = []
+        self.servers: dict[str, LocalProcess] = {}  # inference servers by address
+        self._server_launch: dict[str, tuple[InferenceBackend, list[str], dict[str, str]]] = {}
         atexit.register(self.stop_all)
 
     # ------------------------------------------------------------------ Scheduler protocol
@@ -164,11 +169,39 @@ class LocalScheduler:
             server_env = dict(env or {})
             if devices:
                 server_env["CUDA_VISIBLE_DEVICES"] = devices[i % len(devices)]
-            procs += self.launch(f"server{i}", backend.server_command(model_path, host, port), server_env)
+            argv = backend.server_command(model_path, host, port)
+            procs += self.launch(f"server{i}", argv, server_env)
+            self._server_launch[f"{host}:{port}"] = (backend, argv, server_env)
         addrs = [f"{host}:{port}" for port in ports]
+        self.servers.update(zip(addrs, procs))
         asyncio.run(self._wait_healthy(backend, list(zip(addrs, procs))))
         log.info("inference servers ready", addrs=addrs)
         return addrs
+
+    def describe_server(self, addr: str) -> str:
+        """``server0 127.0.0.1:PORT (pid N) was killed by SIGKILL; end of LOG: ...`` (the log tail
+        only when the process is not running)."""
+        p = self.servers.get(addr)
+        if p is None:
+            return f"{addr} was not started by this scheduler"
+        code = p.popen.poll()
+        line = f"{p.name} {addr} (pid {p.pid}) {describe_status(p.pid, code)}"
+        if code is None:
+            return line
+        return f"{line}; end of {p.log_path}:\n{p.log_tail(LOST_LOG_TAIL_CHARS)}"
+
+    def restart_server(self, addr: str) -> None:
+        """Start the server at ``addr`` again (killing what is left of it), same command, port and
+        environment; returns once it is healthy. It serves the weights it started with."""
+        backend, argv, env = self._server_launch[addr]
+        old = self.servers[addr]
+        if old.alive():
+            self._signal(old, signal.SIGKILL)
+            old.popen.wait()
+        (new,) = self.launch(old.name, argv, env)
+        self.servers[addr] = new
+        asyncio.run(self._wait_healthy(backend, [(addr, new)]))
+        log.warning("inference server restarted", addr=addr, pid=new.pid)
 
     def check_alive(self, procs: list[LocalProcess]) -> None:
         """ArealError naming the first of ``procs`` that has exited, with its log tail."""
@@ -192,7 +225,7 @@ class LocalScheduler:
 
     async def _wait_healthy(self, backend: InferenceBackend, servers: list[tuple[str, LocalProcess]]) -> None:
         by_addr = dict(servers)
-        await wait_healthy(backend, {a: (lambda p=p: self.check_alive([p])) for a, p in by_addr.items()},
+        await wait_healthy(backend, {a: functools.partial(self.check_alive, [p]) for a, p in by_addr.items()},
                            timeout_s=self.config.server_start_timeout_s, setting="scheduler.server_start_timeout_s",
                            log_tail=lambda a: f"({by_addr[a].log_path})\n{by_addr[a].log_tail()}")
 
@@ -204,7 +237,7 @@ class LocalScheduler:
         except PermissionError:
             p.popen.send_signal(sig)
 
-    def __enter__(self) -> "LocalScheduler":
+    def __enter__(self) -> LocalScheduler:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from areal_core.api.protocols import InferenceBackend
+from areal_core.auth import auth_headers
 from areal_core.config.allocation import Allocation, parse_allocation
 from areal_core.errors import ArealError
 
@@ -31,14 +32,14 @@ def log_tail(path: Path, chars: int = LOG_TAIL_CHARS) -> str:
         return "(no log)"
 
 
-async def wait_healthy(backend: InferenceBackend, checks: dict[str, Callable[[], None]], *, timeout_s: float,
+async def wait_healthy(backend: InferenceBackend, checks: Mapping[str, Callable[[], object]], *, timeout_s: float,
                        setting: str, log_tail: Callable[[str], str], poll_s: float = 0.25) -> None:
     """Poll ``backend.health`` for every address until all answer healthy."""
     import httpx
 
     deadline = time.monotonic() + timeout_s
     pending = dict(checks)
-    async with httpx.AsyncClient(timeout=5.0) as client:
+    async with httpx.AsyncClient(timeout=5.0, headers=auth_headers()) as client:
         while pending:
             for addr, check in list(pending.items()):
                 check()

@@ -22,6 +22,19 @@ server failed the round, :class:`InferenceUnavailableError` names each address a
 
 **Controller-side operations** (:meth:`pause`, :meth:`resume`, :meth:`push_weights`) act on every
 server at once and record their wall time (``pause_s``, ``sync_s``, ``resume_s`` in :meth:`stats`).
+Each has a deadline: ``control_timeout_s`` for pause, resume and health, ``weight_update_timeout_s``
+for a weight push; a server that misses it (stopped, hung, dead) never blocks the trainer.
+
+**Lost servers.** A server that fails a control call and then fails a health probe is *lost*.
+With ``on_server_lost="restart"`` and a scheduler that can (``restart_server``), it is started
+again at the same address, brought to the last pushed weights and version (disk and adapter paths;
+until the first push it serves the initial weights, version 0), paused if the others are, and
+kept. With ``"continue"`` (or a restart that fails) and others left, it is dropped from
+:attr:`addrs` (logged with the reason; generation and later syncs use the rest; its in-flight
+requests fail over to them). A disk or adapter weight push that lost a server is then repeated.
+With ``"stop"``, or none left, or a ``distributed`` push (its process group includes the lost
+server), :class:`InferenceUnavailableError` names every failed server and why. :attr:`lost`
+keeps the dropped addresses.
 New weights travel through the backend's :class:`~areal_core.api.WeightUpdater`; the client only
 lends it its connections and server list.
 
@@ -35,19 +48,26 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from areal_core.api.protocols import InferenceBackend, WeightUpdater
 from areal_core.api.types import ModelRequest, ModelResponse, WeightVersion
+from areal_core.auth import auth_headers
 from areal_core.errors import ArealError
 from areal_core.logging import get_logger
+
+if TYPE_CHECKING:
+    import httpx
 
 log = get_logger(__name__)
 
 
+HEALTH_TIMEOUT_S = 5.0  # a health probe is a GET of an empty answer: slower means not answering
 KEEPALIVE_EXPIRY_S = 2.0  # idle pooled connections are dropped after this (see _bind_to_running_loop)
 
 
@@ -65,7 +85,9 @@ class RolloutClient:
 
     def __init__(self, backend: InferenceBackend, addrs: list[str], *, request_timeout_s: float = 600.0,
                  dead_cooldown_s: float = 10.0, pause_poll_s: float = 0.05,
-                 weight_version: WeightVersion | None = None, max_sticky_rids: int = 100_000):
+                 weight_version: WeightVersion | None = None, max_sticky_rids: int = 100_000,
+                 control_timeout_s: float = 60.0, weight_update_timeout_s: float = 1800.0,
+                 on_server_lost: str = "continue"):
         if not addrs:
             raise ArealError("RolloutClient needs at least one inference server address (got none)")
         if len(set(addrs)) != len(addrs):
@@ -75,11 +97,22 @@ class RolloutClient:
         self.backend = backend
         self.addrs = list(addrs)
         self.request_timeout_s = float(request_timeout_s)
+        self.control_timeout_s = float(control_timeout_s)
+        self.weight_update_timeout_s = float(weight_update_timeout_s)
+        if on_server_lost not in ("restart", "continue", "stop"):
+            raise ArealError(f"rollout.on_server_lost must be 'restart', 'continue' or 'stop' (got {on_server_lost!r})")
+        self.on_server_lost = on_server_lost
+        self.lost: dict[str, str] = {}  # address -> why it was dropped
+        # what the scheduler knows of a server (pid, exit status or signal, log tail), when it can
+        # tell, and how it starts one again (blocking until healthy): SupportsServerStatus
+        self.describe_server: Callable[[str], str] | None = None
+        self.restart_server: Callable[[str], None] | None = None
+        self._last_push: tuple[WeightUpdater, Any, int] | None = None  # a disk/adapter push to replay
         self.dead_cooldown_s = float(dead_cooldown_s)
         self.pause_poll_s = float(pause_poll_s)
         self.weight_version = weight_version if weight_version is not None else WeightVersion()
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop _http and _resumed belong to
-        self._http = None  # httpx.AsyncClient
+        self._http: httpx.AsyncClient | None = None
         self._resumed: asyncio.Event | None = None
         self._paused = False
         self._round_robin = itertools.count()
@@ -91,9 +124,11 @@ class RolloutClient:
 
     @classmethod
     def from_config(cls, backend: InferenceBackend, addrs: list[str], rollout,
-                    weight_version: WeightVersion | None = None) -> "RolloutClient":
+                    weight_version: WeightVersion | None = None) -> RolloutClient:
         """Build from a :class:`areal_core.config.schema.RolloutConfig`."""
-        return cls(backend, addrs, request_timeout_s=rollout.request_timeout_s, weight_version=weight_version)
+        return cls(backend, addrs, request_timeout_s=rollout.request_timeout_s, weight_version=weight_version,
+                   control_timeout_s=rollout.control_timeout_s, weight_update_timeout_s=rollout.weight_update_timeout_s,
+                   on_server_lost=rollout.on_server_lost)
 
     # ----------------------------------------------------------------- InferenceEngine
     def get_version(self) -> int:
@@ -190,6 +225,7 @@ class RolloutClient:
 
     def _resume_event(self) -> asyncio.Event:
         self._bind_to_running_loop()
+        assert self._resumed is not None  # made by _bind_to_running_loop
         return self._resumed
 
     def _bind_to_running_loop(self) -> None:
@@ -203,7 +239,7 @@ class RolloutClient:
         self._loop = loop
         # keepalive_expiry below the servers' idle timeout (uvicorn's default, SGLang's too, is 5 s):
         # with equal timeouts a request can go out on a connection the server is closing (ReadError)
-        self._http = httpx.AsyncClient(timeout=httpx.Timeout(None, connect=10.0),
+        self._http = httpx.AsyncClient(timeout=httpx.Timeout(None, connect=10.0), headers=auth_headers(),
                                        limits=httpx.Limits(max_connections=None, max_keepalive_connections=256,
                                                            keepalive_expiry=KEEPALIVE_EXPIRY_S))
         self._resumed = asyncio.Event()
@@ -236,10 +272,23 @@ class RolloutClient:
 
     async def push_weights(self, updater: WeightUpdater, weights: Any, version: int) -> int:
         """Make every server serve ``weights`` as ``version`` through ``updater`` (between
-        :meth:`pause` and :meth:`resume`). Returns the bytes sent."""
+        :meth:`pause` and :meth:`resume`), within ``weight_update_timeout_s``. A server lost on the
+        way is dropped and the push repeated on the rest (see "Lost servers"). Returns the bytes sent."""
         start = time.monotonic()
-        sent = await self._wrap_server_errors(f"weight update to version {version}",
-                                              updater.push(self.http, self.addrs, weights, version))
+        what = f"weight update to version {version}"
+        try:
+            sent = await self._wrap_server_errors(what, self._deadline(
+                updater.push(self.http, list(self.addrs), weights, version), self.weight_update_timeout_s, what))
+        except (ArealError, TimeoutError) as exc:
+            lost = await self._unhealthy(self.addrs)
+            if not lost or not isinstance(weights, (str, os.PathLike)):
+                raise
+            await self._lose({a: f"{what} failed ({exc}) and /health does not answer" for a in lost}, what)
+            sent = await self._wrap_server_errors(what, self._deadline(
+                updater.push(self.http, list(self.addrs), os.fspath(weights), version), self.weight_update_timeout_s,
+                what))
+        if isinstance(weights, (str, os.PathLike)):
+            self._last_push = (updater, os.fspath(weights), version)
         self._stats["sync_s"] = time.monotonic() - start
         self._stats["sync_bytes"] = int(sent or 0)
         return int(sent or 0)
@@ -258,20 +307,89 @@ class RolloutClient:
                                             f"({type(exc).__name__}: {exc}; servers {', '.join(self.addrs)})") from None
 
     async def _on_all(self, what: str, call) -> None:
-        results = await asyncio.gather(*(call(a) for a in self.addrs), return_exceptions=True)
-        failed = [f"{a}: {type(r).__name__}: {r}" for a, r in zip(self.addrs, results) if isinstance(r, BaseException)]
-        if failed:
-            for a, r in zip(self.addrs, results):
-                if isinstance(r, BaseException):
-                    self._dead_until[a] = time.monotonic() + self.dead_cooldown_s
-            raise InferenceUnavailableError(f"{what} failed on {len(failed)} of {len(self.addrs)} inference servers:\n  "
-                                            + "\n  ".join(failed))
+        """``call(addr)`` on every server within ``control_timeout_s``; failed servers that are also
+        unhealthy are lost (see "Lost servers"), any other failure raises."""
+        addrs = list(self.addrs)
+        results = await asyncio.gather(*(self._deadline(call(a), self.control_timeout_s, what) for a in addrs),
+                                       return_exceptions=True)
+        failed = {a: f"{type(r).__name__}: {r}" for a, r in zip(addrs, results) if isinstance(r, BaseException)}
+        if not failed:
+            return
+        unhealthy = set(await self._unhealthy(list(failed)))
+        answering = {a: why for a, why in failed.items() if a not in unhealthy}
+        if answering:
+            for a in failed:
+                self._dead_until[a] = time.monotonic() + self.dead_cooldown_s
+            raise InferenceUnavailableError(f"{what} failed on {len(answering)} of {len(addrs)} inference servers:\n  "
+                                            + "\n  ".join(f"{a}: {why}" for a, why in answering.items()))
+        await self._lose({a: f"{what}: {failed[a]}; /health does not answer either" for a in unhealthy}, what)
+
+    async def _deadline(self, coro, timeout_s: float, what: str) -> Any:
+        try:
+            return await asyncio.wait_for(coro, timeout_s)
+        except asyncio.TimeoutError:
+            raise TimeoutError(f"{what}: no answer within {timeout_s:g}s") from None
+
+    async def _unhealthy(self, addrs: list[str]) -> list[str]:
+        """Those of ``addrs`` whose /health fails or does not answer within ``control_timeout_s``."""
+        async def healthy(addr: str) -> bool:
+            try:
+                return bool(await asyncio.wait_for(self.backend.health(self.http, addr), self._health_timeout_s))
+            except Exception:  # noqa: BLE001 - unreachable or silent means unhealthy
+                return False
+
+        status = await asyncio.gather(*(healthy(a) for a in addrs))
+        return [a for a, ok in zip(addrs, status) if not ok]
+
+    @property
+    def _health_timeout_s(self) -> float:
+        return min(HEALTH_TIMEOUT_S, self.control_timeout_s)
+
+    async def _lose(self, lost: dict[str, str], what: str) -> None:
+        """Restart, drop or raise for lost servers, per ``on_server_lost`` (see "Lost servers")."""
+        if self.describe_server is not None:
+            lost = {a: f"{why}\n    {self.describe_server(a)}" for a, why in lost.items()}
+        detail = "\n  ".join(f"{a}: {why}" for a, why in lost.items())
+        if self.on_server_lost == "restart" and self.restart_server is not None:
+            log.error("inference server lost; restarting it", lost=list(lost), reason=detail)
+            results = await asyncio.gather(*(self._restart(a) for a in lost), return_exceptions=True)
+            lost = {a: f"{lost[a]}\n    restart failed: {type(r).__name__}: {r}"  # those cannot come back: dropped
+                    for a, r in zip(list(lost), results) if isinstance(r, BaseException)}
+            if not lost:
+                return
+            detail = "\n  ".join(f"{a}: {why}" for a, why in lost.items())
+        survivors = [a for a in self.addrs if a not in lost]
+        if self.on_server_lost == "stop" or not survivors:
+            reason = "rollout.on_server_lost=stop" if survivors else "no inference server is left"
+            raise InferenceUnavailableError(f"{what}: lost {len(lost)} of {len(self.addrs)} inference servers "
+                                            f"({reason}):\n  {detail}")
+        self.addrs = survivors
+        self.lost.update(lost)
+        for rid in [r for r, a in self._sticky.items() if a in lost]:
+            del self._sticky[rid]
+        log.error("inference server lost; continuing on the others", lost=list(lost), remaining=survivors,
+                  reason=detail)
+
+    async def _restart(self, addr: str) -> None:
+        """Start ``addr`` again, bring it to the last pushed weights and version, pause it if the
+        others are paused."""
+        assert self.restart_server is not None  # _lose restarts only when the scheduler gave one
+        await asyncio.to_thread(self.restart_server, addr)
+        if self._last_push is not None:
+            updater, weights, version = self._last_push
+            await self._deadline(updater.push(self.http, [addr], weights, version), self.weight_update_timeout_s,
+                                 f"bringing restarted {addr} to version {version}")
+        if self._paused:
+            await self._deadline(self.backend.pause(self.http, addr), self.control_timeout_s, f"pausing {addr}")
+        self._dead_until.pop(addr, None)
+        self._stats["restarts"] = self._stats.get("restarts", 0) + 1
+        log.warning("inference server back", addr=addr, version=self._last_push[2] if self._last_push else None)
 
     async def health(self) -> dict[str, bool]:
         """``addr -> healthy`` for every server (an unreachable server is False)."""
         async def one(addr: str) -> bool:
             try:
-                return bool(await asyncio.wait_for(self.backend.health(self.http, addr), 5.0))
+                return bool(await asyncio.wait_for(self.backend.health(self.http, addr), self._health_timeout_s))
             except Exception:  # noqa: BLE001 - unreachable means unhealthy
                 return False
 

@@ -39,16 +39,19 @@ import collections
 import concurrent.futures
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Protocol
 
 from areal_core.api.protocols import Algorithm, InferenceEngine, SupportsAclose, SupportsStats, WeightUpdater, Workflow
 from areal_core.api.types import Trajectory, WeightVersion
 from areal_core.errors import ArealError
 from areal_core.logging import get_logger
 from areal_core.rollout.client import InferenceUnavailableError
+from areal_core.rollout.reward_runner import RewardFailureRateError
 from areal_core.rollout.sample_ids import sample_id_of
 from areal_core.rollout.staleness import StalenessManager
+from areal_core.rollout.watchdog import LoopWatchdog
 
 log = get_logger(__name__)
 
@@ -131,7 +134,7 @@ class RolloutController:
         self._tasks: set[asyncio.Task] = set()
         self._seq = 0
         self._dataloader: Any = None
-        self._iterator = None
+        self._iterator: Iterator[Any] | None = None
         self._workflow: Workflow | None = None
         self._position = _DataPosition()
         self._skip_on_resume = 0  # items of the restored epoch already taken before the checkpoint
@@ -142,6 +145,8 @@ class RolloutController:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="areal-rollout", daemon=True)
         self._thread.start()
+        self._watchdog = LoopWatchdog(self._loop, getattr(config, "loop_lag_warn_s", 5.0))
+        self._watchdog.start()
         self._call(self._init_loop_state())
         self._admitter = asyncio.run_coroutine_threadsafe(self._admit_loop(), self._loop)
 
@@ -225,14 +230,20 @@ class RolloutController:
         if self._closed:
             return
         self._closed = True
+        self._watchdog.stop()
+        blocked = self._watchdog.blocked_s > 0  # a blocked loop cannot shut down: do not wait for it
         try:
-            self._call(self._shutdown(), timeout_s=30)
+            if blocked:
+                log.error("rollout loop is blocked and cannot shut down; abandoning its thread")
+            else:
+                self._call(self._shutdown(), timeout_s=30)
         finally:
             self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(timeout=30)
-            self._loop.close()
+            self._thread.join(timeout=1 if blocked else 30)
+            if not self._thread.is_alive():
+                self._loop.close()
 
-    def __enter__(self) -> "RolloutController":
+    def __enter__(self) -> RolloutController:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -316,7 +327,7 @@ class RolloutController:
                 return
             self._pending.append(_Episode(sample, sample_id_of(sample), self._workflow))
 
-    def _epoch_iterator(self):
+    def _epoch_iterator(self) -> Iterator[Any]:
         set_epoch = getattr(self._dataloader, "set_epoch", None)
         if callable(set_epoch):
             set_epoch(self._position.epoch)
@@ -331,12 +342,13 @@ class RolloutController:
         task.add_done_callback(self._tasks.discard)
 
     async def _run(self, seq: int, episode: _Episode) -> None:
+        assert episode.workflow is not None  # _next_episode gives every episode a workflow
         try:
             group = await episode.workflow.run_episode(self.engine, episode.sample)
             kept = group is not None and self._stamp(group, episode, seq) and (self._keep is None or bool(self._keep(group)))
         except asyncio.CancelledError:
             raise
-        except InferenceUnavailableError as exc:
+        except (InferenceUnavailableError, RewardFailureRateError) as exc:
             self.staleness.on_fail()
             self._pending.appendleft(episode)  # not the sample's fault: keep it for recovery
             self._set_fatal(exc)
@@ -344,7 +356,7 @@ class RolloutController:
             self.staleness.on_fail()
             self._on_failure(episode, exc)
         else:
-            if kept:
+            if kept and group is not None:  # (kept implies a group)
                 self.staleness.on_accept()
                 self._ready.append(_Group(episode, group))
                 self._n.reward_errors += sum("reward_error" in t.info for t in group)
@@ -481,9 +493,13 @@ class RolloutController:
 
     async def _shutdown(self) -> None:
         self._admitter.cancel()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        # cancel until every episode has ended: on Python < 3.12 ``asyncio.wait_for`` can swallow a
+        # cancellation that arrives as its inner call completes, and the episode then waits on
+        # (e.g. for a resume that never comes); the next cancel reaches it there
+        while self._tasks:
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.wait(list(self._tasks), timeout=1.0)
         self._ready_changed.set()
         if isinstance(self.engine, SupportsAclose):
             await self.engine.aclose()

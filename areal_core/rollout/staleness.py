@@ -51,7 +51,7 @@ class StalenessManager:
             raise ArealError(f"rollout.max_head_offpolicyness must be >= 0 (got {self.max_head_offpolicyness})")
 
     @classmethod
-    def from_config(cls, config, weight_version: WeightVersion | None = None) -> "StalenessManager":
+    def from_config(cls, config, weight_version: WeightVersion | None = None) -> StalenessManager:
         """Build from a :class:`areal_core.config.schema.RolloutConfig`."""
         return cls(batch_size=config.batch_size, max_head_offpolicyness=config.max_head_offpolicyness,
                    max_concurrent_rollouts=config.max_concurrent_rollouts,

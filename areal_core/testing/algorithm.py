@@ -13,11 +13,22 @@ A plugin's test module subclasses :class:`AlgorithmContract`, once per registere
         drops_uniform_groups = True
         invalid_configs = [{"eps_clip": -0.1}]
 
+Options (class attributes; the common ones, ``plugin``, ``component_name`` and
+``component_config``, are :class:`~areal_core.testing.contract.ComponentContract`'s):
+
+- ``drops_uniform_groups``: ``keep_group`` drops a group whose rewards are all equal (default False);
+- ``uses_critic`` / ``uses_ref``: ``train_step`` needs a critic / reference engine (default False);
+- ``invalid_configs``: sections (without ``name``) the config model must reject;
+- ``train_engine_name`` (required), :meth:`AlgorithmContract.train_engine_config` (per role),
+  ``tiny_size``: the engines the suite trains with and the tiny model they load.
+
 ``train_step`` runs against real train engines built through the registry of *installed*
-plugins: ``train_engine_name`` (required: core names no engine) with the section
-:meth:`AlgorithmContract.train_engine_config` returns for each role (actor, critic, ref) and a
-run context carrying ``model_path`` (a tiny HF model written by the suite), ``seed`` and
-``total_steps``. Override ``train_engine_config`` to fit another engine's config.
+plugins: ``train_engine_name`` (required: core names no engine; the plugin's ``test`` extra must
+pull the package providing it) with the section :meth:`AlgorithmContract.train_engine_config`
+returns for each role (actor, critic, ref) and a run context carrying ``model_path`` (a tiny HF
+model of ``tiny_size`` written by the suite), ``seed`` and ``total_steps``. Override
+``train_engine_config`` to fit another engine's config. What the batch holds and the rules an
+algorithm follows (loss normalisation, stats, numerics) are in docs/write-an-algorithm.md.
 
 Checked: keep_group keeps a group with different rewards and (per ``drops_uniform_groups``)
 drops or keeps one whose rewards are all equal; the config model rejects each of
@@ -42,8 +53,8 @@ from areal_core.config.base import validate_section
 from areal_core.data.batch import SequenceBatch
 from areal_core.errors import ArealError
 from areal_core.registry import build_registry
-from areal_core.testing.engines import make_train_engine, run_context
 from areal_core.testing.contract import ComponentContract
+from areal_core.testing.engines import make_train_engine, run_context
 
 # (group, prompt length, loss mask of the response, reward): unequal lengths, one group whose
 # rewards are all equal, one response with a masked span (a tool output inside the response).

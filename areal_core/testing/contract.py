@@ -34,7 +34,14 @@ import pytest
 from areal_core.api.protocols import protocol_members
 from areal_core.config.base import ComponentConfig, validate_section
 from areal_core.errors import ArealError
-from areal_core.registry import Component, Registry, build_registry, get_registry, set_registry
+from areal_core.registry import (
+    KINDS,
+    Component,
+    Registry,
+    build_registry,
+    get_registry,
+    set_registry,
+)
 
 
 def run_async(awaitable):
@@ -64,8 +71,7 @@ class ComponentContract:
         if self.plugin is None:
             registry = get_registry()
         else:
-            label = f"{getattr(self.plugin, '__name__', type(self.plugin).__name__)} (under test)"
-            registry = build_registry(extra_plugins=[(self.plugin, label)], entry_points=False)
+            registry = build_registry(extra_plugins=[(self.plugin, self._label())], entry_points=False)
         set_registry(registry)
         yield registry
         set_registry(None)
@@ -74,7 +80,29 @@ class ComponentContract:
     def record(self, registry: Registry) -> Component:
         assert self.kind, f"{type(self).__name__}: a contract suite must set `kind`"
         assert self.component_name, f"{type(self).__name__}: set `component_name` to the registered name under test"
+        if self.plugin is not None:
+            self._check_plugin_registered(registry)
         return registry.get(self.kind, self.component_name)
+
+    def _check_plugin_registered(self, registry: Registry) -> None:
+        """The plugin under test is given: a missing name is its fault, not a missing install."""
+        label, hook = KINDS[self.kind].label, KINDS[self.kind].hook
+        plugin_name = getattr(self.plugin, "__name__", type(self.plugin).__name__)  # as the registry records it
+        mine = [c.name for c in registry.by_kind(self.kind) if c.plugin == plugin_name]
+        if self.component_name in mine:
+            return
+        where = f"{type(self).__name__}: plugin {self._label()}"
+        if not mine:
+            pytest.fail(
+                f"{where} registered no {label}: check that it defines `@hookimpl def {hook}()` (that exact name, "
+                f"decorated with `hookimpl` from areal_core.plugin) returning a list of Component records",
+                pytrace=False,
+            )
+        pytest.fail(f"{where} registers the {label}s {', '.join(mine)}, not {self.component_name!r}: "
+                    "check `component_name` and the Component's name", pytrace=False)
+
+    def _label(self) -> str:
+        return f"{getattr(self.plugin, '__name__', type(self.plugin).__name__)} (under test)"
 
     @pytest.fixture
     def config(self, record: Component) -> ComponentConfig:

@@ -25,6 +25,15 @@ required) loads other weights, which change the output, and sets the version res
 an unsupported path is an ArealError naming it; a backend implementing
 :class:`~areal_core.api.SupportsWeightsChecksum` reports the served weights' checksum; bad input
 raises ``ArealError``. These are exactly the calls ``areal train`` makes on a backend.
+
+Fidelity (the server computes what the weights say, within ``logprob_tolerance``): greedy output
+equals transformers' greedy decoding; returned logprobs equal a teacher-forced transformers
+forward at the sampling temperature; after a disk update to other weights (tied embeddings, whose
+``lm_head`` a reload may miss) both follow the new weights; a generation interrupted by a pause +
+weight update through areal's interruptible client keeps its first tokens under the old weights
+and continues under the new ones, each token's version and logprob those of the weights that
+produced it. With ``adapter`` in ``supported_sync_paths``, a pushed LoRA adapter (and its
+in-place replacement) is served exactly as PEFT computes it.
 """
 
 from __future__ import annotations
@@ -35,14 +44,16 @@ import os
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Iterator
+from typing import Any, ClassVar
 
 import pytest
 
 from areal_core.api.protocols import InferenceBackend, SupportsWeightsChecksum
 from areal_core.api.types import ModelRequest, SamplingParams, WeightUpdateMeta
+from areal_core.auth import auth_headers
 from areal_core.checksum import tensors_checksum
 from areal_core.errors import ArealError
 from areal_core.registry import build_registry, get_registry
@@ -74,6 +85,66 @@ def make_served_model(path: str | Path, size: str = "0.2m", seed: int = 0, weigh
     return path
 
 
+def make_lora_adapter(base: str | Path, path: str | Path, seed: int = 0, rank: int = 8, std: float = 0.2) -> Path:
+    """A PEFT LoRA adapter on every linear layer of ``base`` whose B matrices are drawn with
+    ``std`` (PEFT initialises B to 0, which changes nothing; ``std=0`` keeps that)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    config = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules=[
+        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    peft_model = get_peft_model(model, config)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0.0, std, generator=generator)
+    peft_model.save_pretrained(str(path))
+    return Path(path)
+
+
+class Reference:
+    """transformers' view of a model directory (optionally with a PEFT adapter): the numbers a
+    backend's output is checked against (fp32)."""
+
+    def __init__(self, model_path: str | Path, adapter: str | Path | None = None):
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        model: Any = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+        if adapter is not None:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, adapter)
+        self.model = model.eval()
+
+    def logprobs(self, prompt: list[int], output: list[int], temperature: float = 1.0) -> list[float]:
+        """log p(output[i] | prompt + output[:i]) under softmax(logits / temperature) (greedy: 1)."""
+        import torch
+
+        ids = torch.tensor([list(prompt) + list(output)])
+        with torch.no_grad():
+            logits = self.model(ids).logits[0, len(prompt) - 1:-1].float()
+        scaled = torch.log_softmax(logits / (temperature if temperature > 0 else 1.0), dim=-1)
+        return scaled.gather(1, torch.tensor(output).unsqueeze(1)).squeeze(1).tolist()
+
+    def greedy(self, prompt: list[int], n: int) -> list[int]:
+        import torch
+
+        with torch.no_grad():
+            out = self.model.generate(torch.tensor([prompt]), max_new_tokens=n, min_new_tokens=n, do_sample=False,
+                                      pad_token_id=0)
+        return out[0, len(prompt):].tolist()
+
+
+def max_gap(a: list[float], b: list[float]) -> float:
+    """max |a_i - b_i| over two equally long, non-empty lists."""
+    assert len(a) == len(b) and a, (len(a), len(b))
+    return max(abs(x - y) for x, y in zip(a, b))
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -83,9 +154,14 @@ def free_port() -> int:
 @contextlib.contextmanager
 def launched_server(argv: list[str], addr: str, timeout_s: float = 120.0, env: dict[str, str] | None = None,
                     log_path: str | Path | None = None) -> Iterator[subprocess.Popen]:
-    """Run ``argv`` until ``GET http://addr/health`` answers 200; terminate it on exit."""
+    """Run ``argv`` until ``GET http://addr/health`` answers 200; terminate it on exit. The health
+    check carries the bearer token of ``AREAL_API_KEY`` (from ``env``, else this process's)."""
     import httpx
 
+    from areal_core.auth import API_KEY_ENV
+
+    key = (env or {}).get(API_KEY_ENV) or os.environ.get(API_KEY_ENV)
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
     log = open(log_path, "wb") if log_path else subprocess.DEVNULL
     process = subprocess.Popen(argv, env={**os.environ, **(env or {})}, stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -95,7 +171,7 @@ def launched_server(argv: list[str], addr: str, timeout_s: float = 120.0, env: d
                 tail = Path(log_path).read_text()[-3000:] if log_path else "(no log kept)"
                 raise RuntimeError(f"server {argv[:4]}... exited with {process.returncode}:\n{tail}")
             try:
-                if httpx.get(f"http://{addr}/health", timeout=2).status_code == 200:
+                if httpx.get(f"http://{addr}/health", headers=headers, timeout=2).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
@@ -110,7 +186,7 @@ def launched_server(argv: list[str], addr: str, timeout_s: float = 120.0, env: d
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-        if log_path:
+        if not isinstance(log, int):  # a file we opened (not DEVNULL)
             log.close()
 
 
@@ -126,7 +202,7 @@ class RunningServer:
 async def _with_client(fn, timeout_s: float = 120.0):
     import httpx
 
-    async with httpx.AsyncClient(timeout=timeout_s) as client:
+    async with httpx.AsyncClient(timeout=timeout_s, headers=auth_headers()) as client:
         return await fn(client)
 
 
@@ -146,6 +222,7 @@ class InferenceBackendContract(ComponentContract):
     server_env: ClassVar[dict[str, str]] = {"OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     long_generation_tokens: ClassVar[int] = 1500  # still running ~0.5 s after it starts
     supported_sync_paths: ClassVar[tuple[str, ...]] = ("disk",)  # of "disk", "distributed", "adapter"
+    logprob_tolerance: ClassVar[float] = 1e-3  # max |logprob - transformers fp32|; set it to what you measured
 
     @pytest.fixture(scope="class")
     @classmethod
@@ -214,7 +291,7 @@ class InferenceBackendContract(ComponentContract):
         assert max(abs(x - y) for x, y in zip(a.output_logprobs, c.output_logprobs)) < 1e-4
 
     def test_seeded_sampling_is_reproducible(self, server: RunningServer):
-        params = dict(max_new_tokens=16, temperature=1.0, ignore_eos=True)
+        params: dict[str, Any] = dict(max_new_tokens=16, temperature=1.0, ignore_eos=True)
         a = self.generate(server, ModelRequest(PROMPTS[0], SamplingParams(seed=7, **params)))
         b = self.generate(server, ModelRequest(PROMPTS[0], SamplingParams(seed=7, **params)))
         c = self.generate(server, ModelRequest(PROMPTS[0], SamplingParams(seed=8, **params)))
@@ -257,6 +334,12 @@ class InferenceBackendContract(ComponentContract):
                 await updater.close(client)
 
         return run_async(_with_client(go))
+
+    @pytest.fixture
+    def restore_weights(self, server: RunningServer):
+        """Put the served model's own weights back after a test that changed them."""
+        yield
+        self.push(server, WeightUpdateMeta(type="disk"), server.model_path, self._version_now(server) + 1)
 
     def _version_now(self, server: RunningServer) -> int:
         return self.generate(server, ModelRequest(PROMPTS[1], greedy(1, ignore_eos=True))).output_versions[0]
@@ -323,3 +406,92 @@ class InferenceBackendContract(ComponentContract):
         with pytest.raises(ArealError):
             self.push(server, WeightUpdateMeta(type="disk"), str(Path(server.model_path) / "no_such_dir"),
                       self._version_now(server) + 1)
+
+    # -- fidelity: the server computes what the weights say -----------------------------------------
+
+    def test_greedy_equals_transformers_greedy(self, server: RunningServer):
+        ref = Reference(server.model_path)
+        for prompt in PROMPTS:
+            resp = self.generate(server, ModelRequest(prompt, greedy(16, ignore_eos=True)))
+            assert resp.output_ids == ref.greedy(prompt, 16)
+            assert max_gap(resp.output_logprobs, ref.logprobs(prompt, resp.output_ids)) < self.logprob_tolerance
+
+    @pytest.mark.parametrize("temperature", [1.0, 0.7])
+    def test_logprobs_equal_teacher_forced_forward(self, server: RunningServer, temperature: float):
+        ref = Reference(server.model_path)
+        for i, prompt in enumerate(PROMPTS):
+            params = SamplingParams(max_new_tokens=24, temperature=temperature, ignore_eos=True, seed=11 + i)
+            resp = self.generate(server, ModelRequest(prompt, params))
+            gap = max_gap(resp.output_logprobs, ref.logprobs(prompt, resp.output_ids, temperature))
+            assert gap < self.logprob_tolerance, f"max |logprob - transformers| = {gap:.2e} at T={temperature}"
+
+    def test_logprobs_after_update_follow_new_weights(self, server: RunningServer, other_model: str, restore_weights):
+        """Catches a part of the model a reload leaves stale (e.g. a tied lm_head)."""
+        version = self._version_now(server) + 1
+        self.push(server, WeightUpdateMeta(type="disk"), other_model, version)
+        new = Reference(other_model)
+        for prompt in PROMPTS:
+            resp = self.generate(server, ModelRequest(prompt, greedy(12, ignore_eos=True)))
+            assert resp.output_versions == [version] * 12
+            assert resp.output_ids == new.greedy(prompt, 12)
+            assert max_gap(resp.output_logprobs, new.logprobs(prompt, resp.output_ids)) < self.logprob_tolerance
+
+    def test_interrupted_generation_continues_under_new_weights(self, server: RunningServer, other_model: str,
+                                                              restore_weights):
+        """areal's interruptible client across a pause + weight update: per-token versions, each
+        token's logprob from the weights that produced it."""
+        from areal_core.api.types import WeightVersion
+        from areal_core.rollout.client import RolloutClient
+
+        n = self.long_generation_tokens
+        old = self._version_now(server)
+
+        async def scenario():  # what the trainer does between two steps
+            version = WeightVersion(old)
+            rollout = RolloutClient(server.backend, [server.addr], weight_version=version)
+            updater = server.backend.weight_updater(WeightUpdateMeta(type="disk"))
+            try:
+                await updater.connect(rollout.http, [server.addr])
+                task = asyncio.create_task(rollout.agenerate(ModelRequest(PROMPTS[0], greedy(n, ignore_eos=True))))
+                await asyncio.sleep(0.5)
+                await rollout.pause()
+                await rollout.push_weights(updater, other_model, old + 1)
+                version.set(old + 1)
+                await rollout.resume()
+                return await asyncio.wait_for(task, 300)
+            finally:
+                await rollout.close_updater(updater)
+                await rollout.aclose()
+
+        resp = run_async(scenario())
+        assert resp.finish_reason == "length" and len(resp.output_ids) == n and resp.n_interruptions >= 1
+        k = resp.output_versions.index(old + 1)
+        assert 0 < k and resp.output_versions == [old] * k + [old + 1] * (n - k)
+        prompt, out = PROMPTS[0], resp.output_ids
+        assert max_gap(resp.output_logprobs[:k], Reference(server.model_path).logprobs(prompt, out[:k])) \
+            < self.logprob_tolerance
+        assert max_gap(resp.output_logprobs[k:], Reference(other_model).logprobs(prompt + out[:k], out[k:])) \
+            < self.logprob_tolerance
+
+    def test_adapter_changes_outputs_as_peft_says(self, server: RunningServer, tmp_path):
+        if "adapter" not in self.supported_sync_paths:
+            pytest.skip(f"{self.component_name}: no adapter weight path (supported_sync_paths)")
+        version = self._version_now(server)
+        base_ids = self.generate(server, ModelRequest(PROMPTS[2], greedy(12, ignore_eos=True))).output_ids
+        for seed in (1, 2):  # load, then replace in place
+            adapter = make_lora_adapter(server.model_path, tmp_path / f"adapter{seed}", seed=seed)
+            version += 1
+            sent = self.push(server, WeightUpdateMeta(type="adapter"), str(adapter), version)
+            assert sent == sum(f.stat().st_size for f in adapter.glob("*.safetensors"))
+            ref = Reference(server.model_path, adapter)
+            for prompt in PROMPTS:
+                resp = self.generate(server, ModelRequest(prompt, greedy(12, ignore_eos=True)))
+                assert resp.output_versions == [version] * 12
+                assert resp.output_ids == ref.greedy(prompt, 12)
+                assert max_gap(resp.output_logprobs, ref.logprobs(prompt, resp.output_ids)) < self.logprob_tolerance
+        adapted = self.generate(server, ModelRequest(PROMPTS[2], greedy(12, ignore_eos=True))).output_ids
+        assert adapted != base_ids, "the adapter should change the greedy continuation"
+        # an adapter with B = 0 adds nothing: the base model's outputs come back (and later tests see them)
+        zero = make_lora_adapter(server.model_path, tmp_path / "zero", std=0.0)
+        self.push(server, WeightUpdateMeta(type="adapter"), str(zero), version + 1)
+        assert self.generate(server, ModelRequest(PROMPTS[2], greedy(12, ignore_eos=True))).output_ids == base_ids

@@ -49,7 +49,7 @@ def score(reward: Reward, prompt: str, completion: str, sample: dict[str, Any]):
 
 
 def is_async_reward(reward: Reward) -> bool:
-    return inspect.iscoroutinefunction(reward) or inspect.iscoroutinefunction(getattr(reward, "__call__", None))
+    return inspect.iscoroutinefunction(reward) or inspect.iscoroutinefunction(getattr(reward, "__call__", None))  # noqa: B004 - inspects the method
 
 
 class RewardContract(ComponentContract):

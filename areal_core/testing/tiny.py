@@ -79,7 +79,7 @@ def make_tiny_model(path: str | Path, size: str = "0.2m", vocab_size: int = 512,
     path.mkdir(parents=True, exist_ok=True)
     tokenizer = make_tokenizer(vocab_size, corpus)
     hidden, layers, heads, kv, head_dim, inter = SIZES[size]
-    config = Qwen2Config(
+    config = Qwen2Config(  # type: ignore[call-arg]  # head_dim: taken, though the signature omits it
         vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
         num_key_value_heads=kv, head_dim=head_dim, intermediate_size=inter, tie_word_embeddings=tie_word_embeddings,
         max_position_embeddings=2048, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,

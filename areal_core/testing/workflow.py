@@ -12,7 +12,8 @@ workflow accepts)::
 The engine is :class:`ScriptedEngine`, an ``InferenceEngine`` that answers from a script with
 known per-token logprobs and weight version; the tokenizer is the tiny byte-level BPE of
 :mod:`areal_core.testing.tiny`; the reward is :class:`RecordingReward`. Override the ``engine``,
-``tokenizer`` or ``reward`` fixture to use others.
+``tokenizer`` or ``reward`` fixture to use others. The workflow receives the reward wrapped in a
+:class:`~areal_core.rollout.reward_runner.RewardRunner`, as under ``areal train``.
 
 Checked: an episode returns a non-empty list of Trajectory; each starts with untrained prompt
 tokens (mask 0, version -1, logprob 0); every trained token is one the engine generated, with
@@ -69,7 +70,7 @@ class ScriptedEngine:
 class RecordingReward:
     """A deterministic reward (``len(completion) % 5 / 4``) that records every call and value."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.calls: list[tuple[str, str, dict]] = []
         self.values: set[float] = set()
 
@@ -107,7 +108,10 @@ class WorkflowContract(ComponentContract):
 
     @pytest.fixture
     def dependencies(self, reward, tokenizer) -> dict[str, Any]:
-        return {"reward": reward, "tokenizer": tokenizer}
+        from areal_core.rollout.reward_runner import RewardRunner
+
+        # what `areal train` passes: the configured reward wrapped in a RewardRunner
+        return {"reward": RewardRunner(reward), "tokenizer": tokenizer}
 
     def episode(self, workflow, engine, sample) -> list[Trajectory]:
         trajectories = run_async(workflow.run_episode(engine, sample))

@@ -10,7 +10,10 @@ What happens (driver = the process running ``areal train``):
    ``RUN_DIR/config.yaml`` (RUN_DIR = ``fileroot/experiment_name/trial_name``); logs also go to
    ``RUN_DIR/log.jsonl``;
 2. the scheduler (``scheduler: {name: local}``, any :class:`~areal_core.api.Scheduler`) is
-   prepared, starts ``inference.n_servers`` servers and waits for their health;
+   prepared, starts ``inference.n_servers`` servers and waits for their health. Servers and ranks
+   get the run's API key in ``AREAL_API_KEY`` (:mod:`areal_core.auth`: generated per run unless
+   set), never on a command line; a run that fails because servers stopped answering ends with
+   what the scheduler knows of each (pid, exit status or signal, log tail);
 3. one trainer rank runs inside the driver, or ``scheduler.trainer_ranks`` > 1 rank processes
    start through ``scheduler.launch_trainers`` (``python -m areal_core.trainer.entry --rank-of
    RUN_DIR``; the scheduler sets torchrun-style ``RANK``/``WORLD_SIZE``/``MASTER_ADDR``/
@@ -36,16 +39,19 @@ import signal
 import sys
 from pathlib import Path
 
-from areal_core.api.protocols import Scheduler, missing_members
+from areal_core.api.protocols import Scheduler, SupportsServerStatus, missing_members
+from areal_core.auth import API_KEY_ENV, run_key
 from areal_core.config.allocation import apply_allocation
 from areal_core.config.loader import RESOLVED_CONFIG_FILE, ResolvedConfig, load_config, save_resolved
+from areal_core.config.schema import RunConfig
 from areal_core.errors import ArealError
 from areal_core.logging import configure_logging, get_logger
+from areal_core.rollout.client import InferenceUnavailableError
 
 log = get_logger(__name__)
 
 
-def run_dir_of(cfg: ResolvedConfig) -> Path:
+def run_dir_of(cfg: ResolvedConfig[RunConfig]) -> Path:
     run = cfg.run
     return Path(run.fileroot).expanduser() / run.experiment_name / run.trial_name
 
@@ -63,7 +69,7 @@ def train_main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def run_training(cfg: ResolvedConfig, registry=None) -> Path:
+def run_training(cfg: ResolvedConfig[RunConfig], registry=None) -> Path:
     """Everything ``areal train`` does after loading the config; returns the run directory."""
     from areal_core.trainer.rl import reconcile_temperatures
 
@@ -86,26 +92,37 @@ def run_training(cfg: ResolvedConfig, registry=None) -> Path:
     backend = cfg.create("inference", registry=registry)
     n_servers, ranks = allocation.n_servers, allocation.trainer_ranks
     scheduler.prepare(run_dir)
-    with scheduler:
-        addrs = scheduler.start_inference_servers(backend, run.model_path, n_servers)
-        if ranks == 1:
-            run_rank(cfg, run_dir, addrs, registry=registry, host_addr=scheduler.host_addr())
-        else:
-            argv = [sys.executable, "-m", "areal_core.trainer.entry", "--rank-of", str(run_dir),
-                    "--servers", ",".join(addrs)]
-            handles = scheduler.launch_trainers(argv, ranks, {})
-            log.info("trainer ranks started", ranks=ranks, logs=str(run_dir / "logs"))
-            scheduler.wait(handles)
+    with run_key() as key:
+        key_env = {API_KEY_ENV: key}  # servers require it, every client of the run sends it
+        server_status = scheduler if isinstance(scheduler, SupportsServerStatus) else None
+        with scheduler:
+            addrs = scheduler.start_inference_servers(backend, run.model_path, n_servers, env=key_env)
+            try:
+                if ranks == 1:
+                    run_rank(cfg, run_dir, addrs, registry=registry, host_addr=scheduler.host_addr(),
+                             server_status=server_status)
+                else:
+                    argv = [sys.executable, "-m", "areal_core.trainer.entry", "--rank-of", str(run_dir),
+                            "--servers", ",".join(addrs)]
+                    handles = scheduler.launch_trainers(argv, ranks, key_env)
+                    log.info("trainer ranks started", ranks=ranks, logs=str(run_dir / "logs"))
+                    scheduler.wait(handles)
+            except InferenceUnavailableError as exc:
+                if server_status is None:
+                    raise
+                states = "\n  ".join(server_status.describe_server(a) for a in addrs)
+                raise InferenceUnavailableError(f"{exc}\ninference servers now:\n  {states}") from None
     return run_dir
 
 
-def run_rank(cfg: ResolvedConfig, run_dir: Path, addrs: list[str], *, rank: int = 0, world_size: int = 1,
-             registry=None, host_addr: str = "127.0.0.1") -> None:
+def run_rank(cfg: ResolvedConfig[RunConfig], run_dir: Path, addrs: list[str], *, rank: int = 0, world_size: int = 1,
+             registry=None, host_addr: str = "127.0.0.1", server_status=None) -> None:
     """One trainer rank: set up, train to the end, release everything."""
     from areal_core.trainer.rl import RLTrainer
 
     group = _init_trainer_group(cfg, registry) if world_size > 1 else None
-    trainer = RLTrainer(cfg, run_dir, addrs, registry=registry, rank=rank, world_size=world_size, host_addr=host_addr)
+    trainer = RLTrainer(cfg, run_dir, addrs, registry=registry, rank=rank, world_size=world_size, host_addr=host_addr,
+                        server_status=server_status)
     try:
         trainer.setup()
         trainer.run_loop()
@@ -145,7 +162,7 @@ def quiet_libraries() -> None:
     hf_logging.disable_progress_bar()
 
 
-def _init_trainer_group(cfg: ResolvedConfig, registry):
+def _init_trainer_group(cfg: ResolvedConfig[RunConfig], registry):
     import torch.distributed as dist
 
     device = cfg.create("device", registry=registry)
@@ -163,22 +180,16 @@ def _check_run_dir(run_dir: Path, recover: str) -> None:
                          f"continue it, or choose another trial_name (or delete the directory)")
 
 
-def _check_paths(cfg: ResolvedConfig) -> None:
-    run = cfg.run
-    problems = []
-    if not Path(run.model_path).expanduser().is_dir():
-        problems.append(f"model_path: {run.model_path!r} is not a directory")
-    for name in ("train_dataset", "valid_dataset"):
-        section = getattr(run, name)
-        if section is not None and not Path(section.path).expanduser().exists():
-            problems.append(f"{name}.path: {section.path!r} does not exist")
-    if problems:
-        raise ArealError("invalid config:\n  " + "\n  ".join(problems))
+def _check_paths(cfg: ResolvedConfig[RunConfig]) -> None:
+    """Model directory, datasets and batch arithmetic, before any process starts."""
+    from areal_core.trainer.preflight import check_run
+
+    check_run(cfg)
 
 
 def _terminate_as_interrupt() -> None:
     """SIGTERM unwinds like Ctrl-C, so ``with scheduler`` stops the children."""
-    def handler(signum, frame):  # noqa: ARG001 - signal handler signature
+    def handler(signum, frame):  # signal handler signature
         raise KeyboardInterrupt(f"signal {signum}")
 
     try:

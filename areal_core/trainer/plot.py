@@ -11,6 +11,7 @@ and the held-out eval reward (``eval/reward_mean``) against the step; one more p
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
 
 from areal_core.errors import ArealError
@@ -25,7 +26,7 @@ def series(rows: list[dict], key: str) -> tuple[list[int], list[float]]:
     return [p[0] for p in pairs], [float(p[1]) for p in pairs]
 
 
-def plot_run(run_dir: str | Path, output: str | Path | None = None, extra_keys: list[str] = ()) -> Path:
+def plot_run(run_dir: str | Path, output: str | Path | None = None, extra_keys: Sequence[str] = ()) -> Path:
     """Write the plot of ``run_dir``'s metrics and return the PNG's path."""
     run_dir = Path(run_dir)
     if not (run_dir / METRICS_FILE).is_file():

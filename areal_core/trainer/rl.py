@@ -54,16 +54,23 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from areal_core.api.protocols import SupportsAdapterExport, SupportsWeightsChecksum, WeightUpdater
+from areal_core.api.protocols import SupportsAdapterExport, SupportsWeightsChecksum, TrainEngine, WeightUpdater
 from areal_core.api.types import RunContext, Trajectory, WeightUpdateMeta, WeightVersion
+from areal_core.auth import auth_headers
 from areal_core.config.base import WorkflowConfigBase
 from areal_core.config.loader import ResolvedConfig
+from areal_core.config.schema import RunConfig
 from areal_core.errors import ArealError
 from areal_core.logging import get_logger
 from areal_core.metrics import METRICS_FILE, MetricsLogger
 from areal_core.trainer import checkpoint as ckpt
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
+    from areal_core.rollout.controller import RolloutController
 
 log = get_logger(__name__)
 
@@ -89,7 +96,7 @@ class StepTimer:
             self.times[name] = self.times.get(name, 0.0) + time.perf_counter() - start
 
 
-def reconcile_temperatures(cfg: ResolvedConfig) -> float:
+def reconcile_temperatures(cfg: ResolvedConfig[RunConfig]) -> float:
     """Make the actor's and the algorithm's ``temperature`` equal the workflow's sampling one.
 
     Returns τ. A field left at its default is set to τ; one set explicitly to another value is an
@@ -106,8 +113,9 @@ def reconcile_temperatures(cfg: ResolvedConfig) -> float:
         section = cfg.components.get(path)
         if section is None or "temperature" not in type(section).model_fields:
             continue
-        if "temperature" in section.model_fields_set and not math.isclose(section.temperature, tau):
-            errors.append(f"{path}.temperature is {section.temperature:g} but workflow.temperature is {sampling:g}: "
+        temperature = getattr(section, "temperature")  # noqa: B009 - a field of this model (checked above)
+        if "temperature" in section.model_fields_set and not math.isclose(temperature, tau):
+            errors.append(f"{path}.temperature is {temperature:g} but workflow.temperature is {sampling:g}: "
                           f"the loss must use the sampling temperature {tau:g} (set {path}.temperature={tau:g} or leave it unset)")
         elif "temperature" not in section.model_fields_set:
             cfg.components[path] = section.model_copy(update={"temperature": tau})
@@ -125,8 +133,8 @@ class RLTrainer:
     master address).
     """
 
-    def __init__(self, cfg: ResolvedConfig, run_dir: str | Path, server_addrs: list[str], *, registry=None,
-                 rank: int = 0, world_size: int = 1, host_addr: str = "127.0.0.1"):
+    def __init__(self, cfg: ResolvedConfig[RunConfig], run_dir: str | Path, server_addrs: list[str], *, registry=None,
+                 rank: int = 0, world_size: int = 1, host_addr: str = "127.0.0.1", server_status=None):
         self.cfg = cfg
         self.run = cfg.run
         self.run_dir = Path(run_dir)
@@ -137,11 +145,15 @@ class RLTrainer:
         self.step = 0  # completed steps
         self.weight_version = WeightVersion(0)  # owned here: set once the servers serve new weights
         self.host_addr = host_addr
+        self.server_status = server_status  # the scheduler, when it can describe and restart servers
         self.counters = {"trained_groups": 0, "trained_samples": 0, "trained_tokens": 0, "train_time_s": 0.0}
-        self.actor = self.critic = self.ref = None
-        self.controller = None
-        self.metrics = None
-        self.progress = None
+        # built by setup() (the rollout side on the main rank only), used after it
+        self.actor: TrainEngine | None = None
+        self.critic: TrainEngine | None = None
+        self.ref: TrainEngine | None = None
+        self.controller: RolloutController | None = None
+        self.metrics: MetricsLogger | None = None
+        self.progress: Progress | None = None
         self.updater: WeightUpdater | None = None
         self._sync_bytes = 0
         self._last_checkpoint_s: float | None = None
@@ -181,7 +193,7 @@ class RLTrainer:
         run = self.run
         self.tokenizer = AutoTokenizer.from_pretrained(run.model_path)
         self.backend = self._create("inference")
-        reward = RewardRunner(self._create("reward"), run.rollout.reward_timeout_s)
+        reward = RewardRunner.from_config(self._create("reward"), run.rollout)
         self.workflow = self._create("workflow", reward=reward, tokenizer=self.tokenizer)
         self.train_loader = EpochDataLoader(load_rows(run.train_dataset, "train_dataset"), seed=run.seed,
                                             shuffle=run.train_dataset.shuffle)
@@ -195,7 +207,13 @@ class RLTrainer:
         state = self._recover_state()
         self.step = int(state["step"]) if state else 0
         self.weight_version.set(self.step)  # the restored weights are pushed as this version
-        client = RolloutClient.from_config(self.backend, self.addrs, run.rollout, self.weight_version)
+        self.client = client = RolloutClient.from_config(self.backend, self.addrs, run.rollout, self.weight_version)
+        if self.server_status is not None:
+            client.describe_server = self.server_status.describe_server
+            client.restart_server = self.server_status.restart_server
+        if run.weight_sync.type == "distributed" and client.on_server_lost != "stop":
+            client.on_server_lost = "stop"  # the broadcast group includes every server: it cannot shrink
+            log.info("weight_sync.type=distributed: a lost inference server stops the run (rollout.on_server_lost)")
         self.eval_client = RolloutClient.from_config(self.backend, self.addrs, run.rollout, self.weight_version)
         self.controller = RolloutController(client, run.rollout, keep_group=self.algorithm)
         if state:
@@ -232,13 +250,10 @@ class RLTrainer:
 
     def _recover_state(self) -> dict[str, Any] | None:
         """Rank 0: the trainer state of the checkpoint to resume from (engines are loaded by all ranks)."""
-        if self.run.recover != "auto":
+        found = ckpt.recovery_point(self.run_dir, self.run.recover)
+        if found is None:
             return None
-        path = ckpt.latest_checkpoint(self.run_dir)
-        if path is None:
-            log.info("recover=auto: no checkpoint yet, starting from step 0", run_dir=str(self.run_dir))
-            return None
-        state = ckpt.load_state(path)
+        path, state = found
         log.info("recovering", checkpoint=str(path), step=state["step"])
         return state
 
@@ -251,6 +266,7 @@ class RLTrainer:
         if self.step > 0:
             self._load_engines(ckpt.latest_checkpoint(self.run_dir) if self.is_main else None)
         if self.is_main:
+            assert self.controller is not None and self.updater is not None  # built by _setup_rollout
             self.controller.connect_updater(self.updater)
         if self.step > 0:
             self._sync_weights(StepTimer())  # fresh servers get the restored weights as version `step`
@@ -266,6 +282,7 @@ class RLTrainer:
         return last
 
     def _train_one_step(self) -> dict[str, Any]:
+        assert self.actor is not None  # built by setup()
         s = self.step
         timer = StepTimer()
         start = time.perf_counter()
@@ -302,12 +319,14 @@ class RLTrainer:
     def _prepare_batch(self) -> list[Trajectory] | None:
         if not self.is_main:
             return None
+        assert self.controller is not None  # built by _setup_rollout
         return self.controller.prepare_batch(self.train_loader, self.workflow)
 
     # ============================================================== weights
     def _sync_weights(self, timer: StepTimer) -> None:
         """Make every server serve the actor's weights as version ``self.step`` (all ranks call:
         exports and ``named_full_weights`` are collective), then set the run's weight version."""
+        assert self.actor is not None  # built by setup()
         version = self.step
         path = self.run_dir / WEIGHTS_DIR / f"v{version}"
         kind = self.run.weight_sync.type
@@ -315,9 +334,11 @@ class RLTrainer:
             if kind == "disk":
                 self.actor.export_hf(str(path))
             elif kind == "adapter":
+                assert isinstance(self.actor, SupportsAdapterExport)  # checked in setup
                 self.actor.export_adapter(str(path))
         weights = self.actor.named_full_weights() if kind == "distributed" else str(path)
         if self.is_main:
+            assert self.controller is not None and self.updater is not None  # built by _setup_rollout
             with timer.phase("pause_s"):
                 self.controller.pause()
             try:
@@ -326,6 +347,7 @@ class RLTrainer:
                 self.weight_version.set(version)
             finally:
                 self.controller.resume()
+                self.addrs = self.eval_client.addrs = list(self.client.addrs)  # lost servers are left out
             if kind != "distributed":
                 self._remove_old_weights(version)
         else:
@@ -345,6 +367,7 @@ class RLTrainer:
     def _verify_weights(self, version: int) -> None:
         from areal_core.checksum import tensors_checksum
 
+        assert self.actor is not None  # built by setup()
         mine = tensors_checksum(self.actor.named_full_weights())
         if not self.is_main:
             return
@@ -353,7 +376,8 @@ class RLTrainer:
         assert isinstance(backend, SupportsWeightsChecksum)  # checked in setup
 
         async def ask(http):
-            return await asyncio.gather(*(backend.weights_checksum(http, a) for a in self.addrs))
+            return await asyncio.wait_for(asyncio.gather(*(backend.weights_checksum(http, a) for a in self.addrs)),
+                                          self.run.rollout.control_timeout_s)
 
         theirs = _run_with_http(ask)
         bad = [f"{a}: {c}" for a, c in zip(self.addrs, theirs) if c != mine]
@@ -382,6 +406,7 @@ class RLTrainer:
         return out
 
     async def _eval_episodes(self) -> tuple[list[float], int]:
+        assert self.valid_rows is not None  # _eval_due: only runs with a valid_dataset
         limit = asyncio.Semaphore(self.run.rollout.max_concurrent_rollouts)
 
         async def one(row):
@@ -404,14 +429,17 @@ class RLTrainer:
         engines = {"actor": self.actor, **({"critic": self.critic} if self.critic is not None else {})}
         state = None
         if self.is_main:
+            assert self.controller is not None  # built by _setup_rollout
             state = {"version": self.step, "controller": self.controller.state_dict(),
                      "dataset": self.train_loader.state_dict(), "counters": dict(self.counters)}
-        ckpt.save_checkpoint(self.run_dir, self.step, engines, state or {}, rank=self.rank, barrier=self._barrier)
+        ckpt.save_checkpoint(self.run_dir, self.step, engines, state or {}, rank=self.rank, barrier=self._barrier,
+                             keep=self.run.trainer.keep_checkpoints)
 
     def _load_engines(self, path: Path | None) -> None:
         path = self._share(str(path) if path else None)
         if path is None:
             raise ArealError(f"recover: no checkpoint found under {self.run_dir / ckpt.CHECKPOINT_DIR}")
+        assert self.actor is not None  # built by setup()
         self.actor.load(str(Path(path) / "actor"))
         if self.critic is not None:
             self.critic.load(str(Path(path) / "critic"))
@@ -425,6 +453,7 @@ class RLTrainer:
         self.counters["trained_tokens"] += trained_tokens
         self.counters["train_time_s"] += step_s
         out: dict[str, Any] = {f"train/{k}": v for k, v in stats.items()}
+        assert self.controller is not None  # built by _setup_rollout (main rank)
         out.update(self.controller.metrics())
         out.update({f"timing/{k}": v for k, v in timer.times.items()})
         out["timing/step_s"] = step_s
@@ -477,6 +506,7 @@ class RLTrainer:
     def _log(self, step: int, metrics: dict[str, Any]) -> None:
         if not self.is_main or not metrics:
             return
+        assert self.metrics is not None  # built by _setup_rollout
         self.metrics.log(step, metrics)
         shown = {k: round(float(metrics[k]), 4) for k in ("train/reward/mean", "eval/reward_mean", "train/actor/grad_norm",
                                                            "rollout/version_lag_max", "timing/step_s") if k in metrics}
@@ -488,7 +518,14 @@ class RLTrainer:
     def _start_progress(self, total: int) -> None:
         if not self.is_main or not sys.stderr.isatty():
             return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         self.progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
                                  TextColumn("reward {task.fields[reward]:.3f}"), TimeElapsedColumn(),
@@ -547,18 +584,15 @@ def _run_with_http(fn):
     import httpx
 
     async def main():
-        async with httpx.AsyncClient(timeout=httpx.Timeout(None, connect=10.0)) as http:
+        async with httpx.AsyncClient(timeout=httpx.Timeout(None, connect=10.0), headers=auth_headers()) as http:
             return await fn(http)
 
     return asyncio.run(main())
 
 
 def _truncate_jsonl(path: Path, max_step: int) -> None:
-    """Keep only the rows of a per-step JSONL file whose ``step`` ≤ ``max_step`` (atomically)."""
-    if not path.is_file():
-        return
-    kept = [line for line in path.read_text(encoding="utf-8").splitlines()
-            if line.strip() and json.loads(line).get("step", 0) <= max_step]
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-    tmp.replace(path)
+    """Keep only the rows of a per-step JSONL file whose ``step`` ≤ ``max_step`` (a torn last line
+    is dropped with a warning)."""
+    from areal_core.jsonl import keep_rows_through_step
+
+    keep_rows_through_step(path, max_step)

@@ -15,10 +15,10 @@ import pytest
 for module in ("areal_embedded", "areal_fsdp", "areal_grpo", "areal_arith"):
     pytest.importorskip(module)
 
-from areal_core.config.loader import load_config  # noqa: E402
-from areal_core.config.schema import SFTConfig  # noqa: E402
-from areal_core.metrics import read_metrics  # noqa: E402
-from areal_core.registry import build_registry, set_registry  # noqa: E402
+from areal_core.config.loader import load_config
+from areal_core.config.schema import SFTConfig
+from areal_core.metrics import read_metrics
+from areal_core.registry import build_registry, set_registry
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 

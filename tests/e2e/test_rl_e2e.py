@@ -20,24 +20,18 @@ pytest.importorskip("areal_embedded")
 pytest.importorskip("areal_fsdp")
 pytest.importorskip("areal_grpo")
 
-import rl_e2e_support as support  # noqa: E402
-from rl_e2e_support import audit_rows, check_no_sample_lost_or_repeated  # noqa: E402
-from areal_core.config.loader import load_config  # noqa: E402
-from areal_core.config.yamlio import read_yaml_file  # noqa: E402
-from areal_core.metrics import read_metrics  # noqa: E402
-from areal_core.registry import build_registry, set_registry  # noqa: E402
-from areal_core.trainer.entry import run_training  # noqa: E402
+import rl_e2e_support as support
+from areal_core.config.loader import load_config
+from areal_core.config.yamlio import read_yaml_file
+from areal_core.metrics import read_metrics
+from areal_core.registry import build_registry, set_registry
+from areal_core.trainer.entry import run_training
+from rl_e2e_support import audit_rows, check_no_sample_lost_or_repeated
 
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    from areal_core.testing.tiny import make_tiny_model
-
-    root = tmp_path_factory.mktemp("rl")
-    model = make_tiny_model(root / "model", size="0.2m")
-    support.write_dataset(root / "train.jsonl", 16, seed=0, prefix="t")
-    support.write_dataset(root / "valid.jsonl", 4, seed=1, prefix="v")
-    return root, model
+    return support.make_workspace(tmp_path_factory.mktemp("rl"))
 
 
 @pytest.fixture

@@ -12,11 +12,10 @@ pytest.importorskip("areal_embedded")
 pytest.importorskip("areal_fsdp")
 pytest.importorskip("areal_grpo")
 
-import rl_e2e_support as support  # noqa: E402
-from coretest_support import subprocess_env  # noqa: E402
-from rl_e2e_support import areal_train, audit_rows, fake_plugin_site  # noqa: E402
-
-from areal_core.metrics import read_metrics  # noqa: E402
+import rl_e2e_support as support
+from areal_core.metrics import read_metrics
+from coretest_support import subprocess_env
+from rl_e2e_support import areal_train, audit_rows, fake_plugin_site
 
 E2E_DIR = Path(__file__).resolve().parent
 

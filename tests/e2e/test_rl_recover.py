@@ -16,12 +16,11 @@ pytest.importorskip("areal_embedded")
 pytest.importorskip("areal_fsdp")
 pytest.importorskip("areal_grpo")
 
-import rl_e2e_support as support  # noqa: E402
-from rl_e2e_support import areal_train, audit_rows, check_no_sample_lost_or_repeated, fake_plugin_site  # noqa: E402
-from coretest_support import subprocess_env  # noqa: E402
-
-from areal_core.metrics import read_metrics  # noqa: E402
-from areal_core.trainer import checkpoint as ckpt  # noqa: E402
+import rl_e2e_support as support
+from areal_core.metrics import read_metrics
+from areal_core.trainer import checkpoint as ckpt
+from coretest_support import subprocess_env
+from rl_e2e_support import areal_train, audit_rows, check_no_sample_lost_or_repeated, fake_plugin_site
 
 E2E_DIR = Path(__file__).resolve().parent
 TOTAL_STEPS = 10

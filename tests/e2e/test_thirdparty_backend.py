@@ -13,13 +13,13 @@ import pytest
 pytest.importorskip("areal_fsdp")
 pytest.importorskip("areal_grpo")
 
-import rl_e2e_support as support  # noqa: E402
-import thirdparty_backend  # noqa: E402
-from areal_core.config.loader import load_config  # noqa: E402
-from areal_core.metrics import read_metrics  # noqa: E402
-from areal_core.registry import build_registry, set_registry  # noqa: E402
-from areal_core.testing.inference_backend import InferenceBackendContract  # noqa: E402
-from areal_core.trainer.entry import run_training  # noqa: E402
+import rl_e2e_support as support
+import thirdparty_backend
+from areal_core.config.loader import load_config
+from areal_core.metrics import read_metrics
+from areal_core.registry import build_registry, set_registry
+from areal_core.testing.inference_backend import InferenceBackendContract
+from areal_core.trainer.entry import run_training
 
 
 def test_the_backend_imports_only_the_plugin_surface_from_core():
@@ -41,13 +41,7 @@ class TestThirdPartyBackend(InferenceBackendContract):
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    from areal_core.testing.tiny import make_tiny_model
-
-    root = tmp_path_factory.mktemp("thirdparty")
-    model = make_tiny_model(root / "model", size="0.2m")
-    support.write_dataset(root / "train.jsonl", 16, seed=0, prefix="t")
-    support.write_dataset(root / "valid.jsonl", 4, seed=1, prefix="v")
-    return root, model
+    return support.make_workspace(tmp_path_factory.mktemp("thirdparty"))
 
 
 @pytest.mark.parametrize("sync", ["disk", "distributed"])

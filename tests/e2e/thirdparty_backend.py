@@ -264,7 +264,7 @@ def serve(model_dir: str, host: str, port: int) -> None:
             self.end_headers()
             self.wfile.write(data)
 
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        def do_GET(self) -> None:
             if self.path == "/health":
                 self._reply(200, {})
             elif self.path == "/checksum":
@@ -272,7 +272,7 @@ def serve(model_dir: str, host: str, port: int) -> None:
             else:
                 self._reply(404, {"error": self.path})
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
             try:
                 self._reply(200, routes[self.path](body))

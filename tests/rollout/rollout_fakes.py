@@ -95,7 +95,7 @@ class ScriptedBackend:
     async def health(self, client, addr):
         return not self.servers[addr].dead
 
-    def weight_updater(self, meta: WeightUpdateMeta) -> "ScriptedUpdater":
+    def weight_updater(self, meta: WeightUpdateMeta) -> ScriptedUpdater:
         return ScriptedUpdater(self)
 
 

@@ -7,7 +7,6 @@ import pytest
 from areal_core.api.types import ModelRequest, SamplingParams
 from areal_core.errors import ArealError
 from areal_core.rollout.client import InferenceUnavailableError, RolloutClient
-
 from rollout_fakes import ScriptedBackend, next_token, token_logprob, update_weights
 
 

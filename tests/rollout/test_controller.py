@@ -12,7 +12,6 @@ from areal_core.config.schema import RolloutConfig
 from areal_core.errors import ArealError
 from areal_core.rollout.client import InferenceUnavailableError, RolloutClient
 from areal_core.rollout.controller import RolloutController, version_lag_stats
-
 from rollout_fakes import ScriptedBackend, controller_update_weights
 
 

@@ -8,7 +8,6 @@ from areal_core.api.types import ModelRequest, SamplingParams, Trajectory
 from areal_core.config.schema import RolloutConfig
 from areal_core.rollout.client import RolloutClient
 from areal_core.rollout.controller import RolloutController
-
 from rollout_fakes import ScriptedBackend, controller_update_weights
 
 

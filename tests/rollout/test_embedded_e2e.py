@@ -12,12 +12,13 @@ import pytest
 pytest.importorskip("areal_embedded")
 torch = pytest.importorskip("torch")
 
-from areal_core.api.types import ModelRequest, SamplingParams, WeightUpdateMeta  # noqa: E402
-from areal_core.config.schema import RolloutConfig  # noqa: E402
-from areal_core.rollout.client import InferenceUnavailableError, RolloutClient  # noqa: E402
-from areal_core.rollout.controller import RolloutController  # noqa: E402
-from areal_core.rollout.reward_runner import RewardRunner  # noqa: E402
-from areal_core.rollout.rlvr import RLVRConfig, RLVRWorkflow  # noqa: E402
+from areal_core.api.types import ModelRequest, SamplingParams, WeightUpdateMeta
+from areal_core.config.schema import RolloutConfig
+from areal_core.rollout.client import InferenceUnavailableError, RolloutClient
+from areal_core.rollout.controller import RolloutController
+from areal_core.rollout.reward_runner import RewardRunner
+from areal_core.rollout.rlvr import RLVRConfig, RLVRWorkflow
+from areal_sglang.protocol import get_weight_version
 
 
 def free_port() -> int:
@@ -65,7 +66,7 @@ def server(models, tmp_path_factory):
     addr = f"127.0.0.1:{port}"
     try:
         asyncio.run(RolloutClient(backend, [addr]).wait_until_healthy(timeout_s=90))
-    except Exception:
+    except Exception:  # noqa: BLE001 - any failure to start: stop the server, show its log
         proc.kill()
         raise AssertionError(f"embedded server did not start:\n{log_path.read_text()[-3000:]}") from None
     yield backend, addr
@@ -90,55 +91,6 @@ def teacher_forced(model_dir, input_ids):
 async def server_steps(client: RolloutClient, addr: str) -> int:
     resp = await client.http.get(f"http://{addr}/get_server_info")
     return int(resp.json()["decode_steps"])
-
-
-async def test_interruption_switches_weights_mid_generation(server, models):
-    """Pause + load perturbed weights from disk + resume during one greedy generation: per-token
-    versions show the switch, tokens before it are the old model's greedy choices and tokens after
-    it the new model's (teacher-forced over the whole sequence), logprobs match to 1e-4."""
-    backend, addr = server
-    base, perturbed = models
-    client = RolloutClient(backend, [addr])
-    prompt = [1, 87, 85, 261, 201, 276]
-    n_new = 400
-    req = ModelRequest(prompt, SamplingParams(max_new_tokens=n_new, temperature=0.0, ignore_eos=True))
-    try:
-        start_steps = await server_steps(client, addr)
-        task = asyncio.create_task(client.agenerate(req))
-        while await server_steps(client, addr) < start_steps + 30:
-            await asyncio.sleep(0.005)
-        await client.pause()
-        assert not task.done()
-        await push_from_disk(client, perturbed, 1)
-        await client.resume()
-        resp = await task
-    finally:
-        await client.pause()  # leave the module's server at its base weights for the other tests
-        await push_from_disk(client, base, 0)
-        await client.resume()
-        await client.aclose()
-
-    k = resp.output_versions.count(0)
-    assert len(resp.output_ids) == n_new and resp.finish_reason == "length"
-    assert 0 < k < n_new and resp.output_versions == [0] * k + [1] * (n_new - k)
-    assert resp.n_interruptions == 1
-
-    full = prompt + resp.output_ids
-    P = len(prompt)
-    old_greedy, old_lp = teacher_forced(base, full)
-    new_greedy, new_lp = teacher_forced(perturbed, full)
-    # position P+i predicts output token i from logits at position P+i−1
-    pred_old = old_greedy[P - 1:-1].tolist()
-    pred_new = new_greedy[P - 1:-1].tolist()
-    out = resp.output_ids
-    assert out[:k] == pred_old[:k], "tokens before the update are the base model's greedy choices"
-    assert out[k:] == pred_new[k:], "tokens after the update are the perturbed model's greedy choices"
-    assert pred_old[k:] != out[k:], "the perturbed model really decodes differently (the check has teeth)"
-    lp_old = old_lp[torch.arange(P - 1, P - 1 + k), torch.tensor(out[:k])]
-    lp_new = new_lp[torch.arange(P - 1 + k, len(full) - 1), torch.tensor(out[k:])]
-    served = torch.tensor(resp.output_logprobs)
-    torch.testing.assert_close(served[:k], lp_old, atol=1e-4, rtol=0)
-    torch.testing.assert_close(served[k:], lp_new, atol=1e-4, rtol=0)
 
 
 async def test_dead_server_is_retried_then_reported(server):
@@ -204,3 +156,54 @@ def test_controller_with_rlvr_against_the_server(server, models):
     assert metrics["rollout/version"] == 1 and metrics["rollout/accepted"] == 6 and metrics["rollout/running"] == 0
     assert metrics["rollout/version_lag_max"] == 0 and metrics["inference/sync_s"] > 0
 
+
+async def test_interruption_switches_weights_mid_generation(server, models):
+    """Pause + load perturbed weights from disk + resume during one greedy generation: per-token
+    versions show the switch, tokens before it are the old model's greedy choices and tokens after
+    it the new model's (teacher-forced over the whole sequence), logprobs match to 1e-4. Last in the
+    module: versions only move forward, so it leaves the server past the version 0 others start at."""
+    backend, addr = server
+    base, perturbed = models
+    client = RolloutClient(backend, [addr])
+    prompt = [1, 87, 85, 261, 201, 276]
+    n_new = 400
+    req = ModelRequest(prompt, SamplingParams(max_new_tokens=n_new, temperature=0.0, ignore_eos=True))
+    try:
+        v = await get_weight_version(client.http, addr)
+        client.weight_version.set(v)
+        start_steps = await server_steps(client, addr)
+        task = asyncio.create_task(client.agenerate(req))
+        while await server_steps(client, addr) < start_steps + 30:
+            await asyncio.sleep(0.005)
+        await client.pause()
+        assert not task.done()
+        await push_from_disk(client, perturbed, v + 1)
+        await client.resume()
+        resp = await task
+    finally:
+        await client.pause()  # leave the module's server at its base weights (versions only move forward)
+        await push_from_disk(client, base, v + 2)
+        await client.resume()
+        await client.aclose()
+
+    k = resp.output_versions.count(v)
+    assert len(resp.output_ids) == n_new and resp.finish_reason == "length"
+    assert 0 < k < n_new and resp.output_versions == [v] * k + [v + 1] * (n_new - k)
+    assert resp.n_interruptions == 1
+
+    full = prompt + resp.output_ids
+    P = len(prompt)
+    old_greedy, old_lp = teacher_forced(base, full)
+    new_greedy, new_lp = teacher_forced(perturbed, full)
+    # position P+i predicts output token i from logits at position P+i−1
+    pred_old = old_greedy[P - 1:-1].tolist()
+    pred_new = new_greedy[P - 1:-1].tolist()
+    out = resp.output_ids
+    assert out[:k] == pred_old[:k], "tokens before the update are the base model's greedy choices"
+    assert out[k:] == pred_new[k:], "tokens after the update are the perturbed model's greedy choices"
+    assert pred_old[k:] != out[k:], "the perturbed model really decodes differently (the check has teeth)"
+    lp_old = old_lp[torch.arange(P - 1, P - 1 + k), torch.tensor(out[:k])]
+    lp_new = new_lp[torch.arange(P - 1 + k, len(full) - 1), torch.tensor(out[k:])]
+    served = torch.tensor(resp.output_logprobs)
+    torch.testing.assert_close(served[:k], lp_old, atol=1e-4, rtol=0)
+    torch.testing.assert_close(served[k:], lp_new, atol=1e-4, rtol=0)

@@ -11,7 +11,6 @@ from areal_core.rollout.client import RolloutClient
 from areal_core.rollout.controller import RolloutController
 from areal_core.rollout.reward_runner import RewardRunner
 from areal_core.rollout.rlvr import RewardFailedError, RLVRConfig, RLVRWorkflow
-
 from rollout_fakes import ScriptedBackend
 
 

@@ -1,4 +1,4 @@
-"""areal_core.trainer.checkpoint: atomic write, only the last kept, a failed save leaves the previous one."""
+"""areal_core.trainer.checkpoint: atomic write, the last K kept, a failed save leaves the previous one."""
 
 import json
 import random
@@ -28,7 +28,7 @@ def test_save_keeps_the_last_and_restores_state_and_rng(tmp_path):
     for step in (1, 2, 3):
         ckpt.save_checkpoint(tmp_path, step, {"actor": FileEngine()}, {"version": step, "data": [1, 2]})
     root = tmp_path / ckpt.CHECKPOINT_DIR
-    assert sorted(p.name for p in root.iterdir()) == ["step3"]
+    assert sorted(p.name for p in root.iterdir()) == ["step2", "step3"]  # keep=2 by default
     assert (root / "step3" / "actor" / "weights.bin").is_file()
     random.seed(5)
     ckpt.save_checkpoint(tmp_path, 4, {"actor": FileEngine()}, {"version": 4})
@@ -44,8 +44,8 @@ def test_a_save_that_dies_midway_leaves_the_previous_checkpoint(tmp_path):
     with pytest.raises(RuntimeError):
         ckpt.save_checkpoint(tmp_path, 2, {"actor": FileEngine(fail=True)}, {"version": 2})
     assert ckpt.latest_checkpoint(tmp_path).name == "step1"
-    assert (tmp_path / ckpt.CHECKPOINT_DIR / ".step2.tmp").exists()  # ignored, removed by the next save
-    ckpt.save_checkpoint(tmp_path, 2, {"actor": FileEngine()}, {"version": 2})
+    assert not (tmp_path / ckpt.CHECKPOINT_DIR / ".step2.tmp").exists()  # the partial write is removed
+    ckpt.save_checkpoint(tmp_path, 2, {"actor": FileEngine()}, {"version": 2}, keep=1)
     assert sorted(p.name for p in (tmp_path / ckpt.CHECKPOINT_DIR).iterdir()) == ["step2"]
 
 

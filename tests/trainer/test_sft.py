@@ -9,7 +9,8 @@ import pytest
 from areal_core.config.loader import load_config
 from areal_core.config.schema import SFTConfig
 from areal_core.errors import ArealError
-from areal_core.trainer.sft import SFTTrainer, encode_example, nll_loss, pack, run_sft
+from areal_core.trainer.offline import OfflineTrainer
+from areal_core.trainer.sft import encode_example, nll_loss, pack, run_sft
 
 pytest.importorskip("areal_fsdp")
 torch = pytest.importorskip("torch")
@@ -53,12 +54,15 @@ def test_encode_masks_the_prompt_and_ends_with_eos(tokenizer):
     assert tokenizer.decode(ids[n_prompt:]) == "7<|im_end|>"
 
 
-def test_encode_messages_targets_the_last_assistant_message(tokenizer):
+def test_encode_messages_targets_every_assistant_message(tokenizer):
     cfg = SFTConfig(model_path="m", actor={"name": "fsdp"}, train_dataset={"path": "x"})
-    row = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
+    row = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
+                        {"role": "user", "content": "and?"}, {"role": "assistant", "content": "bye"}]}
     ids, mask = encode_example(row, tokenizer, cfg)
-    assert tokenizer.decode([t for t, m in zip(ids, mask) if m]) == "hello<|im_end|>"
-    with pytest.raises(ArealError, match="the last of 'messages' must be the assistant's message"):
+    assert tokenizer.decode([t for t, m in zip(ids, mask) if m]) == "hello<|im_end|>bye<|im_end|>"
+    single = {"messages": row["messages"][:2]}
+    assert encode_example(single, tokenizer, cfg) == encode_example({"prompt": "hi", "completion": "hello"}, tokenizer, cfg)
+    with pytest.raises(ArealError, match="field 'messages': the conversation has no assistant message"):
         encode_example({"messages": [{"role": "user", "content": "hi"}]}, tokenizer, cfg)
     with pytest.raises(ArealError, match=r"has neither 'prompt' \+ 'completion'"):
         encode_example({"question": "q", "sample_id": "s1"}, tokenizer, cfg)
@@ -72,7 +76,7 @@ def test_nll_counts_only_completion_tokens():
 
 
 def test_batches_walk_the_epochs_in_the_seeded_order(tmp_path, tiny):
-    trainer = SFTTrainer(sft_config(tmp_path, tiny), tmp_path / "run")
+    trainer = OfflineTrainer(sft_config(tmp_path, tiny), tmp_path / "run", "sft")
     trainer.examples = [None] * 40
     from areal_core.data.dataset import EpochDataLoader
 
@@ -85,12 +89,12 @@ def test_batches_walk_the_epochs_in_the_seeded_order(tmp_path, tiny):
 def test_sft_lowers_the_loss_and_exports_a_loadable_model(tmp_path, tiny):
     out = run_sft(sft_config(tmp_path, tiny))
     rows = [json.loads(line) for line in (tmp_path / "runs" / "areal-sft" / "trial0" / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows] == list(range(1, 13))
-    assert rows[-1]["sft/loss"] < 0.7 * rows[0]["sft/loss"]
+    assert [r["step"] for r in rows] == list(range(0, 13))
+    assert rows[-1]["sft/loss"] < 0.7 * rows[1]["sft/loss"]
     evals = [r["sft/eval_loss"] for r in rows if r.get("sft/eval_loss") is not None]
-    assert len(evals) == 2 and evals[1] < evals[0]
+    assert len(evals) == 3 and evals[2] < evals[1] < evals[0]  # steps 0, 6, 12
     from transformers import AutoModelForCausalLM
 
     assert AutoModelForCausalLM.from_pretrained(out) is not None
-    with pytest.raises(ArealError, match="already holds an SFT run"):
+    with pytest.raises(ArealError, match="already holds a run"):
         run_sft(sft_config(tmp_path, tiny))

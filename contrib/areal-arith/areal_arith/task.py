@@ -78,7 +78,7 @@ def make_splits(seed: int = 0, n_train: int = 4000, n_valid: int = 200, n_sft: i
             held_out.append(p)
 
     def draw(rng: random.Random, n: int) -> list[Problem]:
-        out = []
+        out: list[Problem] = []
         while len(out) < n:
             p = random_problem(rng)
             if p not in seen:
@@ -105,3 +105,33 @@ def write_jsonl(rows: list[dict], path: Path) -> Path:
     tmp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     tmp.replace(path)
     return path
+
+
+REJECTED = ("over", "either", "far", "model")
+
+
+def preference_pairs(rows: list[dict], seed: int = 0, rejected: str = "over") -> list[dict]:
+    """Preference rows of problems ``rows`` (``prompt``, ``answer``): chosen = the right total,
+    rejected = a wrong total: ``over`` one too many (the noisy teacher's bias), ``either`` ±1 with
+    equal odds (never below 0), ``far`` uniform over the totals 0..36 at least 3 away. (``model``,
+    a model's own wrong answers, is :func:`model_pairs`.)"""
+    if rejected not in REJECTED or rejected == "model":
+        raise ValueError(f"rejected must be one of {', '.join(REJECTED)}, got {rejected!r}")
+    rng = random.Random(f"{seed}/pairs/{rejected}")
+    out = []
+    for row in rows:
+        total = int(row["answer"])
+        if rejected == "far":
+            wrong = rng.choice([t for t in range(9 * MAX_TERMS + 1) if abs(t - total) >= 3])
+        else:
+            wrong = total + 1 if rejected == "over" or total == 0 else total + rng.choice((-1, 1))
+        out.append({"id": f"pair-{row['id']}", "prompt": row["prompt"], "chosen": str(total), "rejected": str(wrong)})
+    return out
+
+
+def model_pairs(rows: list[dict], answers: list[str]) -> list[dict]:
+    """On-policy preference rows: for each problem a model answered wrongly (``answers[i]``, its
+    greedy completion), chosen = the right total, rejected = the model's answer. Right answers
+    give no pair."""
+    return [{"id": f"pair-{row['id']}", "prompt": row["prompt"], "chosen": str(row["answer"]), "rejected": answer.strip()}
+            for row, answer in zip(rows, answers) if answer.strip() != str(row["answer"]).strip()]

@@ -6,7 +6,7 @@ import random
 import pytest
 
 from areal_arith.cli import main
-from areal_arith.task import MAX_TERMS, MIN_TERMS, Problem, make_splits, teacher_answer
+from areal_arith.task import MAX_TERMS, MIN_TERMS, Problem, make_splits, preference_pairs, teacher_answer
 
 
 def test_problem_text():
@@ -81,3 +81,34 @@ def test_prepare_writes_model_and_splits(tmp_path):
     tok = AutoTokenizer.from_pretrained(tmp_path / "model")
     # digits are single tokens, so every total is spelled digit by digit
     assert tok.tokenize("12") == ["1", "2"]
+
+
+def test_preference_pairs_prefer_the_right_total():
+
+    rows = make_splits(seed=0, n_train=300, n_valid=10, n_sft=10)["train"]
+    over = preference_pairs(rows, rejected="over")
+    assert all(int(p["rejected"]) == int(p["chosen"]) + 1 and p["chosen"] == r["answer"] for p, r in zip(over, rows))
+    either = preference_pairs(rows, rejected="either")
+    offsets = {int(p["rejected"]) - int(p["chosen"]) for p in either}
+    assert offsets == {-1, 1} and all(int(p["rejected"]) >= 0 for p in either)
+    assert either == preference_pairs(rows, rejected="either")  # deterministic
+    with pytest.raises(ValueError, match="rejected must be one of"):
+        preference_pairs(rows, rejected="bogus")
+
+
+def test_pairs_command_writes_both_splits(tmp_path):
+    splits = make_splits(seed=0, n_train=20, n_valid=5, n_sft=5)
+    for name in ("train", "valid"):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in splits[name]))
+    assert main(["pairs", str(tmp_path), "--rejected", "over"]) == 0
+    rows = [json.loads(x) for x in (tmp_path / "pairs_over_valid.jsonl").read_text().splitlines()]
+    assert [r["prompt"] for r in rows] == [r["prompt"] for r in splits["valid"]]
+
+
+def test_model_pairs_reject_the_models_own_mistakes():
+    from areal_arith.task import model_pairs
+
+    rows = [{"id": "a", "prompt": "1+2=", "answer": "3"}, {"id": "b", "prompt": "4+4=", "answer": "8"}]
+    assert model_pairs(rows, [" 3", "9"]) == [{"id": "pair-b", "prompt": "4+4=", "chosen": "8", "rejected": "9"}]
+    with pytest.raises(ValueError, match="rejected must be one of"):
+        preference_pairs(rows, rejected="model")  # needs a model: areal-arith pairs --model

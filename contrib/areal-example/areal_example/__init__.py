@@ -1,1 +1,1 @@
-"""areal-example: a third-party plugin adding an algorithm and a reward to areal."""
+"""areal-example: a third-party plugin adding two algorithms (one a policy loss on areal-grpo) and a reward to areal."""

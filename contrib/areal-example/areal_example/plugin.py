@@ -4,7 +4,7 @@ Factories and config models are named as strings, so ``areal plugins`` and confi
 never import torch through this module.
 """
 
-from areal_core import Component, hookimpl
+from areal_core.plugin import Component, hookimpl
 
 
 @hookimpl
@@ -12,6 +12,10 @@ def areal_register_algorithms():
     return [
         Component("reinforce_baseline", "areal_example.reinforce:ReinforceWithBaseline",
                   "areal_example.reinforce:ReinforceConfig", "REINFORCE with a mean-reward baseline (no clipping, no critic)"),
+        # areal-grpo's PPO step with the policy loss that areal_example.cispo registers (importing the
+        # config model registers it)
+        Component("cispo", "areal_grpo:PPOAlgorithm", "areal_example.cispo:CISPOConfig",
+                  "CISPO: clipped, stop-gradient importance weight times advantage times log-prob (on areal-grpo)"),
     ]
 
 

@@ -7,8 +7,8 @@ import areal_example.plugin
 from areal_core.api.types import Trajectory
 from areal_core.data.batch import SequenceBatch
 from areal_core.registry import build_registry
-from areal_core.testing.engines import make_train_engine, run_context
 from areal_core.testing.algorithm import AlgorithmContract
+from areal_core.testing.engines import make_train_engine, run_context
 
 
 class TestReinforceBaseline(AlgorithmContract):

@@ -141,7 +141,7 @@ def _after_hashes(text: str) -> str | None:
 def _last_boxed(text: str) -> str | None:
     """Content of the last closed ``\\boxed{..}`` (or ``\\boxed 5``); nested braces kept."""
     starts = sorted((m.start(), m.end()) for cmd in _BOX_COMMANDS for m in re.finditer(re.escape(cmd), text))
-    for start, end in reversed(starts):
+    for _start, end in reversed(starts):
         rest = text[end:]
         stripped = rest.lstrip()
         if stripped.startswith("{"):
@@ -149,7 +149,7 @@ def _last_boxed(text: str) -> str | None:
             if content is not None:
                 return content
         elif rest[:1] == " " and stripped:  # "\boxed 5": one space-separated token
-            return re.split(r"[\s$]", stripped, 1)[0]
+            return re.split(r"[\s$]", stripped, maxsplit=1)[0]
     return None
 
 

@@ -19,7 +19,6 @@ import copy
 from typing import Any
 
 from pydantic import Field, field_validator, model_validator
-from pydantic.fields import FieldInfo
 
 from areal_core.config.base import ComponentConfig
 from areal_core.errors import ArealError
@@ -32,7 +31,7 @@ class MathAnswerConfig(ComponentConfig):
     answer_field: str = Field("answer", description="sample field holding the reference: a bare answer, or a "
                                                     "solution whose text after the last '####' is the answer")
     formats: list[AnswerFormat] = Field(
-        default_factory=lambda: ["boxed", "hashes", "answer_is", "last_number"],
+        default_factory=lambda: list[AnswerFormat](["boxed", "hashes", "answer_is", "last_number"]),
         description="where the completion's answer is looked for, in this order; the first format that finds "
                     "one wins: boxed (\\boxed{..}), hashes (#### ..), answer_is ('the answer is ..'), "
                     "last_number (the last number in the text)")
@@ -60,8 +59,8 @@ class MathAnswerConfig(ComponentConfig):
         return self
 
 
-def _formats_default(order: list[str]) -> FieldInfo:
-    """MathAnswerConfig's ``formats`` field with another default order."""
+def _formats_default(order: list[str]) -> Any:
+    """MathAnswerConfig's ``formats`` field with another default order (typed Any, like ``pydantic.Field``)."""
     info = copy.copy(MathAnswerConfig.model_fields["formats"])
     info.default_factory = lambda: list(order)
     return info

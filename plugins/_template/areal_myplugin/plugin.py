@@ -4,7 +4,7 @@ Keep this module import-light: it is imported by every areal process at discover
 factories and config models as ``"module:attr"`` strings instead of importing them.
 """
 
-from areal_core import Component, hookimpl
+from areal_core.plugin import Component, hookimpl
 
 
 @hookimpl
@@ -12,8 +12,8 @@ def areal_register_rewards():
     return [
         Component(
             "myplugin",
-            "areal_myplugin.reward:MyPluginReward",
-            "areal_myplugin.reward:MyPluginRewardConfig",
+            "areal_myplugin.reward:MypluginReward",
+            "areal_myplugin.reward:MypluginRewardConfig",
             "1 when the completion contains the sample's answer as a whole word",
         ),
     ]

@@ -11,20 +11,20 @@ from typing import Any
 
 from pydantic import Field
 
-from areal_core.config.base import ComponentConfig
+from areal_core.plugin import ComponentConfig
 
 
-class MyPluginRewardConfig(ComponentConfig):
+class MypluginRewardConfig(ComponentConfig):
     """Options of the ``myplugin`` reward (the ``reward:`` section of a run config)."""
 
     answer_field: str = Field("answer", description="sample field holding the expected answer")
     case_sensitive: bool = Field(False, description="compare letters case-sensitively")
 
 
-class MyPluginReward:
+class MypluginReward:
     """``factory(config) -> Reward``: called as ``reward(prompt, completion, sample) -> float``."""
 
-    def __init__(self, config: MyPluginRewardConfig):
+    def __init__(self, config: MypluginRewardConfig):
         self.config = config
 
     def __call__(self, prompt: str, completion: str, sample: dict[str, Any]) -> float:

@@ -4,7 +4,7 @@ import areal_myplugin.plugin
 from areal_core.testing.reward import RewardCase, RewardContract
 
 
-class TestMyPluginReward(RewardContract):
+class TestMypluginReward(RewardContract):
     plugin = areal_myplugin.plugin  # registered for the test only; entry points are not consulted
     component_name = "myplugin"
     component_config = {"answer_field": "answer"}

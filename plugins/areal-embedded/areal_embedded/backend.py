@@ -24,11 +24,23 @@ class EmbeddedConfig(InferenceConfigBase):
     threads: int | None = Field(None, ge=1, description="torch CPU threads per server; default: torch's choice")
     weight_version: int = Field(0, ge=0, description="weight version the server reports before any update")
     log_level: Literal["debug", "info", "warning", "error"] = Field("warning", description="server log level")
+    max_n: int = Field(64, ge=1, description="most completions one /generate may ask per prompt (sampling n)")
+    max_new_tokens: int | None = Field(None, ge=1, description="largest max_new_tokens a request may ask; "
+                                                               "default: the context length")
+    max_waiting: int = Field(4096, ge=1, description="sequences queued or running beyond which a new request gets "
+                                                     "HTTP 503 (the client retries it on another server)")
+    max_body_mb: float = Field(64.0, gt=0, description="largest request body (HTTP 413 beyond)")
+    max_connections: int = Field(1024, ge=1, description="open connections beyond which new ones are closed at once")
+    request_timeout_s: float = Field(30.0, gt=0, description="a connection must deliver a whole request (headers and "
+                                                             "body) within this time, or it is closed")
 
 
 class EmbeddedBackend(SGLangProtocol):
     """Starts ``python -m areal_embedded.server``; generate/pause/resume/health and the weight
     updaters come from :class:`~areal_sglang.protocol.SGLangProtocol`.
+
+    The server requires ``Authorization: Bearer $AREAL_API_KEY`` when that variable is set in its
+    environment (``areal train`` sets a fresh one per run); the key never appears in its argv.
 
     It also implements :class:`~areal_core.plugin.SupportsWeightsChecksum`: a server reports the
     checksum of the weights it serves (the trainer compares it with its own when
@@ -44,6 +56,10 @@ class EmbeddedBackend(SGLangProtocol):
                 "--port", str(port), "--max-batch", str(c.max_batch), "--max-prefill-tokens", str(c.max_prefill_tokens),
                 "--dtype", c.dtype, "--device", c.device, "--seed", str(c.seed),
                 "--weight-version", str(c.weight_version), "--log-level", c.log_level]
+        argv += ["--max-n", str(c.max_n), "--max-waiting", str(c.max_waiting), "--max-body-mb", str(c.max_body_mb),
+                 "--max-connections", str(c.max_connections), "--request-timeout-s", str(c.request_timeout_s)]
+        if c.max_new_tokens is not None:
+            argv += ["--max-new-tokens", str(c.max_new_tokens)]
         if c.max_len is not None:
             argv += ["--max-len", str(c.max_len)]
         if c.threads is not None:

@@ -13,8 +13,8 @@ padding query never has an empty softmax).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import torch
 
@@ -52,7 +52,7 @@ class ModelRunner:
             raise ArealError(f"--model {model_path!r} is not a Hugging Face model directory (no config.json)")
         config = AutoConfig.from_pretrained(model_path)
         self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=self.dtype, attn_implementation="sdpa")
-        self.model.to(self.device).eval().requires_grad_(False)
+        self.model.to(self.device).eval().requires_grad_(False)  # type: ignore[arg-type]  # transformers' stub of .to
         self.config = config
         text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
         self.vocab_size = text_config.vocab_size
@@ -101,37 +101,63 @@ class ModelRunner:
         """Every parameter and buffer by its Hugging Face name (tied weights appear under both names)."""
         return self.model.state_dict()
 
-    @torch.no_grad()
-    def load_tensors(self, tensors: Iterator[tuple[str, torch.Tensor]]) -> int:
-        """Copy each named tensor into the model in place; returns how many were loaded."""
+    def check_tensor(self, name: str, shape: tuple[int, ...], dtype: torch.dtype, own=None) -> None:
+        """ArealError unless the model has a tensor ``name`` of this shape whose dtype ``dtype``
+        may be cast to (floating to floating, anything else only to itself)."""
+        own = self.named_tensors() if own is None else own
+        target = own.get(name)
+        if target is None:
+            raise ArealError(f"weight update names {name!r}, which model {self.model_path!r} does not have "
+                             f"(it has e.g. {sorted(own)[:3]})")
+        if tuple(target.shape) != tuple(shape):
+            raise ArealError(f"weight update gives {name!r} shape {tuple(shape)}; the model's is {tuple(target.shape)}")
+        if dtype != target.dtype and not (dtype.is_floating_point and target.dtype.is_floating_point):
+            raise ArealError(f"weight update gives {name!r} dtype {dtype}; the model's is {target.dtype}")
+
+    def stage(self, tensors: Iterator[tuple[str, torch.Tensor]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Check every named tensor against the model (name, shape, dtype) without touching it;
+        returns (live tensor, new value) pairs for :meth:`commit`. Raises on the first bad one."""
         own = self.named_tensors()
-        count = 0
+        staged = []
         for name, value in tensors:
-            target = own.get(name)
-            if target is None:
-                raise ArealError(f"weight update names {name!r}, which model {self.model_path!r} does not have "
-                                 f"(it has e.g. {sorted(own)[:3]})")
-            if tuple(target.shape) != tuple(value.shape):
-                raise ArealError(f"weight update gives {name!r} shape {tuple(value.shape)}; the model's is {tuple(target.shape)}")
+            self.check_tensor(name, tuple(value.shape), value.dtype, own)
+            staged.append((own[name], value))
+        return staged
+
+    @torch.no_grad()
+    def commit(self, staged: list[tuple[torch.Tensor, torch.Tensor]]) -> int:
+        """Copy staged values into the live tensors (shapes already checked); returns the count."""
+        for target, value in staged:
             target.copy_(value.to(device=target.device, dtype=target.dtype))
-            count += 1
-        return count
+        return len(staged)
 
     def load_from_disk(self, path: str) -> int:
-        """Load every tensor of the safetensors files in HF directory ``path``; returns the count."""
-        from safetensors import safe_open
+        """Load every tensor of the safetensors files in HF directory ``path``; returns the count.
+
+        Transactional: names and shapes of every file are checked from the headers first, then
+        all tensors are read (a torn or corrupt file fails here), and only then copied into the
+        live weights; any failure leaves the served weights untouched. Costs one extra copy of
+        the weights in host memory during the load."""
+        from safetensors import SafetensorError, safe_open
 
         files = sorted(Path(path).glob("*.safetensors"))
         if not files:
             raise ArealError(f"update_weights_from_disk: {path!r} has no *.safetensors files")
-
-        def tensors():
+        own = self.named_tensors()
+        try:
             for file in files:
                 with safe_open(str(file), framework="pt") as f:
                     for name in f.keys():
-                        yield name, f.get_tensor(name)
-
-        count = self.load_tensors(tensors())
+                        target = own.get(name)
+                        self.check_tensor(name, tuple(f.get_slice(name).get_shape()),
+                                          target.dtype if target is not None else torch.float32, own)
+            staged = []
+            for file in files:
+                with safe_open(str(file), framework="pt") as f:
+                    staged += self.stage((name, f.get_tensor(name)) for name in f.keys())
+        except (SafetensorError, OSError) as exc:
+            raise ArealError(f"update_weights_from_disk: cannot read {path!r}: {exc}") from None
+        count = self.commit(staged)
         self.model_path = path
         return count
 

@@ -22,8 +22,9 @@ import logging
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -133,6 +134,11 @@ class Scheduler:
             self._wake.notify()
         return command.future
 
+    def load(self) -> int:
+        """Sequences submitted and not finished (inbox, waiting and running); a racy read, for
+        admission control only."""
+        return len(self._inbox) + len(self.waiting) + len(self.running)
+
     @property
     def alive(self) -> bool:
         return self.thread.is_alive() and not self._stopped
@@ -163,7 +169,7 @@ class Scheduler:
                     self._admit()
                 if self.running:
                     self._decode_step()
-            except Exception as exc:  # noqa: BLE001 - fail the batch, keep serving
+            except Exception as exc:  # fail the batch, keep serving
                 log.exception("model step failed; failing %d running requests", len(self.running))
                 for seq in self.running:
                     seq.on_done(exc)
@@ -205,6 +211,8 @@ class Scheduler:
                 self._abort_where(lambda s: True, f"aborted for {command.kind}")
             self._exclusive.popleft()
             try:
+                if command.run is None:
+                    raise ValueError(f"exclusive command {command.kind!r} has nothing to run")
                 command.future.set_result(command.run())
             except Exception as exc:  # noqa: BLE001 - reported to the HTTP caller
                 command.future.set_exception(exc)

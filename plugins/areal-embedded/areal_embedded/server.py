@@ -16,16 +16,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
+import math
+import os
 import random
 import uuid
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from areal_core.plugin import ArealError
+from areal_core.plugin import API_KEY_ENV, ArealError
+from areal_embedded.guard import BodyTooLarge, Guard, TransportLimits, guarded_protocol
 from areal_embedded.runner import ModelRunner
 from areal_embedded.scheduler import Command, Scheduler, Sequence
 
@@ -34,7 +40,7 @@ log = logging.getLogger("areal_embedded")
 # SGLang sampling params that only change text formatting: accepted and ignored (we return ids).
 IGNORED_SAMPLING = {"skip_special_tokens", "spaces_between_special_tokens", "no_stop_trim"}
 # SGLang sampling params this server does not implement: accepted only at their neutral value.
-NEUTRAL_SAMPLING = {"stop": (None, [], ""), "min_new_tokens": (0, None), "frequency_penalty": (0, 0.0, None),
+NEUTRAL_SAMPLING: dict[str, tuple[Any, ...]] = {"stop": (None, [], ""), "min_new_tokens": (0, None), "frequency_penalty": (0, 0.0, None),
                     "presence_penalty": (0, 0.0, None), "repetition_penalty": (1, 1.0, None),
                     "min_p": (0, 0.0, None), "regex": (None,), "json_schema": (None,), "ebnf": (None,)}
 SUPPORTED_SAMPLING = {"max_new_tokens", "temperature", "top_p", "top_k", "stop_token_ids", "ignore_eos", "n",
@@ -45,13 +51,66 @@ class BadRequest(ArealError):
     """A request the server refuses (HTTP 400), with a message naming the field."""
 
 
+class Overloaded(ArealError):
+    """The server's queue is full (HTTP 503): retry later or on another server."""
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    """Bounds on what one ``/generate`` may ask for (each a server flag)."""
+
+    max_n: int = 64  # --max-n: completions per prompt
+    max_new_tokens: int | None = None  # --max-new-tokens: default the model's context length
+    max_waiting: int = 4096  # --max-waiting: sequences queued or running before new ones get 503
+    max_rid_chars: int = 256
+
+
+SEED_BOUND = 2**64
+TOP_K_BOUND = 2**31 - 1
+MIN_TEMPERATURE = 1e-4  # a positive temperature below this would overflow float32 logits / T
+MAX_TEMPERATURE = 100.0
+
+
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": {"message": message}, "success": False, "message": message}, status_code=status)
 
 
-def parse_sampling(params: dict[str, Any] | None, vocab_size: int) -> dict[str, Any]:
-    """Validate SGLang ``sampling_params``; returns the ones the scheduler uses."""
-    params = dict(params or {})
+def _int(params: dict[str, Any], key: str, default: int, low: int, high: int) -> int:
+    value = params.get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BadRequest(f"sampling_params.{key} must be an integer, got {value!r}")
+    if not low <= value <= high:
+        raise BadRequest(f"sampling_params.{key}={value} is outside [{low}, {high}]")
+    return value
+
+
+def _float(params: dict[str, Any], key: str, default: float, low: float, high: float) -> float:
+    value = params.get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise BadRequest(f"sampling_params.{key} must be a finite number, got {value!r}")
+    if not low <= value <= high:
+        raise BadRequest(f"sampling_params.{key}={value} is outside [{low}, {high}]")
+    return float(value)
+
+
+def _bool(params: dict[str, Any], key: str) -> bool:
+    value = params.get(key, False)
+    if not isinstance(value, bool):
+        raise BadRequest(f"sampling_params.{key} must be true or false, got {value!r}")
+    return value
+
+
+def parse_sampling(params: Any, vocab_size: int, max_len: int, limits: RequestLimits = RequestLimits()) -> dict[str, Any]:
+    """Validate SGLang ``sampling_params``; returns the ones the scheduler uses. Every field is
+    type- and range-checked here, so a bad value fails its own request (400), never the batch."""
+    if params is None:
+        params = {}
+    if not isinstance(params, dict):
+        raise BadRequest(f"sampling_params must be an object, got {type(params).__name__}")
     for key in params:
         if key in IGNORED_SAMPLING or key in SUPPORTED_SAMPLING:
             continue
@@ -60,66 +119,85 @@ def parse_sampling(params: dict[str, Any] | None, vocab_size: int) -> dict[str, 
                 raise BadRequest(f"sampling_params.{key}={params[key]!r} is not supported by the embedded server")
             continue
         raise BadRequest(f"unknown sampling_params.{key}; supported: {', '.join(sorted(SUPPORTED_SAMPLING))}")
-    out = {
-        "max_new_tokens": 128 if params.get("max_new_tokens") is None else params["max_new_tokens"],
-        "temperature": float(params.get("temperature", 1.0)),
-        "top_p": float(params.get("top_p", 1.0)),
-        "top_k": int(params.get("top_k", -1)),
-        "stop_token_ids": list(params.get("stop_token_ids") or []),
-        "ignore_eos": bool(params.get("ignore_eos", False)),
-        "n": int(params.get("n", 1)),
-        "seed": params.get("sampling_seed", params.get("seed")),
-    }
-    if not isinstance(out["max_new_tokens"], int) or out["max_new_tokens"] < 0:
-        raise BadRequest(f"sampling_params.max_new_tokens must be an integer >= 0, got {out['max_new_tokens']!r}")
-    if out["temperature"] < 0:
-        raise BadRequest(f"sampling_params.temperature must be >= 0, got {out['temperature']}")
-    if not 0 < out["top_p"] <= 1:
-        raise BadRequest(f"sampling_params.top_p must be in (0, 1], got {out['top_p']}")
-    if out["top_k"] == 0 or out["top_k"] < -1:
-        raise BadRequest(f"sampling_params.top_k must be -1 (off) or >= 1, got {out['top_k']}")
-    if out["n"] < 1:
-        raise BadRequest(f"sampling_params.n must be >= 1, got {out['n']}")
-    bad = [t for t in out["stop_token_ids"] if not 0 <= int(t) < vocab_size]
+    max_new = limits.max_new_tokens or max_len
+    temperature = _float(params, "temperature", 1.0, 0.0, MAX_TEMPERATURE)
+    if 0 < temperature < MIN_TEMPERATURE:
+        raise BadRequest(f"sampling_params.temperature={temperature} is below {MIN_TEMPERATURE}; use 0 for greedy")
+    top_k = _int(params, "top_k", -1, -1, TOP_K_BOUND)
+    if top_k == 0:
+        raise BadRequest("sampling_params.top_k must be -1 (off) or >= 1, got 0")
+    stop_ids = params.get("stop_token_ids") or []
+    if not isinstance(stop_ids, list) or len(stop_ids) > vocab_size or not all(
+            isinstance(t, int) and not isinstance(t, bool) for t in stop_ids):
+        raise BadRequest(f"sampling_params.stop_token_ids must be a list of at most {vocab_size} integers")
+    bad = [t for t in stop_ids if not 0 <= t < vocab_size]
     if bad:
-        raise BadRequest(f"sampling_params.stop_token_ids {bad} are outside the vocabulary [0, {vocab_size})")
-    if out["seed"] is not None and not isinstance(out["seed"], int):
-        raise BadRequest(f"sampling_params.sampling_seed must be an integer, got {out['seed']!r}")
-    return out
+        raise BadRequest(f"sampling_params.stop_token_ids {bad[:5]} are outside the vocabulary [0, {vocab_size})")
+    top_p = _float(params, "top_p", 1.0, 0.0, 1.0)
+    if top_p == 0:
+        raise BadRequest("sampling_params.top_p must be in (0, 1], got 0")
+    seed_key = "sampling_seed" if params.get("sampling_seed") is not None else "seed"
+    return {
+        "max_new_tokens": _int(params, "max_new_tokens", min(128, max_new), 0, max_new),
+        "temperature": temperature,
+        "top_p": top_p,
+        "top_k": min(top_k, vocab_size),
+        "stop_token_ids": stop_ids,
+        "ignore_eos": _bool(params, "ignore_eos"),
+        "n": _int(params, "n", 1, 1, limits.max_n),
+        "seed": _int(params, seed_key, None, -SEED_BOUND + 1, SEED_BOUND - 1),  # type: ignore[arg-type]
+    }
 
 
 def _parse_version(value: Any, field: str) -> int:
+    if isinstance(value, bool):
+        raise BadRequest(f"{field} must be an integer (as a string or number), got {value!r}")
     try:
-        return int(value)
+        version = int(value)
     except (TypeError, ValueError):
         raise BadRequest(f"{field} must be an integer (as a string or number), got {value!r}") from None
+    if version < 0:
+        raise BadRequest(f"{field} must be >= 0, got {version}")
+    return version
 
 
 class EmbeddedServer:
     """Request parsing and answers; the scheduler thread does the model work."""
 
-    def __init__(self, runner: ModelRunner, scheduler: Scheduler, seed: int, tokenizer=None):
-        self.runner, self.scheduler, self.tokenizer = runner, scheduler, tokenizer
+    def __init__(self, runner: ModelRunner, scheduler: Scheduler, seed: int, tokenizer=None,
+                 limits: RequestLimits = RequestLimits()):
+        self.runner, self.scheduler, self.tokenizer, self.limits = runner, scheduler, tokenizer, limits
         self.rng = random.Random(seed)
         self.groups: dict[str, Any] = {}
+        # distributed updates: tensors received per group, copied in only when a version commits
+        self.staged: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        self.poisoned: dict[str, str] = {}  # group -> why its staged update must not commit
 
     async def generate(self, body: dict[str, Any], disconnected: Callable[[], Awaitable[bool]] | None = None) -> Any:
         """Answer one ``/generate``; if ``disconnected()`` turns true first, abort its sequences."""
         if body.get("stream"):
             raise BadRequest("stream=true is not supported by the embedded server")
         prompts, single = self._prompts(body)
-        sampling = parse_sampling(body.get("sampling_params"), self.runner.vocab_size)
+        sampling = parse_sampling(body.get("sampling_params"), self.runner.vocab_size, self.runner.max_len, self.limits)
+        count = len(prompts) * sampling["n"]
+        queued = self.scheduler.load()
+        if queued + count > self.limits.max_waiting:
+            raise Overloaded(f"server busy: {queued} sequences queued or running, this request adds {count} "
+                             f"(limit --max-waiting {self.limits.max_waiting}); retry later")
+        rid = body.get("rid")
+        if rid is not None and (not isinstance(rid, str) or len(rid) > self.limits.max_rid_chars):
+            raise BadRequest(f"rid must be a string of at most {self.limits.max_rid_chars} characters")
         stop_ids = set(sampling["stop_token_ids"])
         if not sampling["ignore_eos"]:
             stop_ids |= self.runner.eos_token_ids
         loop = asyncio.get_running_loop()
         futures, sequences = [], []
-        base_rid = body.get("rid") if isinstance(body.get("rid"), str) else uuid.uuid4().hex
+        base_rid = rid or uuid.uuid4().hex
         for p, prompt in enumerate(prompts):
             if len(prompt) >= self.runner.max_len:
                 raise BadRequest(f"input_ids has {len(prompt)} tokens; the model's context is {self.runner.max_len}")
             for i in range(sampling["n"]):
-                seed = sampling["seed"] + i if sampling["seed"] is not None else self.rng.getrandbits(63)
+                seed = (sampling["seed"] + i) % SEED_BOUND if sampling["seed"] is not None else self.rng.getrandbits(63)
                 future = loop.create_future()
                 sequences.append(Sequence(
                     rid=base_rid if len(prompts) * sampling["n"] == 1 else f"{base_rid}-{p}-{i}",
@@ -127,14 +205,14 @@ class EmbeddedServer:
                     max_new_tokens=min(sampling["max_new_tokens"], self.runner.max_len - len(prompt)),
                     temperature=sampling["temperature"], top_p=sampling["top_p"], top_k=sampling["top_k"],
                     stop_ids=frozenset(stop_ids), rng=random.Random(seed),
-                    on_done=lambda result, f=future: loop.call_soon_threadsafe(_settle, f, result),
+                    on_done=functools.partial(_settle_from_thread, loop, future),
                 ))
                 futures.append(future)
         self.scheduler.submit(sequences)
         gathered = asyncio.gather(*futures)
+        mine = set(map(id, sequences))
         while disconnected is not None and not (await asyncio.wait({gathered}, timeout=1.0))[0]:
             if await disconnected():
-                mine = set(map(id, sequences))
                 await self.control(Command("abort", targets=lambda s: id(s) in mine))
                 break
         results = await gathered
@@ -156,7 +234,8 @@ class EmbeddedServer:
         single = not isinstance(ids[0], list)
         prompts = [ids] if single else ids
         for prompt in prompts:
-            if not prompt or not all(isinstance(t, int) and 0 <= t < self.runner.vocab_size for t in prompt):
+            if not isinstance(prompt, list) or not prompt or not all(
+                    isinstance(t, int) and not isinstance(t, bool) and 0 <= t < self.runner.vocab_size for t in prompt):
                 raise BadRequest(f"input_ids must be non-empty lists of integers in [0, {self.runner.vocab_size})")
         return prompts, single
 
@@ -164,18 +243,21 @@ class EmbeddedServer:
         return await asyncio.wrap_future(self.scheduler.command(command))
 
     async def update_from_disk(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Load an HF directory all-or-nothing (:meth:`ModelRunner.load_from_disk`) and move the
+        version forward; on any failure the served weights and version stay as they were."""
         path = body.get("model_path")
-        if not path:
-            raise BadRequest("update_weights_from_disk needs model_path")
-        version = self._next_version(body.get("weight_version"))
+        if not isinstance(path, str) or not path:
+            raise BadRequest("update_weights_from_disk needs model_path (a directory)")
+        requested = body.get("weight_version")
 
         def run():
+            version = self._next_version(requested)
             count = self.runner.load_from_disk(path)
             self.scheduler.version = version
-            return count
+            return count, version
 
-        count = await self.control(Command("update_weights_from_disk", run, exclusive=True,
-                                           abort_running=bool(body.get("abort_all_requests", False))))
+        count, version = await self.control(Command("update_weights_from_disk", run, exclusive=True,
+                                                    abort_running=bool(body.get("abort_all_requests", False))))
         return {"success": True, "message": f"loaded {count} tensors from {path}; weight_version {version}",
                 "num_paused_requests": 0}
 
@@ -190,9 +272,17 @@ class EmbeddedServer:
         self.groups[name] = await asyncio.to_thread(
             open_weight_group, body["master_address"], int(body["master_port"]), int(body["world_size"]),
             int(body["rank_offset"]), backend, float(body.get("timeout_s", 120.0)))
+        self.staged.pop(name, None)
+        self.poisoned.pop(name, None)
         return {"success": True, "message": f"joined weight group {name!r} as rank {body['rank_offset']}"}
 
     async def update_from_distributed(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Receive one bucket of tensors into fresh buffers and stage them; they replace the live
+        weights only when a version commits (``weight_version`` here, or ``/update_weight_version``).
+
+        Names, shapes and dtypes are checked against the model before receiving. A bad bucket is
+        still received (the trainer's broadcast must complete) but discarded, and the group's
+        update is refused at commit: the served weights never mix two versions."""
         from areal_sglang.weight_transfer import broadcast_from_rank0, dtype_from_name
 
         name = body.get("group_name", "areal_weights")
@@ -202,30 +292,59 @@ class EmbeddedServer:
         names, dtypes, shapes = body.get("names") or [], body.get("dtypes") or [], body.get("shapes") or []
         if not (len(names) == len(dtypes) == len(shapes)):
             raise BadRequest(f"names, dtypes, shapes differ in length ({len(names)}, {len(dtypes)}, {len(shapes)})")
-        version = self._next_version(body["weight_version"]) if body.get("weight_version") is not None else None
+        torch_dtypes = [dtype_from_name(d) for d in dtypes]
+        shapes = [tuple(int(x) for x in shape) for shape in shapes]
+        numel = sum(math.prod(shape) for shape in shapes)
+        if numel > 2 * sum(t.numel() for t in self.runner.named_tensors().values()):
+            raise BadRequest(f"update_weights_from_distributed announces {numel} elements, more than twice the model")
+        problem = None
+        try:
+            own = self.runner.named_tensors()
+            for tensor_name, shape, dtype in zip(names, shapes, torch_dtypes):
+                self.runner.check_tensor(tensor_name, shape, dtype, own)
+        except ArealError as exc:
+            problem = str(exc)
+        requested = body.get("weight_version")
         device = self.runner.device if self.runner.device.type == "cuda" else torch.device("cpu")
 
-        def run():
-            buffers = [torch.empty(shape, dtype=dtype_from_name(d), device=device) for d, shape in zip(dtypes, shapes)]
+        def receive():
+            buffers = [torch.empty(shape, dtype=dtype, device=device) for dtype, shape in zip(torch_dtypes, shapes)]
             broadcast_from_rank0(group, buffers)
-            count = self.runner.load_tensors(zip(names, buffers))
-            if version is not None:
-                self.scheduler.version = version
-            return count
+            return buffers
 
-        count = await self.control(Command("update_weights_from_distributed", run, exclusive=True,
-                                           abort_running=bool(body.get("abort_all_requests", False))))
-        return {"success": True, "message": f"received {count} tensors"}
+        buffers = await asyncio.to_thread(receive)  # the model thread keeps serving meanwhile
+        if problem is not None:
+            self.poisoned[name] = problem
+            self.staged.pop(name, None)
+            raise BadRequest(f"update_weights_from_distributed refused (weights unchanged): {problem}")
+        if name not in self.poisoned:
+            self.staged.setdefault(name, []).extend(self.runner.stage(zip(names, buffers)))
+        if requested is not None:
+            return await self._commit(requested, name, bool(body.get("abort_all_requests", False)))
+        return {"success": True, "message": f"received and staged {len(buffers)} tensors"}
 
     async def set_version(self, body: dict[str, Any]) -> dict[str, Any]:
-        version = _parse_version(body.get("new_version"), "new_version")
+        """Commit: apply the staged distributed update (if any) and set the version, in one step."""
+        return await self._commit(body.get("new_version"), body.get("group_name"),
+                                  bool(body.get("abort_all_requests", False)))
+
+    async def _commit(self, requested: Any, group: str | None, abort_running: bool) -> dict[str, Any]:
+        version = _parse_version(requested, "new_version")
+        groups = [group] if group else sorted(set(self.staged) | set(self.poisoned))
+        problems = [f"{g}: {self.poisoned.pop(g)}" for g in groups if g in self.poisoned]
+        staged = [pair for g in groups for pair in self.staged.pop(g, [])]
+        if problems:
+            raise BadRequest(f"weight_version {version} not committed (weights unchanged): an earlier bucket was "
+                             f"refused ({'; '.join(problems)})")
 
         def run():
+            self._check_forward(version)
+            count = self.runner.commit(staged)
             self.scheduler.version = version
+            return count
 
-        await self.control(Command("update_weight_version", run, exclusive=True,
-                                   abort_running=bool(body.get("abort_all_requests", False))))
-        return {"success": True, "message": f"weight_version {version}"}
+        count = await self.control(Command("update_weight_version", run, exclusive=True, abort_running=abort_running))
+        return {"success": True, "message": f"weight_version {version} ({count} staged tensors applied)"}
 
     async def weights_checksum(self) -> dict[str, Any]:
         """Checksum of the model's parameters and the version they belong to. Read outside the
@@ -240,7 +359,15 @@ class EmbeddedServer:
                 return {"checksum": checksum, "weight_version": str(version)}
 
     def _next_version(self, requested: Any) -> int:
-        return self.scheduler.version + 1 if requested is None else _parse_version(requested, "weight_version")
+        """The version an update sets: ``requested``, or the current one + 1; never backwards."""
+        version = self.scheduler.version + 1 if requested is None else _parse_version(requested, "weight_version")
+        self._check_forward(version)
+        return version
+
+    def _check_forward(self, version: int) -> None:
+        if version < self.scheduler.version:
+            raise BadRequest(f"weight_version {version} is older than the served version {self.scheduler.version}: "
+                             f"versions only move forward")
 
     def info(self) -> dict[str, Any]:
         return {
@@ -251,6 +378,11 @@ class EmbeddedServer:
             "running": len(self.scheduler.running), "waiting": len(self.scheduler.waiting),
             "decode_steps": self.scheduler.steps,
         }
+
+
+def _settle_from_thread(loop: asyncio.AbstractEventLoop, future: asyncio.Future, result: Any) -> None:
+    """``Sequence.on_done``: settle ``future`` on its event loop (called from the scheduler thread)."""
+    loop.call_soon_threadsafe(_settle, future, result)
 
 
 def _settle(future: asyncio.Future, result: Any) -> None:
@@ -268,9 +400,13 @@ def build_app(server: EmbeddedServer) -> FastAPI:
     async def answer(coro) -> Any:
         try:
             return await coro
+        except BodyTooLarge as exc:
+            return _error(413, str(exc))
+        except Overloaded as exc:
+            return _error(503, str(exc))
         except (BadRequest, ArealError, ValueError) as exc:
             return _error(400, str(exc))
-        except Exception as exc:  # noqa: BLE001 - the caller sees the reason
+        except Exception as exc:  # the caller sees the reason
             log.exception("request failed")
             return _error(500, f"{type(exc).__name__}: {exc}")
 
@@ -380,6 +516,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--weight-version", type=int, default=0, help="initial weight version")
     parser.add_argument("--log-level", default="warning")
+    limits = parser.add_argument_group("limits (see docs/operations.md)")
+    limits.add_argument("--api-key", default=None,
+                        help=f"bearer token every request must carry (default: ${API_KEY_ENV}; prefer the variable: "
+                             "argv is visible to every user of the node); none set: no authentication")
+    limits.add_argument("--max-n", type=int, default=RequestLimits.max_n, help="most completions per prompt (n)")
+    limits.add_argument("--max-new-tokens", type=int, default=None, help="largest max_new_tokens (default: context)")
+    limits.add_argument("--max-waiting", type=int, default=RequestLimits.max_waiting,
+                        help="sequences queued or running beyond which new requests get 503")
+    limits.add_argument("--max-body-mb", type=float, default=TransportLimits.max_body_bytes / 2**20,
+                        help="largest request body (413 beyond)")
+    limits.add_argument("--max-connections", type=int, default=TransportLimits.max_connections,
+                        help="open connections beyond which new ones are closed at once")
+    limits.add_argument("--request-timeout-s", type=float, default=TransportLimits.request_timeout_s,
+                        help="a connection must deliver a whole request within this time")
+    limits.add_argument("--keep-alive-s", type=int, default=TransportLimits.keep_alive_s,
+                        help="idle keep-alive connections close after this")
     return parser.parse_args(argv)
 
 
@@ -399,11 +551,20 @@ def main(argv: list[str] | None = None) -> None:
         tokenizer = None
     scheduler = Scheduler(runner, args.max_batch, args.max_prefill_tokens, version=args.weight_version)
     scheduler.start()
-    server = EmbeddedServer(runner, scheduler, args.seed, tokenizer)
-    log.warning("serving %s on %s:%d (%s, %s, max batch %d)", args.model, args.host, args.port, runner.device,
-                runner.dtype, args.max_batch)
+    server = EmbeddedServer(runner, scheduler, args.seed, tokenizer,
+                            RequestLimits(args.max_n, args.max_new_tokens, args.max_waiting))
+    transport = TransportLimits(int(args.max_body_mb * 2**20), args.max_connections, args.request_timeout_s,
+                                args.keep_alive_s)
+    key = args.api_key or os.environ.get(API_KEY_ENV) or None
+    log.warning("serving %s on %s:%d (%s, %s, max batch %d, %s)", args.model, args.host, args.port, runner.device,
+                runner.dtype, args.max_batch, "bearer token required" if key else "NO AUTHENTICATION")
+    if key is None and args.host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("listening on %s without an API key: anyone who can reach it can replace its weights "
+                    "(set %s)", args.host, API_KEY_ENV)
     try:
-        uvicorn.run(build_app(server), host=args.host, port=args.port, log_level=args.log_level)
+        uvicorn.run(Guard(build_app(server), key, transport.max_body_bytes), host=args.host, port=args.port,
+                    log_level=args.log_level, http=guarded_protocol(transport), limit_concurrency=transport.max_connections,
+                    timeout_keep_alive=transport.keep_alive_s, h11_max_incomplete_event_size=transport.max_header_bytes)
     finally:
         scheduler.stop()
 

@@ -16,9 +16,9 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from areal_core.api.types import ModelRequest, SamplingParams, WeightUpdateMeta
-from areal_sglang.protocol import get_weight_version
 from areal_core.testing.inference_backend import free_port, launched_server, make_served_model
 from areal_embedded.backend import EmbeddedBackend, EmbeddedConfig
+from areal_sglang.protocol import get_weight_version
 
 PROMPTS = [[5, 17, 33, 9, 100], [7, 8], [44, 45, 46, 47, 48, 49, 50, 51, 52, 53, 54], [300, 301, 302]]
 
@@ -95,8 +95,13 @@ def disk_update(backend, client, addr, path, version):
 
 
 def put_back_a(server, models):
+    """Serve A again, as the next version (versions only move forward)."""
     backend, addr = server
-    run(lambda c: disk_update(backend, c, addr, models[0], 0))
+
+    async def put_back(client):
+        await disk_update(backend, client, addr, models[0], await get_weight_version(client, addr) + 1)
+
+    run(put_back)
 
 
 def test_greedy_equals_hf_generate_token_by_token(server, hf):

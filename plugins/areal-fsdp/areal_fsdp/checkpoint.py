@@ -1,18 +1,23 @@
 """Writing directories atomically, RNG state, and Hugging Face export on rank 0.
 
-Atomic directories: everything is written to ``<path>.tmp`` and renamed into place only when
-complete, so a process killed mid-write leaves either the previous directory or none, never a
-half-written one (a stale ``.tmp`` is removed by the next write).
+Atomic directories: everything is written to ``<path>.tmp``, fsync'd, and renamed into place
+only when complete, so a process killed mid-write leaves either the previous directory or none,
+never a half-written one (a stale ``.tmp`` is removed by the next write). :func:`write_atomically`
+also checks the free space first and, when the write fails, removes the ``.tmp`` and reports a
+full disk as such (path and size needed).
 """
 
 from __future__ import annotations
 
 import random
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from areal_core.plugin import disk_full_error, fsync_tree, require_free_space
 from areal_fsdp.config import FSDPEngineConfig
 
 
@@ -38,6 +43,26 @@ def publish(path: str | Path) -> None:
         path.rename(old)
     tmp.rename(path)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def write_atomically(path: str | Path, needed: int, what: str, write: Callable[[Path], None]) -> None:
+    """``write(tmp)`` into ``<path>.tmp``, then publish it as ``path``; all-or-nothing. One rank only.
+
+    Fails before writing when the file system lacks ``needed`` bytes; on any failure the ``.tmp``
+    is removed and the previous ``path`` (if any) stays."""
+    path = Path(path)
+    require_free_space(path, needed, what)
+    tmp = prepare_temp_dir(path)
+    try:
+        write(tmp)
+        fsync_tree(tmp)
+    except Exception as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        full = disk_full_error(exc, tmp, needed, what)
+        if full is not None:
+            raise full from None
+        raise
+    publish(path)
 
 
 def rng_state() -> dict:
@@ -71,7 +96,7 @@ def materialise(hf_config, state_dict: dict[str, torch.Tensor], buffers: dict[st
     With LoRA the state dict has peft names; the adapters are merged into the base weights
     unless ``cfg.lora.export == "adapter"`` (then the peft model is returned unmerged).
     """
-    model = _skeleton(hf_config, cfg.critic)
+    model: Any = _skeleton(hf_config, cfg.critic)  # a transformers model, then maybe its peft wrapper
     if cfg.lora.enabled:
         from peft import get_peft_model
 
@@ -93,7 +118,7 @@ def materialise(hf_config, state_dict: dict[str, torch.Tensor], buffers: dict[st
     return model
 
 
-def write_hf_dir(model: torch.nn.Module, out: Path, source_dir: str) -> None:
+def write_hf_dir(model: Any, out: Path, source_dir: str) -> None:
     """``save_pretrained`` (safetensors) plus the tokenizer and generation config of ``source_dir``."""
     from transformers import AutoTokenizer
 

@@ -22,8 +22,9 @@ from __future__ import annotations
 import math
 import random
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
+from typing import Any, cast
 
 import torch
 import torch.distributed as dist
@@ -43,7 +44,8 @@ from areal_core.api.types import RunContext
 from areal_core.data.batch import SequenceBatch
 from areal_core.data.microbatch import plan_micro_batches
 from areal_core.errors import ArealError
-from areal_fsdp import checkpoint, model as model_lib
+from areal_fsdp import checkpoint
+from areal_fsdp import model as model_lib
 from areal_fsdp.config import FSDPEngineConfig
 from areal_fsdp.dist import DistInfo, all_reduce_sum, setup, teardown
 from areal_fsdp.logprobs import packed_logprobs_entropy
@@ -51,9 +53,10 @@ from areal_fsdp.schedule import build_scheduler
 
 DCP_SUBDIR = "dcp"
 ENGINE_STATE_FILE = "engine_state.pt"
+EXPORT_EXTRA_BYTES = 1 << 20  # config, tokenizer and generation config beside the weights (an estimate)
 
 
-def create_engine(config: FSDPEngineConfig, run: RunContext | None = None) -> "FSDPEngine":
+def create_engine(config: FSDPEngineConfig, run: RunContext | None = None) -> FSDPEngine:
     """Registry factory: ``factory(config, run)``."""
     return FSDPEngine(config, run)
 
@@ -68,9 +71,9 @@ class FSDPEngine:
                                                           run_dir=Path("."))
         self.model: torch.nn.Module | None = None
         self.optimizer: torch.optim.Optimizer | None = None
-        self.scheduler = None
+        self.scheduler: torch.optim.lr_scheduler.LambdaLR | None = None
         self.dist: DistInfo | None = None
-        self.hf_config = None
+        self.hf_config: Any = None  # the transformers PretrainedConfig
         self.model_path = ""
         self._attn = "sdpa"
 
@@ -174,7 +177,7 @@ class FSDPEngine:
                 stat_weights[key] += weight
 
         grad_norm = self._clip_gradients()
-        lr = self.scheduler.get_last_lr()[0]
+        lr = float(self.scheduler.get_last_lr()[0])
         # no loss weight anywhere (e.g. every token masked) or a non-finite norm: no update at all
         # (an AdamW step on zero gradients would still move the weights by their momentum)
         update = math.isfinite(grad_norm) and total_weight > 0
@@ -201,6 +204,7 @@ class FSDPEngine:
     def save(self, path: str) -> None:
         """Recovery checkpoint: DCP model+optimizer shards, LR scheduler, per-rank RNG."""
         self._require_initialized()
+        assert self.model is not None and self.optimizer is not None  # _require_initialized
         rank = self.dist.rank
         if rank == 0:
             checkpoint.prepare_temp_dir(path)
@@ -224,8 +228,9 @@ class FSDPEngine:
         if not (root / ENGINE_STATE_FILE).is_file():
             raise ArealError(f"train engine {self.config.name!r}: {path!r} is not a checkpoint written by save() "
                              f"(no {ENGINE_STATE_FILE})")
+        assert self.model is not None and self.optimizer is not None  # _require_initialized
         model_sd, optim_sd = get_state_dict(self.model, self.optimizer)
-        state = {"model": model_sd, "optim": optim_sd}
+        state: dict[str, Any] = {"model": model_sd, "optim": optim_sd}
         dcp.load(state, checkpoint_id=str(root / DCP_SUBDIR))
         set_state_dict(self.model, self.optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
         meta = torch.load(root / ENGINE_STATE_FILE, weights_only=False)
@@ -239,9 +244,26 @@ class FSDPEngine:
         self._require_initialized()
         full = self._full_state_dict()
         if self.dist.rank == 0:
-            tmp = checkpoint.prepare_temp_dir(path)
             model = checkpoint.materialise(self.hf_config, full, self._cpu_buffers(), self.config)
-            checkpoint.write_hf_dir(model, tmp, self.model_path)
+            needed = sum(t.numel() * t.element_size() for t in model.state_dict().values()) + EXPORT_EXTRA_BYTES
+            checkpoint.write_atomically(path, needed, f"weight export {Path(path).name}",
+                                        lambda tmp: checkpoint.write_hf_dir(model, tmp, self.model_path))
+        dist.barrier()
+
+    def export_adapter(self, path: str) -> None:
+        """Write the LoRA adapter alone, in PEFT format (``adapter_config.json`` +
+        ``adapter_model.safetensors``): what ``weight_sync.type=adapter`` sends to the servers.
+        Collective on every rank; rank 0 writes."""
+        self._require_initialized()
+        if not self.config.lora.enabled:
+            raise ArealError(f"train engine {self.config.name!r}: export_adapter needs actor.lora.enabled=true "
+                             "(there is no adapter to export)")
+        full = self._full_state_dict()
+        if self.dist.rank == 0:
+            tmp = checkpoint.prepare_temp_dir(path)
+            unmerged = self.config.model_copy(update={"lora": self.config.lora.model_copy(update={"export": "adapter"})})
+            model: Any = checkpoint.materialise(self.hf_config, full, self._cpu_buffers(), unmerged)  # a PeftModel
+            model.save_pretrained(tmp)
             checkpoint.publish(path)
         dist.barrier()
 
@@ -270,6 +292,7 @@ class FSDPEngine:
 
     def _logits(self, mb: SequenceBatch) -> torch.Tensor:
         """[t, V] (critic: [t, 1]) for one packed micro-batch on the engine's device."""
+        assert self.model is not None  # _require_initialized
         kwargs = {}
         if model_lib.takes_cu_seqlens(self._attn):
             cu = mb.cu_seqlens.to(torch.int32)
@@ -292,7 +315,7 @@ class FSDPEngine:
         """Fail fast when packed sequences can see each other: two short sequences packed into
         one row must give the outputs each gives alone (a model whose attention ignores the
         position-id reset, or a cache left on, fails here instead of silently training wrong)."""
-        vocab = self.model.get_input_embeddings().num_embeddings
+        vocab = self.model.get_input_embeddings().num_embeddings  # type: ignore[operator]  # a transformers model
         ids = torch.randint(0, min(vocab, 1000), (10,), generator=torch.Generator().manual_seed(0))
         batch = SequenceBatch(torch.tensor([0, 6, 10]), {"input_ids": ids}).to(self.dist.device)
         self.model.eval()
@@ -316,6 +339,7 @@ class FSDPEngine:
     def _dummy_pass(self, backward: bool) -> None:
         """A one-token pass with zero gradient: keeps FSDP's collectives in step on a rank with
         fewer micro-batches than the others."""
+        assert self.model is not None  # _require_initialized
         ids = torch.zeros(1, 1, dtype=torch.long, device=self.dist.device)
         out = self.model(input_ids=ids, position_ids=ids, use_cache=False).logits
         if backward:
@@ -348,7 +372,10 @@ class FSDPEngine:
     def _full_state_dict(self) -> dict[str, torch.Tensor]:
         """Unsharded CPU state dict on rank 0 ({} elsewhere), never aliasing the live weights
         (with one CPU rank the state dict holds the parameters themselves). Collective."""
-        full = get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        assert self.model is not None  # _require_initialized
+        # a full, CPU-offloaded state dict holds plain tensors
+        full = cast(dict[str, torch.Tensor],
+                    get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True)))
         live = {_storage_ptr(p) for p in self.model.parameters()}
         return {k: v.clone() if _storage_ptr(v) in live else v for k, v in full.items()}
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.distributed.device_mesh import DeviceMesh
@@ -53,13 +54,17 @@ def enable_activation_checkpointing(model: torch.nn.Module) -> None:
 
 def load_hf_model(cfg: FSDPEngineConfig, path: str, attn: str) -> torch.nn.Module:
     """The unsharded HF model on CPU: a causal LM, or a 1-label token classifier (critic)."""
-    from transformers import AutoModelForCausalLM, AutoModelForTokenClassification
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForTokenClassification
 
     check_model_dir(cfg, path)
-    kwargs = dict(dtype=DTYPES[cfg.dtype], attn_implementation=attn, trust_remote_code=cfg.trust_remote_code)
+    kwargs: dict[str, Any] = dict(dtype=DTYPES[cfg.dtype], attn_implementation=attn, trust_remote_code=cfg.trust_remote_code)
     try:
         if cfg.critic:
-            model = AutoModelForTokenClassification.from_pretrained(path, num_labels=1, **kwargs)
+            # no dropout before the value head (transformers defaults it to 0.1): values in train_batch
+            # must be the ones forward() gives, for GAE targets and for pair losses alike
+            config = AutoConfig.from_pretrained(path, num_labels=1, trust_remote_code=cfg.trust_remote_code)
+            config.classifier_dropout = 0.0
+            model = AutoModelForTokenClassification.from_pretrained(path, config=config, **kwargs)
         else:
             model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except (ValueError, KeyError) as exc:
@@ -72,7 +77,8 @@ def load_hf_model(cfg: FSDPEngineConfig, path: str, attn: str) -> torch.nn.Modul
 def peft_lora_config(lora: LoRAConfig):
     from peft import LoraConfig
 
-    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+    # lora_alpha: peft annotates int; a float scales the update alike
+    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,  # type: ignore[arg-type]
                       target_modules=lora.target_modules, bias="none", task_type="CAUSAL_LM")
 
 
@@ -107,6 +113,7 @@ def shard(model: torch.nn.Module, mesh: DeviceMesh, mixed_precision: bool) -> to
     return model
 
 
-def _unwrap_peft(model: torch.nn.Module) -> torch.nn.Module:
+def _unwrap_peft(model: torch.nn.Module) -> Any:
+    """The transformers model under a peft wrapper (Any: which methods it has depends on the version)."""
     get_base = getattr(model, "get_base_model", None)
     return get_base() if callable(get_base) else model

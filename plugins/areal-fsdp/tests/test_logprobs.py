@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from areal_core.testing.train_engine import mask_count, nll_loss, random_batch
 from areal_core.testing.tiny import make_tiny_model
+from areal_core.testing.train_engine import mask_count, nll_loss, random_batch
 from areal_fsdp.config import FSDPEngineConfig
 from areal_fsdp.engine import FSDPEngine
 from areal_fsdp.logprobs import packed_logprobs_entropy, token_logprobs_entropy

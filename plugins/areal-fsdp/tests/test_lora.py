@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from areal_core.testing.train_engine import hf_logprobs, mask_count, nll_loss, random_batch
 from areal_core.testing.tiny import make_tiny_model
+from areal_core.testing.train_engine import hf_logprobs, mask_count, nll_loss, random_batch
 from areal_fsdp.config import FSDPEngineConfig
 from areal_fsdp.engine import FSDPEngine
 
@@ -81,3 +81,41 @@ def test_export_adapter_loads_with_peft(make, model_path, tmp_path):
     with torch.no_grad():
         logp = torch.log_softmax(model(ids[None]).logits[0], -1)[:-1].gather(-1, ids[1:, None])[:, 0]
     torch.testing.assert_close(logp, engine.forward(batch)[1:9], atol=1e-5, rtol=0)
+
+
+def test_export_adapter_writes_only_the_adapter(make, model_path, tmp_path):
+    """``export_adapter`` (SupportsAdapterExport): the PEFT adapter alone, whatever ``lora.export``
+    says, a small fraction of the full model's bytes, reproducing the engine's logprobs."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from areal_core.plugin import SupportsAdapterExport
+
+    engine = make("merged")
+    assert isinstance(engine, SupportsAdapterExport)
+    batch = random_batch([9, 14, 6], seed=0)
+    engine.train_batch(batch, nll_loss, mask_count)
+    engine.export_adapter(str(tmp_path / "adapter"))
+    files = {p.name for p in (tmp_path / "adapter").iterdir()}
+    assert {"adapter_config.json", "adapter_model.safetensors"} <= files
+    assert not any(f.startswith("model") for f in files), files  # no base weights
+    engine.export_hf(str(tmp_path / "full"))
+    adapter_bytes = (tmp_path / "adapter" / "adapter_model.safetensors").stat().st_size
+    assert adapter_bytes < (tmp_path / "full" / "model.safetensors").stat().st_size / 2
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_path), tmp_path / "adapter")
+    ids = batch["input_ids"][:9]
+    with torch.no_grad():
+        logp = torch.log_softmax(model(ids[None]).logits[0], -1)[:-1].gather(-1, ids[1:, None])[:, 0]
+    torch.testing.assert_close(logp, engine.forward(batch)[1:9], atol=1e-5, rtol=0)
+
+
+def test_export_adapter_without_lora_is_an_error(model_path, tmp_path):
+    from areal_core.plugin import ArealError
+
+    engine = FSDPEngine(FSDPEngineConfig(path=model_path))
+    engine.initialize()
+    try:
+        with pytest.raises(ArealError, match="lora.enabled"):
+            engine.export_adapter(str(tmp_path / "adapter"))
+    finally:
+        engine.destroy()

@@ -6,8 +6,8 @@ import torch
 
 from areal_core.config.base import validate_section
 from areal_core.errors import ArealError
-from areal_core.testing.train_engine import mask_count, nll_loss, random_batch
 from areal_core.testing.tiny import make_tiny_model
+from areal_core.testing.train_engine import mask_count, nll_loss, random_batch
 from areal_fsdp.config import FSDPEngineConfig, OptimizerConfig
 from areal_fsdp.engine import FSDPEngine
 from areal_fsdp.schedule import lr_multiplier

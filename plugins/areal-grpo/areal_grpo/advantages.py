@@ -22,9 +22,11 @@ Steps, in order (DESIGN.md §3):
    members, (Σ_j r'_j - r'_i)/(n - 1) (RLOO; a member alone gets b_i = r'_i). σ_i: the std of r'
    over its group/batch (Bessel-corrected unless ``unbiased=False``; 0 for a single value).
    Levels may differ: LitePPO is a group mean with a batch std (of the rewards, not of the
-   centred rewards).
+   centred rewards). Means and stds are taken in float64 and rounding-sized deviations snap to 0
+   (:mod:`areal_grpo.numerics`): a group whose rewards are all equal gets exactly 0.
 4. Token rewards: the normalised reward sits on the sequence's last loss token; with a KL
-   penalty every loss token also gets -β·k(log π_old - log π_ref) (k1/k2/k3, Schulman 2020).
+   penalty every loss token also gets -β·k(log π_old - log π_ref) (k1/k2/k3, Schulman 2020;
+   the log-ratio is zeroed off the mask before k3's exp, see :func:`kl_estimate`).
 5. GAE (Schulman et al. 2016) over each sequence's loss tokens, skipping non-loss tokens (a
    multi-turn sequence's tool outputs)::
 
@@ -43,6 +45,7 @@ from typing import Literal
 
 import torch
 
+from areal_grpo.numerics import LOG_RATIO_BOUND, snap_to_zero
 from areal_grpo.segments import last_masked_position, segment_count, segment_sum
 
 
@@ -78,48 +81,70 @@ def _level_index(level: str, group_index: torch.Tensor) -> torch.Tensor:
     return group_index if level == "group" else torch.zeros_like(group_index)
 
 
+def _mean(x: torch.Tensor, index: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """[n] two-pass mean of ``x`` per segment of ``index`` (the residuals' mean added back), and [n] counts."""
+    count = torch.bincount(index, minlength=n).to(x.dtype).clamp(min=1)
+    mean = segment_sum(x, index, n) / count
+    return mean + segment_sum(x - mean[index], index, n) / count, count
+
+
 def baseline(rewards: torch.Tensor, index: torch.Tensor, leave_one_out: bool) -> torch.Tensor:
-    """[B]: the mean reward of each sample's segment (``index`` [B]), optionally leaving itself out."""
+    """[B] float64: the mean reward of each sample's segment (``index`` [B]), optionally leaving itself out.
+
+    Leave-one-out uses (n·m - r)/(n - 1) = m + (m - r)/(n - 1), exact when all rewards are equal.
+    """
+    x = rewards.double()
     n_seg = int(index.max()) + 1 if index.numel() else 0
-    total = segment_sum(rewards, index, n_seg)[index]
-    count = torch.bincount(index, minlength=n_seg).to(rewards.dtype)[index]
+    mean, count = _mean(x, index, n_seg)
+    mean, count = mean[index], count[index]
     if not leave_one_out:
-        return total / count
-    others = (count - 1).clamp(min=1)
-    return torch.where(count > 1, (total - rewards) / others, rewards)
+        return mean
+    return torch.where(count > 1, mean + (mean - x) / (count - 1).clamp(min=1), x)
 
 
 def spread(rewards: torch.Tensor, index: torch.Tensor, unbiased: bool) -> torch.Tensor:
-    """[B]: the std of the rewards of each sample's segment (0 for a segment of one)."""
+    """[B] float64: the std of the rewards of each sample's segment (0 for a segment of one, and 0 when
+    it is within rounding of the mean: see :mod:`areal_grpo.numerics`)."""
+    x = rewards.double()
     n_seg = int(index.max()) + 1 if index.numel() else 0
-    mean = baseline(rewards, index, leave_one_out=False)
-    count = torch.bincount(index, minlength=n_seg).to(rewards.dtype)[index]
-    sq = segment_sum((rewards - mean) ** 2, index, n_seg)[index]
-    dof = (count - 1) if unbiased else count
-    return torch.where(dof > 0, sq / dof.clamp(min=1), torch.zeros_like(sq)).sqrt()
+    mean, count = _mean(x, index, n_seg)
+    sq = segment_sum((x - mean[index]) ** 2, index, n_seg)
+    dof = count - 1 if unbiased else count
+    std = torch.where(dof > 0, sq / dof.clamp(min=1), torch.zeros_like(sq)).sqrt()
+    return snap_to_zero(std, mean)[index]
 
 
 def normalize_rewards(rewards: torch.Tensor, group_index: torch.Tensor, *, mean_level: str, leave_one_out: bool,
                       std_level: str, unbiased: bool, eps: float) -> torch.Tensor:
-    """[B]: (r - b)/(σ + eps) with b and σ each at its own level, "none" skipping it (step 3)."""
-    out = rewards
+    """[B] in ``rewards``' dtype (float32 for integer rewards): (r - b)/(σ + eps) with b and σ each at its
+    own level, "none" skipping it (step 3). Computed in float64; a centred reward within rounding of b is
+    exactly 0."""
+    out = rewards.double()
     if mean_level != "none":
-        out = out - baseline(rewards, _level_index(mean_level, group_index), leave_one_out)
+        b = baseline(rewards, _level_index(mean_level, group_index), leave_one_out)
+        out = snap_to_zero(out - b, b)
     if std_level != "none":
         out = out / (spread(rewards, _level_index(std_level, group_index), unbiased) + eps)
-    return out
+    return out.to(rewards.dtype if rewards.is_floating_point() else torch.float32)
 
 
-def kl_estimate(logp: torch.Tensor, ref_logp: torch.Tensor, kind: Literal["k1", "k2", "k3"]) -> torch.Tensor:
-    """Per-token estimate of KL(π‖π_ref) from samples of π, d = log π - log π_ref.
+def kl_estimate(logp: torch.Tensor, ref_logp: torch.Tensor, kind: Literal["k1", "k2", "k3"],
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-token estimate of KL(π‖π_ref) from samples of π, d = log π - log π_ref (0 where ``mask`` is 0).
 
-    k1 = d (unbiased, high variance), k2 = d²/2, k3 = exp(-d) - 1 + d (unbiased, ≥ 0).
+    k1 = d (unbiased, high variance), k2 = d²/2, k3 = exp(-d) - 1 + d (unbiased, ≥ 0). k3 is
+    evaluated at max(d, -B), B = 20 (:data:`areal_grpo.numerics.LOG_RATIO_BOUND`): below that its
+    exp(-d) would overflow, so there the term is e^B - 1 - B ≈ 4.9e8 with no gradient. Off the mask
+    d is 0 before any exp, so a masked token contributes 0 and a gradient of exactly 0.
     """
     d = logp - ref_logp
+    if mask is not None:
+        d = torch.where(mask > 0, d, 0.0)
     if kind == "k1":
         return d
     if kind == "k2":
         return 0.5 * d * d
+    d = d.clamp(min=-LOG_RATIO_BOUND)
     return torch.expm1(-d) + d
 
 
@@ -169,11 +194,14 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, loss_mask: torch.Tensor, cu
 
 
 def whiten(advantages: torch.Tensor, loss_mask: torch.Tensor, unbiased: bool, eps: float) -> torch.Tensor:
-    """[T]: (A - mean)/(std + eps) over the loss tokens; 0 off the mask (step 6)."""
+    """[T]: (A - mean)/(std + eps) over the loss tokens; 0 off the mask (step 6). Mean and std in float64
+    as in step 3, so loss tokens that all carry the same advantage become exactly 0."""
     mask = loss_mask > 0
     selected = advantages[mask]
     if selected.numel() == 0:
         return advantages
-    mean = selected.mean()
-    std = selected.std(correction=1 if unbiased else 0) if selected.numel() > 1 else selected.new_zeros(())
-    return torch.where(mask, (advantages - mean) / (std + eps), 0.0)
+    index = torch.zeros(selected.numel(), dtype=torch.long, device=selected.device)
+    out = torch.zeros_like(advantages)
+    out[mask] = normalize_rewards(selected, index, mean_level="batch", leave_one_out=False, std_level="batch",
+                                  unbiased=unbiased, eps=eps)
+    return out

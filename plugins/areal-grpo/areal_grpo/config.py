@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from areal_core.config.base import ComponentConfig
+from areal_grpo.policy_loss import policy_loss_names, unknown_policy_loss
 
 NormLevel = Literal["group", "batch", "none"]
 KLEstimator = Literal["k1", "k2", "k3"]
@@ -76,9 +77,11 @@ class PPOConfig(ComponentConfig):
                                 "batch mean is below this; null disables (needs prox_logprobs=recompute)")
 
     # -- policy loss ---------------------------------------------------------------------------
-    policy_loss: Literal["clip", "sapo"] = Field(
-        "clip", description="clip: -w·min(r·A, clip(r, 1-ε, 1+ε_high)·A); sapo: -w·g(r)·A with the soft gate "
-                            "g(r) = (4/τ)·sigmoid(τ·(r - 1)), τ = τ_pos for A > 0 else τ_neg")
+    policy_loss: str = Field(
+        "clip", description="the per-token policy loss, by registered name: clip: -w·min(r·A, clip(r, 1-ε, "
+                            "1+ε_high)·A); sapo: -w·g(r)·A with the soft gate g(r) = (4/τ)·sigmoid(τ·(r - 1)), "
+                            "τ = τ_pos for A > 0 else τ_neg; or one a plugin registers with "
+                            "areal_grpo.register_policy_loss")
     importance_level: Literal["token", "sequence"] = Field(
         "token", description="ratio r = π_θ/π_prox per token, or per sequence (GSPO): exp(mean over its tokens of "
                              "log r), paired with the sequence's mean advantage")
@@ -115,6 +118,13 @@ class PPOConfig(ComponentConfig):
     drop_uniform_groups: bool = Field(
         False, description="keep_group drops a group whose rewards are all equal (DAPO dynamic sampling)")
 
+    @field_validator("policy_loss")
+    @classmethod
+    def _known_policy_loss(cls, name: str) -> str:
+        if name not in policy_loss_names():
+            raise ValueError(unknown_policy_loss(name))
+        return name
+
     @model_validator(mode="after")
     def _check_combinations(self):
         problems = []
@@ -129,7 +139,7 @@ class PPOConfig(ComponentConfig):
                             "is computed from π_prox before the update")
         if self.loss_aggregation == "token_sum_norm" and self.loss_norm_tokens is None:
             problems.append("loss_norm_tokens is required when loss_aggregation=token_sum_norm")
-        if self.policy_loss == "sapo" and self.dual_clip is not None:
+        if self.policy_loss != "clip" and self.dual_clip is not None:
             problems.append("dual_clip applies to policy_loss=clip only")
         if problems:
             raise ValueError("; ".join(problems))

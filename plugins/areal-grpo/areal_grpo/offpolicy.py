@@ -17,7 +17,8 @@ move towards π_θ. Prompt tokens (v_b = -1) get α = 0. Versions must count the
 tokens and on the actor (weight versions pushed to the inference servers).
 
 **Behaviour weights** w = exp(log π_prox - log π_behav), at token level or per sequence
-(exp of the mean log w over the sequence's loss tokens, a geometric mean), then either capped
+(exp of the mean log w over the sequence's loss tokens, a geometric mean; log w is 0 off the loss
+mask and clamped to ±20 before the exp, :mod:`areal_grpo.numerics`), then either capped
 (w ← min(w, upper), truncated importance sampling) or used as a filter: tokens (or whole
 sequences) with w outside [lower, upper] leave the loss.
 
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import torch
 
+from areal_grpo.numerics import bounded_exp
 from areal_grpo.segments import segment_mean
 
 
@@ -61,7 +63,7 @@ def behaviour_weights(prox_logp: torch.Tensor, behav_logp: torch.Tensor, loss_ma
     log_w = torch.where(mask, prox_logp - behav_logp, 0.0)
     if level == "sequence":
         log_w = segment_mean(log_w, mask, seq_index, num_seqs)[seq_index]
-    w = log_w.exp()
+    w = bounded_exp(log_w)
     if mode == "cap":
         return w.clamp(max=upper), mask
     return w, mask & (w >= lower) & (w <= upper)

@@ -8,7 +8,8 @@
    (:mod:`areal_grpo.advantages`);
 3. off-policy corrections: behaviour weights and masks, M2PO (:mod:`areal_grpo.offpolicy`);
 4. update: for each epoch, for each minibatch, one ``actor.train_batch`` (one optimizer step)
-   with :meth:`PPOAlgorithm.policy_loss_fn`, then one ``critic.train_batch`` with
+   with :meth:`PPOAlgorithm.policy_loss_fn` (around the per-token loss that ``policy_loss``
+   selects, :mod:`areal_grpo.policy_loss`), then one ``critic.train_batch`` with
    :meth:`PPOAlgorithm.value_loss_fn` when there is a critic;
 5. stats.
 
@@ -37,9 +38,10 @@ from areal_core.data.batch import SequenceBatch
 from areal_core.errors import ArealError
 from areal_grpo import advantages as adv_fns
 from areal_grpo.config import PPOConfig
-from areal_grpo.losses import (aggregate, aggregate_weight, clipped_policy_loss, sapo_policy_loss, sequence_level,
-                               value_loss)
+from areal_grpo.losses import aggregate, aggregate_weight, sequence_level, value_loss
+from areal_grpo.numerics import bounded_exp
 from areal_grpo.offpolicy import behaviour_weights, loglinear_alpha, loglinear_prox_logprobs, m2po_keep
+from areal_grpo.policy_loss import PolicyLossInput, get_policy_loss
 from areal_grpo.stats import StatSums
 
 if TYPE_CHECKING:
@@ -53,7 +55,8 @@ class PPOAlgorithm:
 
     def __init__(self, config: PPOConfig):
         self.config = config
-        self._sums = StatSums()
+        self.policy_loss = get_policy_loss(config.policy_loss)  # the per-token loss (areal_grpo.policy_loss)
+        self.step_stats = StatSums()  # what the loss functions report during train_step (areal_grpo.stats)
 
     # -- dynamic filtering --------------------------------------------------------------------
 
@@ -66,8 +69,8 @@ class PPOAlgorithm:
 
     # -- the step -----------------------------------------------------------------------------
 
-    def train_step(self, batch: SequenceBatch, actor: "TrainEngine", critic: "TrainEngine | None" = None,
-                   ref: "TrainEngine | None" = None) -> dict[str, float]:
+    def train_step(self, batch: SequenceBatch, actor: TrainEngine, critic: TrainEngine | None = None,
+                   ref: TrainEngine | None = None) -> dict[str, float]:
         """Update ``actor`` (and ``critic``) on ``batch``; returns stats for logging."""
         cfg = self.config
         self._check_inputs(batch, critic, ref)
@@ -79,7 +82,7 @@ class PPOAlgorithm:
         batch = self.off_policy_corrections(batch, prox_version=prox_version)
         stats = self.batch_stats(batch, prox_version)
 
-        self._sums = StatSums()
+        self.step_stats = StatSums()
         minibatches = [batch.select(ix) for ix in parts]
         actor_steps, critic_steps = [], []
         for _ in range(cfg.ppo_epochs):
@@ -88,15 +91,15 @@ class PPOAlgorithm:
                 if critic is not None:
                     critic_steps.append(critic.train_batch(minibatch, self.value_loss_fn, self.value_loss_weight))
 
-        stats.update(self._sums.result())
+        stats.update(self.step_stats.result())
         stats.update(_engine_stats("actor", actor_steps))
         stats.update(_engine_stats("critic", critic_steps))
         return stats
 
     # -- 1. recompute -------------------------------------------------------------------------
 
-    def recompute(self, batch: SequenceBatch, actor: "TrainEngine", critic: "TrainEngine | None" = None,
-                  ref: "TrainEngine | None" = None) -> SequenceBatch:
+    def recompute(self, batch: SequenceBatch, actor: TrainEngine, critic: TrainEngine | None = None,
+                  ref: TrainEngine | None = None) -> SequenceBatch:
         """A copy of ``batch`` with ``prox_logprobs`` / ``ref_logprobs`` / ``values`` as the config needs."""
         cfg = self.config
         tokens = dict(batch.tokens)
@@ -105,6 +108,7 @@ class PPOAlgorithm:
         elif cfg.prox_logprobs == "behaviour":
             tokens["prox_logprobs"] = batch["logprobs"]
         if cfg.needs_ref:
+            assert ref is not None  # _check_inputs: needs_ref asks for a ref engine
             tokens["ref_logprobs"] = _on(batch, ref.forward(batch, temperature=cfg.temperature))
         if critic is not None:
             tokens["values"] = adv_fns.state_values(_on(batch, critic.forward(batch)), batch.position_ids)
@@ -118,7 +122,7 @@ class PPOAlgorithm:
         loss_mask, seq_index, num_seqs = batch["loss_mask"], batch.seq_index, batch.num_seqs
 
         rewards = batch["rewards"].float()
-        if cfg.overlong_buffer_ratio > 0:
+        if cfg.overlong_buffer_ratio > 0 and cfg.max_response_tokens is not None:  # (the config requires it)
             lengths = adv_fns.response_lengths(loss_mask, seq_index, num_seqs)
             rewards = rewards + adv_fns.overlong_penalty(lengths, cfg.max_response_tokens, cfg.overlong_buffer_ratio,
                                                          cfg.overlong_penalty_factor)
@@ -132,7 +136,7 @@ class PPOAlgorithm:
         if cfg.kl_reward_coef > 0:
             old_logp = batch.tokens.get("prox_logprobs", batch["logprobs"])
             kl_penalty = -cfg.kl_reward_coef * adv_fns.kl_estimate(old_logp, batch["ref_logprobs"],
-                                                                   cfg.kl_reward_estimator)
+                                                                   cfg.kl_reward_estimator, mask=loss_mask)
         token_rewards = adv_fns.token_rewards(rewards, loss_mask, seq_index, kl_penalty)
 
         values = batch.tokens.get("values", torch.zeros_like(token_rewards))
@@ -204,29 +208,31 @@ class PPOAlgorithm:
         if cfg.importance_level == "sequence":
             log_ratio = sequence_level(log_ratio, keep, seq_index, num_seqs)
             advantages = sequence_level(advantages, keep, seq_index, num_seqs)
-        ratio = log_ratio.exp()
+        ratio = bounded_exp(log_ratio)
 
-        if cfg.policy_loss == "clip":
-            token_loss, clipped, dual_clipped = clipped_policy_loss(
-                ratio, advantages, weights, eps_low=cfg.eps_clip, eps_high=cfg.eps_high, dual_clip=cfg.dual_clip)
-            self._sums.add_mean("actor/clip_fraction", clipped.float(), keep)
-            self._sums.add_mean("actor/dual_clip_fraction", dual_clipped.float(), keep)
-        else:
-            token_loss = sapo_policy_loss(ratio, advantages, weights, tau_pos=cfg.sapo_tau_pos,
-                                          tau_neg=cfg.sapo_tau_neg)
+        x = PolicyLossInput(logprobs=logprobs, prox_logprobs=prox, log_ratio=log_ratio, ratio=ratio,
+                            advantages=advantages, mask=keep, seq_index=seq_index, num_seqs=num_seqs, config=cfg,
+                            stats=self.step_stats)
+        token_loss = self.policy_loss(x)
+        if token_loss.shape != logprobs.shape:
+            raise ArealError(f"algorithm {cfg.name!r}: policy loss {cfg.policy_loss!r} returned shape "
+                             f"{tuple(token_loss.shape)}; it must return one loss per token, shape "
+                             f"{tuple(logprobs.shape)}")
+        token_loss = weights * token_loss
         if cfg.entropy_coef > 0:
             token_loss = token_loss - cfg.entropy_coef * entropy
         if cfg.kl_loss_coef > 0:
-            kl = adv_fns.kl_estimate(logprobs, mb["ref_logprobs"], cfg.kl_loss_estimator)
+            kl = adv_fns.kl_estimate(logprobs, mb["ref_logprobs"], cfg.kl_loss_estimator, mask=keep)
             token_loss = token_loss + cfg.kl_loss_coef * kl
-            self._sums.add_mean("actor/kl_loss", kl, keep)
+            self.step_stats.add_mean("actor/kl_loss", kl, keep)
 
-        token_ratio = torch.where(keep, logprobs - prox, 0.0).detach().exp()
-        self._sums.add_mean("actor/approx_kl", token_ratio - 1 - token_ratio.log(), keep)
-        self._sums.add_mean("actor/ratio", ratio, keep)
-        self._sums.add_max("actor/ratio_max", ratio, keep)
-        self._sums.add_mean("actor/entropy", entropy, keep)
-        self._sums.add_mean("actor/token_loss", token_loss, keep)
+        # r - 1 - log r (KL(π_prox‖π_θ), Schulman's k3 with d = log π_prox - log π_θ)
+        approx_kl = adv_fns.kl_estimate(prox, logprobs.detach(), "k3", mask=keep)
+        self.step_stats.add_mean("actor/approx_kl", approx_kl, keep)
+        self.step_stats.add_mean("actor/ratio", ratio, keep)
+        self.step_stats.add_max("actor/ratio_max", ratio, keep)
+        self.step_stats.add_mean("actor/entropy", entropy, keep)
+        self.step_stats.add_mean("actor/token_loss", token_loss, keep)
 
         loss = aggregate(torch.where(keep, token_loss, 0.0), normaliser_mask, seq_index, num_seqs,
                          cfg.loss_aggregation)
@@ -242,8 +248,8 @@ class PPOAlgorithm:
         mask = mb["loss_mask"] > 0
         values = adv_fns.state_values(values, mb.position_ids)
         token_loss, clipped = value_loss(values, mb["values"], mb["returns"], self.config.value_clip)
-        self._sums.add_mean("critic/value_loss", token_loss, mask)
-        self._sums.add_mean("critic/clip_fraction", clipped.float(), mask)
+        self.step_stats.add_mean("critic/value_loss", token_loss, mask)
+        self.step_stats.add_mean("critic/clip_fraction", clipped.float(), mask)
         return aggregate(token_loss, mask, mb.seq_index, mb.num_seqs, "token_mean"), {}
 
     def value_loss_weight(self, mb: SequenceBatch) -> float:
@@ -286,7 +292,8 @@ class PPOAlgorithm:
                 stats["m2po/masked_fraction"] = (float(loss_mask.sum() - update_mask.sum()) - behav_masked) / n_loss
         if "ref_logprobs" in batch.tokens:
             old = batch.tokens.get("prox_logprobs", batch["logprobs"])
-            stats["kl_ref/mean"] = float(adv_fns.kl_estimate(old, batch["ref_logprobs"], "k3")[loss_mask].mean())
+            kl_ref = adv_fns.kl_estimate(old, batch["ref_logprobs"], "k3", mask=loss_mask)
+            stats["kl_ref/mean"] = float(kl_ref[loss_mask].mean())
         if "values" in batch.tokens:
             stats["critic/values_mean"] = float(batch["values"][loss_mask].mean())
             stats["critic/returns_mean"] = float(batch["returns"][loss_mask].mean())
@@ -295,9 +302,9 @@ class PPOAlgorithm:
     def _add_behaviour_stats(self, weights: torch.Tensor, mask: torch.Tensor, keep: torch.Tensor) -> None:
         if self.config.behav_weight_mode == "none":
             return
-        self._sums.add_mean("behav_weight/mean", weights, mask)
-        self._sums.add_max("behav_weight/max", weights, mask)
-        self._sums.add_mean("behav_weight/masked_fraction", (~keep).float(), mask)
+        self.step_stats.add_mean("behav_weight/mean", weights, mask)
+        self.step_stats.add_max("behav_weight/max", weights, mask)
+        self.step_stats.add_mean("behav_weight/masked_fraction", (~keep).float(), mask)
 
     # -- checks -------------------------------------------------------------------------------
 

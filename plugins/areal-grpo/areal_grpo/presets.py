@@ -29,13 +29,12 @@ from __future__ import annotations
 import copy
 from typing import Any, Literal
 
-from pydantic.fields import FieldInfo
-
 from areal_grpo.config import KLEstimator, NormLevel, PPOConfig
 
 
-def _default(field: str, value: Any) -> FieldInfo:
-    """PPOConfig's field ``field`` (description and constraints kept) with a new default."""
+def _default(field: str, value: Any) -> Any:
+    """PPOConfig's field ``field`` (description and constraints kept) with a new default (typed Any,
+    like ``pydantic.Field``, so it stands as the default of a field of any type)."""
     info = copy.copy(PPOConfig.model_fields[field])
     info.default = value
     return info
@@ -106,7 +105,7 @@ class GSPOConfig(PPOConfig):
 class SAPOConfig(PPOConfig):
     """SAPO: soft sigmoid gate on the ratio instead of the hard clip."""
 
-    policy_loss: Literal["clip", "sapo"] = _default("policy_loss", "sapo")
+    policy_loss: str = _default("policy_loss", "sapo")
 
 
 class M2POConfig(PPOConfig):

@@ -22,9 +22,12 @@ def segment_count(mask: torch.Tensor, index: torch.Tensor, n: int) -> torch.Tens
 
 
 def segment_mean(x: torch.Tensor, mask: torch.Tensor, index: torch.Tensor, n: int) -> torch.Tensor:
-    """[n]: the mean of ``x`` over the masked entries of each segment (0 for a segment with none)."""
-    m = mask.to(x.dtype)
-    return segment_sum(x * m, index, n) / segment_count(mask, index, n).clamp(min=1)
+    """[n]: the mean of ``x`` over the masked entries of each segment (0 for a segment with none).
+
+    Unmasked entries are replaced by 0 (``torch.where``, not a product with the mask), so an inf
+    there neither reaches the mean nor turns its gradient into NaN."""
+    kept = torch.where(mask.bool(), x, torch.zeros_like(x))
+    return segment_sum(kept, index, n) / segment_count(mask, index, n).clamp(min=1)
 
 
 def segment_max(x: torch.Tensor, index: torch.Tensor, n: int, empty: float = float("-inf")) -> torch.Tensor:

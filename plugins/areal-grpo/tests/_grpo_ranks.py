@@ -32,12 +32,29 @@ def run(model_path: str) -> dict[str, float]:
 
 
 def rank_main(rank: int, world: int, port: int, model_path: str, out_dir: str) -> None:
-    """One spawned rank: join the group, run, rank 0 writes stats.pt."""
+    """One spawned rank: join the group, run, rank 0 writes stats.pt; each rank writes disjoint{rank}.pt."""
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
         stats = run(model_path)
         if rank == 0:
             torch.save(stats, Path(out_dir) / "stats.pt")
+        torch.save(disjoint_stats(rank), Path(out_dir) / f"disjoint{rank}.pt")
     finally:
         dist.destroy_process_group()
+
+
+
+def disjoint_stats(rank: int) -> dict[str, float]:
+    """Rank 0 reports ``shared`` and ``only_rank0``, rank 1 ``shared`` and a max ``only_rank1``: as when one
+    rank's micro-batches were all padding and its loss functions never ran."""
+    from areal_grpo.stats import StatSums
+
+    sums = StatSums()
+    mask = torch.ones(2, dtype=torch.bool)
+    sums.add_mean("shared", torch.tensor([1.0, 2.0]) + 10 * rank, mask)
+    if rank == 0:
+        sums.add_mean("only_rank0", torch.tensor([4.0, 6.0]), mask)
+    else:
+        sums.add_max("only_rank1", torch.tensor([3.0, 7.0]), mask)
+    return sums.result()

@@ -17,6 +17,7 @@ class PresetContract(AlgorithmContract):
         {"overlong_buffer_ratio": 0.2, "max_response_tokens": None},
         {"loss_aggregation": "token_sum_norm"},
         {"n_minibatches": 0},
+        {"policy_loss": "nope"},
     ]
 
 

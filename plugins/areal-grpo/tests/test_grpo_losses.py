@@ -174,8 +174,8 @@ def test_loglinear_proximal_approximation(registry):
 # -- the pure functions -----------------------------------------------------------------------
 
 def test_clipped_policy_loss_flags_and_dual_clip():
-    ratio, adv, w = torch.tensor([3.0, 1.5, 0.5]), torch.tensor([-1.0, 1.0, 1.0]), torch.ones(3)
-    loss, clipped, dual = clipped_policy_loss(ratio, adv, w, eps_low=0.2, eps_high=0.2, dual_clip=2.0)
+    ratio, adv = torch.tensor([3.0, 1.5, 0.5]), torch.tensor([-1.0, 1.0, 1.0])
+    loss, clipped, dual = clipped_policy_loss(ratio, adv, eps_low=0.2, eps_high=0.2, dual_clip=2.0)
     # r 3, A -1: max(3, 1.2) = 3, dual clip min(3, 2) = 2 | r 1.5, A 1: max(-1.5, -1.2) = -1.2 | r .5: max(-.5, -.8)
     assert_close(loss, torch.tensor([2.0, -1.2, -0.5]))
     assert clipped.tolist() == [False, True, False] and dual.tolist() == [True, False, False]

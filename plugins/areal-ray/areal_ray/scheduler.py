@@ -24,6 +24,7 @@ becomes an ArealError naming the process, the node and the way back (``recover=a
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import socket
 import uuid
@@ -73,7 +74,7 @@ class RayScheduler(ClusterScheduler):
         self.log_dir = Path("logs")
         self.servers: list[RayProcess] = []
         self.trainers: list[RayProcess] = []
-        self._pg = None
+        self._pg: Any = None  # the placement group, once placed
         self._connected = False
 
     # ------------------------------------------------------------------ Scheduler protocol
@@ -102,7 +103,7 @@ class RayScheduler(ClusterScheduler):
             by_addr[f"{proc.node_ip}:{port}"] = proc
         ray.get(starts)
         addrs = list(by_addr)
-        checks = {a: (lambda p=p: self._check([p])) for a, p in by_addr.items()}
+        checks = {a: functools.partial(self._check, [p]) for a, p in by_addr.items()}
         asyncio.run(wait_healthy(backend, checks, timeout_s=self.config.server_start_timeout_s,
                                  setting="scheduler.server_start_timeout_s", log_tail=lambda a: by_addr[a].log_tail()))
         log.info("inference servers ready", addrs=addrs, nodes=[p.node_id[:8] for p in self.servers])

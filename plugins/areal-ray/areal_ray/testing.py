@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,7 +90,7 @@ class RayCluster:
     def address(self) -> str:
         return f"{self.ip}:{self.port}"
 
-    def _start(self, name: str, args: list[str], prefix: list[str] = ()) -> RayNode:
+    def _start(self, name: str, args: list[str], prefix: Sequence[str] = ()) -> RayNode:
         log = self.root / f"{name}.log"
         with open(log, "ab") as out:
             popen = subprocess.Popen([*prefix, RAY, "start", "--block", f"--node-ip-address={self.ip}", f"--num-cpus={NODE_CPUS}",

@@ -17,9 +17,8 @@ import pytest
 for module in ("areal_embedded", "areal_fsdp", "areal_grpo", "areal_arith"):
     pytest.importorskip(module)
 
-from areal_ray.testing import ray_env  # noqa: E402
-
-from areal_core.trainer import checkpoint as ckpt  # noqa: E402
+from areal_core.trainer import checkpoint as ckpt
+from areal_ray.testing import ray_env
 
 pytestmark = pytest.mark.timeout(900)
 ROOT = Path(__file__).resolve().parents[3]

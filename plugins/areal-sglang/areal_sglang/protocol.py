@@ -30,7 +30,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Any, Iterable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from areal_core.plugin import ArealError, ModelRequest, ModelResponse, SamplingParams, WeightUpdateMeta, WeightUpdater
 
@@ -115,7 +116,7 @@ def parse_generate_response(req: ModelRequest, data: Any, latency_s: float) -> M
     )
 
 
-async def _post(client: "httpx.AsyncClient", addr: str, endpoint: str, body: dict[str, Any] | None = None,
+async def _post(client: httpx.AsyncClient, addr: str, endpoint: str, body: dict[str, Any] | None = None,
                 timeout: float | None = None) -> Any:
     kwargs: dict[str, Any] = {"json": body or {}}
     if timeout is not None:
@@ -124,7 +125,7 @@ async def _post(client: "httpx.AsyncClient", addr: str, endpoint: str, body: dic
     return _checked(resp, addr, endpoint)
 
 
-def _checked(resp: "httpx.Response", addr: str, endpoint: str) -> Any:
+def _checked(resp: httpx.Response, addr: str, endpoint: str) -> Any:
     if resp.status_code != 200:
         raise ServerRequestError(addr, endpoint, resp.status_code, resp.text[:1000])
     try:
@@ -146,7 +147,7 @@ class SGLangProtocol:
     def server_command(self, model_path: str, host: str, port: int) -> list[str]:
         raise NotImplementedError(f"{type(self).__name__} must define server_command")
 
-    async def generate(self, client: "httpx.AsyncClient", addr: str, req: ModelRequest) -> ModelResponse:
+    async def generate(self, client: httpx.AsyncClient, addr: str, req: ModelRequest) -> ModelResponse:
         """One ``/generate`` round trip. ``finish_reason == "abort"`` when the server was paused mid-way."""
         if not req.input_ids:
             raise ArealError("ModelRequest.input_ids is empty: a prompt needs at least one token")
@@ -154,14 +155,14 @@ class SGLangProtocol:
         data = await _post(client, addr, "/generate", generate_payload(req))
         return parse_generate_response(req, data, time.perf_counter() - start)
 
-    async def pause(self, client: "httpx.AsyncClient", addr: str) -> None:
+    async def pause(self, client: httpx.AsyncClient, addr: str) -> None:
         """Abort in-flight requests (they return partial output) and hold new ones until resume."""
         await _post(client, addr, "/pause_generation", {"mode": "abort"})
 
-    async def resume(self, client: "httpx.AsyncClient", addr: str) -> None:
+    async def resume(self, client: httpx.AsyncClient, addr: str) -> None:
         await _post(client, addr, "/continue_generation")
 
-    async def health(self, client: "httpx.AsyncClient", addr: str) -> bool:
+    async def health(self, client: httpx.AsyncClient, addr: str) -> bool:
         """True when ``GET /health`` answers 200; False when it errors or cannot be reached."""
         import httpx
 
@@ -187,10 +188,10 @@ class SGLangDiskUpdater:
     def __init__(self, meta: WeightUpdateMeta):
         self.meta = meta
 
-    async def connect(self, client: "httpx.AsyncClient", addrs: list[str]) -> None:
+    async def connect(self, client: httpx.AsyncClient, addrs: list[str]) -> None:
         """Nothing to prepare: servers read the shared filesystem."""
 
-    async def push(self, client: "httpx.AsyncClient", addrs: list[str], weights: Any, version: int) -> int:
+    async def push(self, client: httpx.AsyncClient, addrs: list[str], weights: Any, version: int) -> int:
         from pathlib import Path
 
         if not isinstance(weights, str) or not weights:
@@ -200,11 +201,11 @@ class SGLangDiskUpdater:
                                for addr in addrs))
         return sum(f.stat().st_size for f in Path(weights).glob("*.safetensors"))
 
-    async def close(self, client: "httpx.AsyncClient") -> None:
+    async def close(self, client: httpx.AsyncClient) -> None:
         """Nothing to release."""
 
 
-async def get_weight_version(client: "httpx.AsyncClient", addr: str) -> int:
+async def get_weight_version(client: httpx.AsyncClient, addr: str) -> int:
     """The weight version a server reports (``GET /get_weight_version``)."""
     resp = await client.get(f"http://{addr}/get_weight_version")
     return parse_weight_version(_checked(resp, addr, "/get_weight_version")["weight_version"])
@@ -235,7 +236,7 @@ class SGLangBroadcastUpdater:
                              f"{self.ranks_per_server} ranks + trainer rank 0 make {world}")
         return world
 
-    async def connect(self, client: "httpx.AsyncClient", addrs: list[str], timeout_s: float = 120.0) -> None:
+    async def connect(self, client: httpx.AsyncClient, addrs: list[str], timeout_s: float = 120.0) -> None:
         """Create the group: servers join over HTTP while this process joins as rank 0."""
         from areal_sglang.weight_transfer import open_weight_group
 
@@ -252,12 +253,14 @@ class SGLangBroadcastUpdater:
                                 world, 0, self.meta.backend, timeout_s)
         *_, self.group = await asyncio.gather(*requests, own)
 
-    async def push(self, client: "httpx.AsyncClient", addrs: list[str],
-                   weights: "Iterable[tuple[str, torch.Tensor]]", version: int) -> int:
+    async def push(self, client: httpx.AsyncClient, addrs: list[str],
+                   weights: str | Iterable[tuple[str, torch.Tensor]], version: int) -> int:
         """Broadcast every tensor (bucketed by ``meta.bucket_bytes``, consumed lazily), then set
         ``version`` on every server. Returns the bytes sent."""
         from areal_sglang.weight_transfer import broadcast_from_rank0, dtype_name, iter_buckets
 
+        if isinstance(weights, str):
+            raise ArealError(f"distributed weight update streams (name, tensor) pairs, not a directory ({weights!r})")
         if self.group is None:
             raise ArealError("SGLangBroadcastUpdater.push called before connect()")
         sent = 0
@@ -277,5 +280,5 @@ class SGLangBroadcastUpdater:
                                for addr in addrs))
         return sent
 
-    async def close(self, client: "httpx.AsyncClient") -> None:
+    async def close(self, client: httpx.AsyncClient) -> None:
         self.group = None

@@ -1,7 +1,8 @@
 """The process group that carries new weights from trainer rank 0 to inference servers.
 
 Both sides call :func:`open_weight_group` with the same address, port and world size: rank 0 (the
-trainer) hosts the TCPStore, servers join as ranks 1..N. The group is a raw ``ProcessGroup``
+trainer) hosts the TCPStore, servers join as ranks 1..N. The store listens on that address only
+(torch's own listener would take every interface): rank 0 binds the socket and hands it over. The group is a raw ``ProcessGroup``
 (gloo on CPU, NCCL on GPU), independent of any default group either side already has, so the
 trainer's own data-parallel groups are untouched. Tensors go one broadcast each, from rank 0,
 in the order both sides agreed on over HTTP.
@@ -10,7 +11,8 @@ in the order both sides agreed on over HTTP.
 from __future__ import annotations
 
 import datetime
-from typing import Iterable, Iterator
+import socket
+from collections.abc import Iterable, Iterator
 
 import torch
 import torch.distributed as dist
@@ -19,12 +21,17 @@ from areal_core.plugin import ArealError
 
 
 def open_weight_group(master_address: str, master_port: int, world_size: int, rank: int,
-                      backend: str = "gloo", timeout_s: float = 120.0) -> "dist.ProcessGroup":
+                      backend: str = "gloo", timeout_s: float = 120.0) -> dist.ProcessGroupGloo | dist.ProcessGroupNCCL:
     """Join (rank 0: host) the weight-sync group; blocks until all ``world_size`` ranks joined."""
     if not 0 <= rank < world_size:
         raise ArealError(f"weight-sync rank {rank} is outside world_size {world_size}")
     timeout = datetime.timedelta(seconds=timeout_s)
-    store = dist.TCPStore(master_address, master_port, world_size, is_master=(rank == 0), timeout=timeout)
+    if rank == 0:
+        store = dist.TCPStore(master_address, master_port, world_size, is_master=True, timeout=timeout,
+                              master_listen_fd=_listen_fd(master_address, master_port))
+    else:
+        store = dist.TCPStore(master_address, master_port, world_size, is_master=False, timeout=timeout)
+    group: dist.ProcessGroupGloo | dist.ProcessGroupNCCL
     if backend == "gloo":
         group = dist.ProcessGroupGloo(store, rank, world_size, timeout)
     elif backend == "nccl":
@@ -36,7 +43,17 @@ def open_weight_group(master_address: str, master_port: int, world_size: int, ra
     return group
 
 
-def broadcast_from_rank0(group: "dist.ProcessGroup", tensors: list[torch.Tensor]) -> None:
+def _listen_fd(address: str, port: int) -> int:
+    """A listening socket on ``address:port`` only, as a file descriptor the store takes over."""
+    family = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM)[0][0]
+    try:
+        sock = socket.create_server((address, port), family=family, backlog=1024)
+    except OSError as exc:
+        raise ArealError(f"weight-sync store: cannot listen on {address}:{port}: {exc}") from None
+    return sock.detach()
+
+
+def broadcast_from_rank0(group: dist.ProcessGroup, tensors: list[torch.Tensor]) -> None:
     """Broadcast each tensor in place from rank 0 (rank 0 sends, every other rank receives)."""
     for tensor in tensors:
         opts = dist.BroadcastOptions()

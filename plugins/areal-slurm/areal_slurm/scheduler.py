@@ -22,6 +22,7 @@ the job (a job the driver did not submit keeps running; only its steps are cance
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import re
 import shlex
@@ -140,7 +141,7 @@ class SlurmScheduler(ClusterScheduler):
                               backend.server_command(model_path, host, port), env or {})
             self.servers.append(step)
             by_addr[f"{host}:{port}"] = step
-        checks = {a: (lambda s=s: self._check([s])) for a, s in by_addr.items()}
+        checks = {a: functools.partial(self._check, [s]) for a, s in by_addr.items()}
         asyncio.run(wait_healthy(backend, checks, timeout_s=self.config.server_start_timeout_s,
                                  setting="scheduler.server_start_timeout_s", log_tail=lambda a: by_addr[a].log_tail()))
         log.info("inference servers ready", addrs=list(by_addr), job_id=self.job_id)
@@ -201,8 +202,7 @@ class SlurmScheduler(ClusterScheduler):
             raise ArealError(f"scheduler.partition={cfg.partition!r}: no such partition on this Slurm cluster "
                              f"(partitions: {', '.join(known) or 'none'})")
         info = _run(["scontrol", "show", "partition", partition, "-o"])
-        total = int(re.search(r"\bTotalCPUs=(\d+)", info)[1])
-        nodes = int(re.search(r"\bTotalNodes=(\d+)", info)[1])
+        total, nodes = _field(info, "TotalCPUs", partition), _field(info, "TotalNodes", partition)
         if cfg.nodes > nodes:
             raise ArealError(f"scheduler.nodes={cfg.nodes} but partition {partition!r} has {nodes} node(s)")
         ranks_placed = alloc.trainer_ranks > 1
@@ -212,7 +212,7 @@ class SlurmScheduler(ClusterScheduler):
     def _wait_running(self) -> list[str]:
         deadline = time.monotonic() + self.config.job_start_timeout_s
         while True:
-            state, reason, nodelist = (_run(["squeue", "-h", "-j", self.job_id, "-o", "%T|%r|%N"]).strip() or "GONE||").split("|")
+            state, reason, nodelist = (_run(["squeue", "-h", "-j", str(self.job_id), "-o", "%T|%r|%N"]).strip() or "GONE||").split("|")
             if state == "RUNNING":
                 return _run(["scontrol", "show", "hostnames", nodelist]).split()
             if state not in ("PENDING", "CONFIGURING"):
@@ -293,3 +293,11 @@ def _wait_gone(ids: list[str], timeout_s: float) -> None:
         if not any(i in out or i in jobs or any(o.startswith(f"{i}.") for o in out) for i in ids):
             return
         time.sleep(0.5)
+
+
+def _field(info: str, key: str, partition: str) -> int:
+    """An integer ``KEY=N`` of ``scontrol show partition -o`` output."""
+    found = re.search(rf"\b{key}=(\d+)", info)
+    if found is None:
+        raise ArealError(f"scheduler slurm: `scontrol show partition {partition}` reports no {key} ({info[:200]!r})")
+    return int(found[1])

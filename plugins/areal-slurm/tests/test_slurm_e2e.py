@@ -21,7 +21,6 @@ TOTAL_STEPS = 4
 
 def test_quickstart_through_slurm(slurm_cluster, tmp_path):
     from areal_arith.cli import prepare
-
     from areal_core.metrics import read_metrics
 
     data = prepare(tmp_path / "data", size="0.2m", n_train=64, n_valid=8, n_sft=8)

@@ -9,12 +9,12 @@ import sys
 import textwrap
 
 import pytest
-from slurm_cluster import machine_ip
 
 from areal_core.errors import ArealError
 from areal_core.registry import build_registry
 from areal_slurm.config import SlurmSchedulerConfig
 from areal_slurm.scheduler import SlurmScheduler
+from slurm_cluster import machine_ip
 
 pytestmark = pytest.mark.timeout(600)
 ALLOCATION = "inference=embedded:d1+actor=fsdp:d2"

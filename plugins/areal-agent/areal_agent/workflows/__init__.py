@@ -1,0 +1,1 @@
+"""The workflows this plugin registers: ``agent``, ``multi_turn``, ``tool_use``."""

@@ -1,0 +1,1 @@
+"""areal-vllm: vLLM's OpenAI-compatible server as an areal inference backend."""
