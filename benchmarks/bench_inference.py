@@ -75,9 +75,10 @@ def server_runner(backend, addr: str):
     import httpx
 
     from areal_core.api.types import ModelRequest, SamplingParams
+    from areal_core.auth import auth_headers
 
     async def send_all(reqs):
-        async with httpx.AsyncClient(timeout=3600) as client:
+        async with httpx.AsyncClient(timeout=3600, headers=auth_headers()) as client:
             resps = await asyncio.gather(*(backend.generate(client, addr, ModelRequest(
                 p, SamplingParams(max_new_tokens=n, temperature=1.0, ignore_eos=True))) for p, n in reqs))
         assert [len(r.output_ids) for r in resps] == [n for _, n in reqs]

@@ -81,7 +81,7 @@ class ToyWorkflow:
         for i in range(self.n):
             resp = await engine.agenerate(ModelRequest(list(prompt_ids), SamplingParams(max_new_tokens=8), rid=f"{sample['id']}-{i}"))
             completion = self.tokenizer.decode(resp.output_ids)
-            reward = self.reward(sample["prompt"], completion, sample)
+            reward = (await self.reward(sample["prompt"], completion, sample)).value  # core's RewardRunner
             trajectories.append(Trajectory.from_response(resp, reward, group_id=str(sample["id"]), sample_id=str(sample["id"])))
         return trajectories
 

@@ -62,6 +62,7 @@ class ControllableEngine(InferenceEngine, Protocol):
     """An InferenceEngine the controller can pause and push weights through (the :class:`RolloutClient`)."""
 
     weight_version: WeightVersion
+    addrs: list[str]  # the servers in use (a lost one is dropped)
 
     async def pause(self) -> None: ...
 

@@ -375,12 +375,15 @@ class RLTrainer:
         backend = self.backend
         assert isinstance(backend, SupportsWeightsChecksum)  # checked in setup
 
+        assert self.controller is not None  # rank 0 owns the rollout side
+        live = list(self.controller.engine.addrs)  # a server lost under on_server_lost=continue is gone
+
         async def ask(http):
-            return await asyncio.wait_for(asyncio.gather(*(backend.weights_checksum(http, a) for a in self.addrs)),
+            return await asyncio.wait_for(asyncio.gather(*(backend.weights_checksum(http, a) for a in live)),
                                           self.run.rollout.control_timeout_s)
 
         theirs = _run_with_http(ask)
-        bad = [f"{a}: {c}" for a, c in zip(self.addrs, theirs) if c != mine]
+        bad = [f"{a}: {c}" for a, c in zip(live, theirs) if c != mine]
         if bad:
             raise ArealError(f"weight sync to version {version}: server weights differ from the trainer's "
                              f"(trainer {mine}; " + "; ".join(bad) + ")")

@@ -40,6 +40,7 @@ def rank_main(rank: int, world: int, port: int, model_path: str, out_dir: str) -
         if rank == 0:
             torch.save(stats, Path(out_dir) / "stats.pt")
         torch.save(disjoint_stats(rank), Path(out_dir) / f"disjoint{rank}.pt")
+        dist.barrier()  # leave together: a rank tearing down gloo while the other still uses it aborts
     finally:
         dist.destroy_process_group()
 
