@@ -12,6 +12,7 @@ from areal_core.api.protocols import (
     Scheduler,
     SupportsAclose,
     SupportsAdapterExport,
+    SupportsParallelLayout,
     SupportsServerStatus,
     SupportsStats,
     SupportsWeightsChecksum,
@@ -22,6 +23,7 @@ from areal_core.api.protocols import (
 from areal_core.api.types import (
     ModelRequest,
     ModelResponse,
+    ParallelLayout,
     RunContext,
     SamplingParams,
     Trajectory,
@@ -33,6 +35,7 @@ from areal_core.api.types import (
 __all__ = [
     "Algorithm", "Device", "InferenceBackend", "InferenceEngine", "LossFn", "LossWeightFn", "MetricSink",
     "ModelRequest", "ModelResponse", "Reward", "RunContext", "SamplingParams", "Scheduler", "SupportsAclose", "SupportsServerStatus",
+    "ParallelLayout", "SupportsParallelLayout",
     "SupportsAdapterExport", "SupportsStats", "SupportsWeightsChecksum", "TrainEngine", "Trajectory",
     "WeightSyncPath", "WeightUpdateMeta", "WeightUpdater", "WeightVersion", "Workflow",
 ]

@@ -40,9 +40,7 @@ from ray.util.scheduling_strategies import (
     PlacementGroupSchedulingStrategy,
 )
 
-from areal_core.launcher.support import ClusterScheduler, log_tail, wait_healthy
-from areal_core.logging import get_logger
-from areal_core.plugin import ArealError, InferenceBackend
+from areal_core.plugin import ArealError, ClusterScheduler, InferenceBackend, get_logger, log_tail, wait_healthy
 from areal_ray.config import RaySchedulerConfig
 from areal_ray.process import ProcessActor
 
@@ -225,7 +223,7 @@ class RayScheduler(ClusterScheduler):
         if self._pg is None:
             raise ArealError("scheduler ray: prepare(run_dir) must run before processes start")
         devices = self._pg.bundle_specs[bundle].get(self.config.device_resource or "GPU", 0)
-        actor = ray.remote(ProcessActor).options(
+        actor: Any = ray.remote(ProcessActor).options(
             num_cpus=cpus, num_gpus=devices if self.config.device_resource == "GPU" else 0, name=None,
             scheduling_strategy=PlacementGroupSchedulingStrategy(self._pg, placement_group_bundle_index=bundle),
         ).remote()

@@ -83,7 +83,7 @@ def test_a_failing_rank_is_an_error_with_its_log(ray_cluster, tmp_path):
 
 
 def test_unreachable_address_is_one_clear_error(tmp_path):
-    from areal_core.launcher.local import free_port
+    from areal_core.plugin import free_port
 
     address = f"127.0.0.1:{free_port()}"
     sched = RayScheduler(RaySchedulerConfig(address=address, allocation="inference=embedded:d1+actor=fsdp:d1",

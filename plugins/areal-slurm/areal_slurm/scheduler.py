@@ -15,7 +15,7 @@ Each server and trainer rank is then a step of the job, started from the driver:
 
 (the step inherits the driver's environment plus the process's own variables; its output goes
 to ``RUN_DIR/logs/<name>.log``). Addresses are the nodes' ``NodeAddr``; free ports are probed on
-the node by a short step. On any failure, and at the end, ``scancel`` ends the job's steps and
+the node by a short step (``free_port`` there). On any failure, and at the end, ``scancel`` ends the job's steps and
 the job (a job the driver did not submit keeps running; only its steps are cancelled).
 """
 
@@ -35,14 +35,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from areal_core.launcher.support import ClusterScheduler, log_tail, wait_healthy
-from areal_core.logging import get_logger
-from areal_core.plugin import ArealError, InferenceBackend
+from areal_core.plugin import ArealError, ClusterScheduler, InferenceBackend, get_logger, log_tail, wait_healthy
 from areal_slurm.config import SlurmSchedulerConfig
 
 log = get_logger(__name__)
 COMMANDS = ("sbatch", "srun", "squeue", "scancel", "scontrol", "sinfo")
-PORT_PROBE = "import socket\nfor _ in range({n}):\n    s=socket.socket(); s.bind(('', 0)); print(s.getsockname()[1])"
+PORT_PROBE = "from areal_core.plugin import free_port\nprint(free_port({host!r}))"
 
 
 @dataclass
@@ -136,7 +134,8 @@ class SlurmScheduler(ClusterScheduler):
         by_addr: dict[str, SlurmStep] = {}
         for i in range(n):
             node = self._node_for(self.config.cpus_per_server)
-            host, port = self._address(node), self._free_ports(node, 1)[0]
+            host = self._address(node)
+            port = self._free_port(node, host)
             step = self._srun(f"server-{i}", node, self.config.cpus_per_server,
                               backend.server_command(model_path, host, port), env or {})
             self.servers.append(step)
@@ -150,7 +149,8 @@ class SlurmScheduler(ClusterScheduler):
     def launch_trainers(self, argv: list[str], ranks: int, env: dict[str, str]) -> list[SlurmStep]:
         """One step per rank; ``MASTER_ADDR`` is rank 0's node, ``AREAL_HOST_ADDR`` each rank's."""
         nodes = [self._node_for(self.config.cpus_per_trainer) for _ in range(ranks)]
-        master, port = self._address(nodes[0]), self._free_ports(nodes[0], 1)[0]
+        master = self._address(nodes[0])
+        port = self._free_port(nodes[0], master)
         handles = []
         for r, node in enumerate(nodes):
             local = [i for i, n in enumerate(nodes) if n == node]
@@ -230,10 +230,12 @@ class SlurmScheduler(ClusterScheduler):
         m = re.search(r"\bNodeAddr=(\S+)", info)
         return socket.gethostbyname(m[1] if m else node)
 
-    def _free_ports(self, node: str, n: int) -> list[int]:
+    def _free_port(self, node: str, host: str) -> int:
+        """A port free on ``node`` (``free_port`` run there by a short step: below the ephemeral range,
+        so the steps' own srun connections cannot take it before the process binds it)."""
         out = _run(["srun", f"--jobid={self.job_id}", "--overlap", "--nodes=1", "--ntasks=1", f"--nodelist={node}",
-                    sys.executable, "-c", PORT_PROBE.format(n=n)])
-        return [int(p) for p in out.split()]
+                    sys.executable, "-c", PORT_PROBE.format(host=host)])
+        return int(out.split()[-1])
 
     # ------------------------------------------------------------------ steps
     def _node_for(self, cpus: int) -> str:
