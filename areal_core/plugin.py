@@ -17,7 +17,7 @@ capabilities) and the data types that cross them, and ``tensors_checksum`` (what
 require it, clients send it) and durable output (``require_free_space``, ``disk_full_error``,
 ``fsync_tree``: what checkpoints and exports are written with), ``get_logger`` (the run's
 structured log) and what a scheduler plugin builds on (``ClusterScheduler``, ``free_port``,
-``die_with_parent``, ``wait_healthy``, ``log_tail``). Test helpers live in
+``die_with_parent``, ``wait_healthy``, ``log_tail``, ``describe_status``). Test helpers live in
 :mod:`areal_core.testing` (contract suites, tiny models).
 """
 
@@ -37,6 +37,7 @@ from areal_core.config.base import (
 from areal_core.errors import ArealError
 from areal_core.files import disk_full_error, fsync_tree, require_free_space
 from areal_core.hookspecs import hookimpl
+from areal_core.launcher.liveness import describe_status
 from areal_core.launcher.support import ClusterScheduler, die_with_parent, free_port, log_tail, wait_healthy
 from areal_core.logging import get_logger
 from areal_core.registry import Component
@@ -52,7 +53,7 @@ __all__ = [
     "WorkflowConfigBase", "hookimpl", "SequenceBatch", "tensors_checksum", "API_KEY_ENV", "auth_headers",
     "disk_full_error", "fsync_tree", "require_free_space", "RewardRunner", "RewardOutcome", "RewardFailureRateError",
     "InferenceUnavailableError", "sample_id_of", "get_logger", "ClusterScheduler", "die_with_parent", "free_port",
-    "log_tail", "wait_healthy", *_api_all,
+    "log_tail", "wait_healthy", "describe_status", *_api_all,
 ]
 
 

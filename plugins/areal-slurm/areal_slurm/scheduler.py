@@ -17,6 +17,10 @@ Each server and trainer rank is then a step of the job, started from the driver:
 to ``RUN_DIR/logs/<name>.log``). Addresses are the nodes' ``NodeAddr``; free ports are probed on
 the node by a short step (``free_port`` there). On any failure, and at the end, ``scancel`` ends the job's steps and
 the job (a job the driver did not submit keeps running; only its steps are cancelled).
+
+It is :class:`~areal_core.plugin.SupportsServerStatus`: ``describe_server`` reports a server's
+step (its srun client ends with it), and ``rollout.on_server_lost=restart`` starts a new step on
+the same node with the same command and port.
 """
 
 from __future__ import annotations
@@ -35,7 +39,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from areal_core.plugin import ArealError, ClusterScheduler, InferenceBackend, get_logger, log_tail, wait_healthy
+from areal_core.plugin import (
+    ArealError,
+    ClusterScheduler,
+    InferenceBackend,
+    describe_status,
+    get_logger,
+    log_tail,
+    wait_healthy,
+)
 from areal_slurm.config import SlurmSchedulerConfig
 
 log = get_logger(__name__)
@@ -68,6 +80,8 @@ class SlurmScheduler(ClusterScheduler):
         self.nodes: list[str] = []
         self.steps: list[SlurmStep] = []
         self.servers: list[SlurmStep] = []
+        # per server address, in start order (= self.servers): what restart_server starts again
+        self._server_launch: dict[str, tuple[InferenceBackend, list[str], dict[str, str]]] = {}
         self._submitted = False
         self._next_node = 0
 
@@ -136,15 +150,50 @@ class SlurmScheduler(ClusterScheduler):
             node = self._node_for(self.config.cpus_per_server)
             host = self._address(node)
             port = self._free_port(node, host)
-            step = self._srun(f"server-{i}", node, self.config.cpus_per_server,
-                              backend.server_command(model_path, host, port), env or {})
+            argv = backend.server_command(model_path, host, port)
+            step = self._srun(f"server-{i}", node, self.config.cpus_per_server, argv, env or {})
             self.servers.append(step)
             by_addr[f"{host}:{port}"] = step
+            self._server_launch[f"{host}:{port}"] = (backend, argv, dict(env or {}))
+        self._wait_healthy(backend, by_addr)
+        log.info("inference servers ready", addrs=list(by_addr), job_id=self.job_id)
+        return list(by_addr)
+
+    # ------------------------------------------------------------------ SupportsServerStatus
+    def describe_server(self, addr: str) -> str:
+        """``server-0 IP:PORT (slurm job J, node N, srun pid P) exited with status 137; end of LOG: ...``
+        (the step's srun client stands for it: it ends with the server; the log tail when it has)."""
+        step = self._server_step(addr)
+        if step is None:
+            return f"{addr} was not started by this scheduler"
+        code = step.popen.poll()
+        line = (f"{step.name} {addr} (slurm job {self.job_id}, node {step.node}, srun pid {step.popen.pid}) "
+                f"{describe_status(step.popen.pid, code)}")
+        return line if code is None else f"{line}; end of {step.log_path}:\n{step.log_tail()}"
+
+    def restart_server(self, addr: str) -> None:
+        """End what is left of the server's step, start a new step on the same node with the same
+        command (same port) and environment; returns once it is healthy."""
+        backend, argv, env = self._server_launch[addr]
+        old = self._server_step(addr)
+        if old is None:
+            raise ArealError(f"scheduler slurm: {addr} was not started by this scheduler")
+        _stop_client(old, self.config.stop_timeout_s)
+        new = self._srun(old.name, old.node, self.config.cpus_per_server, argv, env)
+        self.servers[self.servers.index(old)] = new
+        self._wait_healthy(backend, {addr: new})
+        log.warning("inference server restarted", addr=addr, node=new.node, job_id=self.job_id)
+
+    def _server_step(self, addr: str) -> SlurmStep | None:
+        if addr not in self._server_launch:
+            return None
+        index = list(self._server_launch).index(addr)
+        return self.servers[index] if index < len(self.servers) else None
+
+    def _wait_healthy(self, backend: InferenceBackend, by_addr: dict[str, SlurmStep]) -> None:
         checks = {a: functools.partial(self._check, [s]) for a, s in by_addr.items()}
         asyncio.run(wait_healthy(backend, checks, timeout_s=self.config.server_start_timeout_s,
                                  setting="scheduler.server_start_timeout_s", log_tail=lambda a: by_addr[a].log_tail()))
-        log.info("inference servers ready", addrs=list(by_addr), job_id=self.job_id)
-        return list(by_addr)
 
     def launch_trainers(self, argv: list[str], ranks: int, env: dict[str, str]) -> list[SlurmStep]:
         """One step per rank; ``MASTER_ADDR`` is rank 0's node, ``AREAL_HOST_ADDR`` each rank's."""
@@ -184,12 +233,8 @@ class SlurmScheduler(ClusterScheduler):
                 step.popen.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + self.config.stop_timeout_s
         for step in self.steps:
-            try:
-                step.popen.wait(timeout=max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                step.popen.kill()
-                step.popen.wait()
-        self.steps, self.servers = [], []
+            _stop_client(step, max(0.0, deadline - time.monotonic()))
+        self.steps, self.servers, self._server_launch = [], [], {}
 
     # ------------------------------------------------------------------ cluster queries
     def _check_partition(self) -> None:
@@ -279,6 +324,17 @@ def _run(cmd: list[str]) -> str:
     if res.returncode != 0:
         raise ArealError(f"`{shlex.join(cmd)}` failed ({res.returncode}): {res.stderr.strip() or res.stdout.strip()}")
     return res.stdout
+
+
+def _stop_client(step: SlurmStep, timeout_s: float) -> None:
+    """SIGTERM a step's srun client (srun passes it on to the step's tasks), SIGKILL after ``timeout_s``."""
+    if step.popen.poll() is None:
+        step.popen.send_signal(signal.SIGTERM)
+    try:
+        step.popen.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        step.popen.kill()
+        step.popen.wait()
 
 
 def _step_ids(job_id: str) -> list[str]:
