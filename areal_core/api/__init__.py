@@ -21,6 +21,7 @@ from areal_core.api.protocols import (
     Workflow,
 )
 from areal_core.api.types import (
+    FinishReason,
     ModelRequest,
     ModelResponse,
     ParallelLayout,
@@ -33,7 +34,7 @@ from areal_core.api.types import (
 )
 
 __all__ = [
-    "Algorithm", "Device", "InferenceBackend", "InferenceEngine", "LossFn", "LossWeightFn", "MetricSink",
+    "Algorithm", "Device", "FinishReason", "InferenceBackend", "InferenceEngine", "LossFn", "LossWeightFn", "MetricSink",
     "ModelRequest", "ModelResponse", "Reward", "RunContext", "SamplingParams", "Scheduler", "SupportsAclose", "SupportsServerStatus",
     "ParallelLayout", "SupportsParallelLayout",
     "SupportsAdapterExport", "SupportsStats", "SupportsWeightsChecksum", "TrainEngine", "Trajectory",
