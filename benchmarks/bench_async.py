@@ -16,7 +16,9 @@ batch's generation time is set by its few longest completions.
 Measured: the wall time of the training loop (the sum of ``timing/step_s``: generation wait +
 train + weight sync; server start and engine initialisation are excluded, they are the same for
 both), for exactly ``steps × batch × n_samples`` trained samples. Printed per η: the loop time,
-trained tokens per second and its ratio to η = 0, the mean version lag of trained tokens, and the
+samples/s and trained tokens/s with their ratios to η = 0 (every run trains the same number of
+samples, but async runs train the ones that finish first, so fewer long ones: its tokens/s ratio
+falls below its samples/s ratio), the mean version lag of trained tokens, and the
 step-mean of the two overlap metrics every run logs per step: ``inference/busy_fraction`` (share
 of the wall time with a generate request in flight) and ``timing/trainer_busy_fraction``
 (train_s / step_s). With ``--per-step`` also each step's pair.
@@ -226,10 +228,12 @@ def main(argv: list[str] | None = None) -> int:
                     best[eta] = r
         base = best[0]["tokens_per_s"]
         print(f"\nsame {best[0]['samples']:.0f} trained samples per run; fastest of {args.repeats} per eta")
-        print(f"{'eta':>4}{'loop s':>9}{'tok/s':>9}{'vs eta=0':>10}{'lag':>6}{'server busy':>13}{'trainer busy':>14}")
+        print(f"{'eta':>4}{'loop s':>9}{'samples/s':>11}{'vs eta=0':>10}{'tok/s':>9}{'vs eta=0':>10}{'lag':>6}"
+              f"{'server busy':>13}{'trainer busy':>14}")
         for eta in etas:
             r = best[eta]
-            print(f"{eta:>4}{r['loop_s']:9.1f}{r['tokens_per_s']:9.1f}{r['tokens_per_s'] / base:9.2f}x{r['lag']:6.2f}"
+            print(f"{eta:>4}{r['loop_s']:9.1f}{r['samples'] / r['loop_s']:11.2f}{best[0]['loop_s'] / r['loop_s']:9.2f}x"
+                  f"{r['tokens_per_s']:9.1f}{r['tokens_per_s'] / base:9.2f}x{r['lag']:6.2f}"
                   f"{mean(r['server_busy']):13.2f}{mean(r['trainer_busy']):14.2f}")
     finally:
         set_registry(None)
