@@ -59,6 +59,7 @@ from typing import TYPE_CHECKING, Any
 from areal_core.api.protocols import SupportsAdapterExport, SupportsWeightsChecksum, TrainEngine, WeightUpdater
 from areal_core.api.types import RunContext, Trajectory, WeightUpdateMeta, WeightVersion
 from areal_core.auth import auth_headers
+from areal_core.config.allocation import layout_of, require_parallel_support
 from areal_core.config.base import WorkflowConfigBase
 from areal_core.config.loader import ResolvedConfig
 from areal_core.config.schema import RunConfig
@@ -124,6 +125,15 @@ def reconcile_temperatures(cfg: ResolvedConfig[RunConfig]) -> float:
     return tau
 
 
+def create_train_engine(cfg: ResolvedConfig, path: str, context: RunContext, registry=None) -> TrainEngine:
+    """Build the train engine configured at ``path`` with ``context``, refuse a layout it cannot run
+    (``context.parallel``: t/p/c/e it does not declare), then initialise it."""
+    engine = cfg.create(path, registry=registry, run=context)
+    require_parallel_support(engine, f"train engine {cfg.components[path].name!r} ({path})", context.parallel)
+    engine.initialize()
+    return engine
+
+
 class RLTrainer:
     """One trainer rank of an RL run. Rank 0 also owns the rollout side (controller, eval, logs).
 
@@ -167,16 +177,13 @@ class RLTrainer:
         run = self.run
         reconcile_temperatures(self.cfg)
         context = RunContext(run.model_path, run.seed, run.trainer.total_steps, self.run_dir, self.rank, self.world_size,
-                             self.weight_version)
+                             self.weight_version, layout_of(self.cfg, "actor", self.world_size))
         self.algorithm = self._create("algorithm")
-        self.actor = self._create("actor", run=context)
-        self.actor.initialize()
+        self.actor = create_train_engine(self.cfg, "actor", context, self.registry)
         if run.critic is not None:
-            self.critic = self._create("critic", run=context)
-            self.critic.initialize()
+            self.critic = create_train_engine(self.cfg, "critic", context, self.registry)
         if run.ref is not None:
-            self.ref = self._create("ref", run=context)
-            self.ref.initialize()
+            self.ref = create_train_engine(self.cfg, "ref", context, self.registry)
         if run.weight_sync.type == "adapter" and not isinstance(self.actor, SupportsAdapterExport):
             raise ArealError(f"weight_sync.type=adapter: train engine {run.actor['name']!r} cannot export a LoRA adapter "
                              f"alone (no export_adapter); use weight_sync.type=disk or distributed")
@@ -231,7 +238,7 @@ class RLTrainer:
         sync = self.run.weight_sync
         meta = WeightUpdateMeta(type=sync.type, bucket_bytes=sync.bucket_mb << 20)
         if sync.type == "distributed":
-            from areal_core.launcher.local import free_port
+            from areal_core.launcher.support import free_port
 
             meta.master_address = self.host_addr
             meta.master_port = free_port(self.host_addr)

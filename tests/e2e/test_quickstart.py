@@ -67,3 +67,32 @@ def test_quickstart_pipeline_runs_on_a_tiny_model(tmp_path, registry):
     trained = [sid for row in audit for sid in row["sample_ids"]]
     assert len(trained) == len(set(trained)) == 6  # 3 steps x 2 prompts, none twice
     assert plot_run(run_dir).is_file()
+
+
+def test_a_layout_the_components_cannot_run_is_refused_naming_the_part(tmp_path, registry):
+    """The embedded server and the fsdp engine are data parallel only: a t in their allocation part
+    is refused before any process starts (inference) or the model loads (train engine)."""
+    from areal_arith.cli import prepare
+    from areal_core.api.types import RunContext
+    from areal_core.config.allocation import apply_allocation, layout_of
+    from areal_core.errors import ArealError
+    from areal_core.trainer.entry import run_training
+    from areal_core.trainer.rl import create_train_engine
+
+    data = prepare(tmp_path / "data", size="0.2m", n_train=8, n_valid=0, n_sft=0)
+    where = [f"fileroot={tmp_path / 'runs'}", "experiment_name=qs", f"model_path={data / 'model'}",
+             f"train_dataset.path={data / 'train.jsonl'}", "valid_dataset=null"]
+    rl = load_config(config_path=EXAMPLES / "quickstart.yaml", env_prefix=None, registry=registry,
+                     overrides=[*where, "scheduler.allocation=embedded:d1t2+fsdp:d1"])
+    with pytest.raises(ArealError, match=r"part 'inference=embedded:d1t2': inference backend 'embedded' cannot run "
+                                         r"t2 \(tensor parallel\)"):
+        run_training(rl, registry=registry)
+    assert not list((tmp_path / "runs").rglob("logs/*.log")), "no process may start"
+
+    rl = load_config(config_path=EXAMPLES / "quickstart.yaml", env_prefix=None, registry=registry,
+                     overrides=[*where, "scheduler.allocation=embedded:d1+fsdp:d1t2"])
+    apply_allocation(rl)
+    context = RunContext(str(data / "model"), 0, 1, tmp_path, rank=0, world_size=2,
+                         parallel=layout_of(rl, "actor", 2))
+    with pytest.raises(ArealError, match=r"part 'actor=fsdp:d1t2': train engine 'fsdp' \(actor\) cannot run t2"):
+        create_train_engine(rl, "actor", context, registry)

@@ -44,8 +44,11 @@ class VLLMBackend:
 
     Keeps, per server, the model name requests go to: the base model, or the LoRA adapter
     ``config.lora_name`` once an adapter update loaded it (looked up in ``GET /v1/models`` whenever
-    the server's weight version changes).
+    the server's weight version changes). Runs the t and p of its allocation part
+    (``--tensor-parallel-size``, ``--pipeline-parallel-size``).
     """
+
+    parallel_dims = frozenset("tp")
 
     def __init__(self, config: VLLMConfig | None = None):
         self.config = config or VLLMConfig(name="vllm")
@@ -76,6 +79,10 @@ class VLLMBackend:
                 "--model", str(model_path), "--host", host, "--port", str(port), "--dtype", c.dtype,
                 "--seed", str(c.seed), "--logprobs-mode", "processed_logprobs",
                 "--uvicorn-log-level", c.log_level]
+        if c.tensor_parallel_size > 1:
+            argv += ["--tensor-parallel-size", str(c.tensor_parallel_size)]
+        if c.pipeline_parallel_size > 1:
+            argv += ["--pipeline-parallel-size", str(c.pipeline_parallel_size)]
         if c.enforce_eager:
             argv.append("--enforce-eager")
         if c.max_model_len is not None:
