@@ -558,6 +558,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     parser.add_argument("--seed", type=int, default=0, help="seeds requests that carry no sampling_seed")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--cpus", default=None, help="comma-separated CPU core ids to pin the server to (default: no pinning)")
     parser.add_argument("--weight-version", type=int, default=0, help="initial weight version")
     parser.add_argument("--log-level", default="warning")
     limits = parser.add_argument_group("limits (see docs/operations.md)")
@@ -579,11 +580,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def pin_to_cpus(spec: str) -> set[int]:
+    """Pin every thread of this process to the cores in ``spec`` ("0,2"), which may lie outside the
+    cores it inherited; threads started later inherit it. Raises :class:`ArealError` naming the
+    cores that cannot be used."""
+    try:
+        cpus = {int(c) for c in spec.split(",") if c.strip()}
+    except ValueError:
+        raise ArealError(f"--cpus {spec!r}: expected comma-separated CPU core ids, e.g. 0,1") from None
+    if not cpus:
+        raise ArealError(f"--cpus {spec!r}: no core given")
+    for task in os.listdir("/proc/self/task"):
+        try:
+            os.sched_setaffinity(int(task), cpus)
+        except ProcessLookupError:  # the thread ended meanwhile
+            continue
+        except OSError as exc:  # a core that does not exist or that this container may not use
+            raise ArealError(f"--cpus {spec!r}: cannot pin to cores {sorted(cpus)} ({exc.strerror}); this machine has "
+                             f"{os.cpu_count()} cores") from None
+    return cpus
+
+
 def main(argv: list[str] | None = None) -> None:
     import uvicorn
 
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if args.cpus:
+        pin_to_cpus(args.cpus)
     if args.threads:
         torch.set_num_threads(args.threads)
     runner = ModelRunner(args.model, max_rows=args.max_batch, device=args.device, dtype=args.dtype, max_len=args.max_len)
