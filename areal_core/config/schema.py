@@ -70,7 +70,8 @@ class RolloutConfig(StrictModel):
                                   "GPUs can take minutes; a tiny CPU model takes under a second)")
     on_server_lost: Literal["restart", "continue", "stop"] = Field(
         "restart", description="a server that stops answering (killed, stopped, hung): restart = the scheduler starts "
-                               "it again at the current weights (local scheduler; else as continue); continue = go on "
+                               "it again at the current weights (schedulers with restart_server: local, ray, slurm; "
+                               "else as continue); continue = go on "
                                "with the others; stop = end the run naming it. distributed weight sync always stops")
     enforce_token_lag: bool = Field(
         False, description="strict staleness: a finished group holding any token more than η versions older than the "

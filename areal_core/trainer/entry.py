@@ -41,7 +41,7 @@ from pathlib import Path
 
 from areal_core.api.protocols import Scheduler, SupportsServerStatus, missing_members
 from areal_core.auth import API_KEY_ENV, run_key
-from areal_core.config.allocation import apply_allocation
+from areal_core.config.allocation import apply_allocation, require_parallel_support
 from areal_core.config.loader import RESOLVED_CONFIG_FILE, ResolvedConfig, load_config, save_resolved
 from areal_core.config.schema import RunConfig
 from areal_core.errors import ArealError
@@ -92,6 +92,7 @@ def run_training(cfg: ResolvedConfig[RunConfig], registry=None) -> Path:
         raise ArealError(f"scheduler {run.scheduler['name']!r} cannot run `areal train`: it does not implement the "
                          f"Scheduler protocol (missing: {', '.join(missing_members(scheduler, Scheduler))})")
     backend = cfg.create("inference", registry=registry)
+    require_parallel_support(backend, f"inference backend {run.inference['name']!r}", allocation.role("inference").layout())
     n_servers, ranks = allocation.n_servers, allocation.trainer_ranks
     scheduler.prepare(run_dir)
     with run_key() as key:

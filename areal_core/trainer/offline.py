@@ -99,6 +99,7 @@ class OfflineTrainer:
         from transformers import AutoTokenizer
 
         from areal_core.api.types import RunContext
+        from areal_core.config.allocation import layout_of
         from areal_core.data.dataset import EpochDataLoader, load_rows
         from areal_core.metrics import METRICS_FILE, MetricsLogger
         from areal_core.trainer.rl import _truncate_jsonl
@@ -113,7 +114,7 @@ class OfflineTrainer:
         self.valid_examples = (self._encode(load_rows(run.valid_dataset, "valid_dataset"), "valid_dataset")
                                if run.valid_dataset else None)
         self.context = RunContext(run.model_path, run.seed, run.trainer.total_steps, self.run_dir, self.rank,
-                                  self.world_size)
+                                  self.world_size, parallel=layout_of(self.cfg, "actor", self.world_size))
         self.actor = self.create("actor")
         self.objective.prepare(self)
         state = self._recover()
@@ -123,9 +124,9 @@ class OfflineTrainer:
 
     def create(self, path: str):
         """Build and initialise the train engine configured at ``path`` (``actor``, ``ref``)."""
-        engine = self.cfg.create(path, registry=self.registry, run=self.context)
-        engine.initialize()
-        return engine
+        from areal_core.trainer.rl import create_train_engine
+
+        return create_train_engine(self.cfg, path, self.context, self.registry)
 
     def _encode(self, rows: list[dict[str, Any]], dataset: str) -> list[Any]:
         from areal_core.data.preference import row_label

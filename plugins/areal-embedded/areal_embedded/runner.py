@@ -20,6 +20,7 @@ import torch
 
 from areal_core.plugin import ArealError, CheckpointLayout, check_full_attention, resolve_model_path
 from areal_embedded.kv_cache import SlotKVCache
+from areal_embedded.lora import AdapterWeights
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -67,6 +68,7 @@ class ModelRunner:
         self.cache = SlotKVCache(text_config.num_hidden_layers, max_rows, kv_heads, head_dim, 2 * self.max_len,
                                  self.dtype, self.device)
         self.eos_token_ids = _eos_token_ids(self.model)
+        self.adapter = AdapterWeights()  # the base weights under a merged LoRA adapter, if one is loaded
 
     # -- forward passes ------------------------------------------------------------------------
 
@@ -111,13 +113,17 @@ class ModelRunner:
     def check_tensor(self, name: str, shape: tuple[int, ...], dtype: torch.dtype) -> None:
         """ArealError unless the model's saved files have a tensor ``name`` of this shape whose
         dtype ``dtype`` may be cast to (floating to floating, anything else only to itself)."""
-        target = self.layout.shapes.get(name)
+        self._check(name, shape, dtype, self.layout.shapes, self.layout.dtypes)
+
+    def _check(self, name: str, shape: tuple[int, ...], dtype: torch.dtype,
+               shapes: dict[str, tuple[int, ...]], dtypes: dict[str, torch.dtype]) -> None:
+        target = shapes.get(name)
         if target is None:
             raise ArealError(f"weight update names {name!r}, which model {self.model_path!r} does not have "
-                             f"(it has e.g. {sorted(self.layout.shapes)[:3]})")
+                             f"(it has e.g. {sorted(shapes)[:3]})")
         if target != tuple(shape):
             raise ArealError(f"weight update gives {name!r} shape {tuple(shape)}; the model's is {target}")
-        own = self.layout.dtypes[name]
+        own = dtypes[name]
         if dtype != own and not (dtype.is_floating_point and own.is_floating_point):
             raise ArealError(f"weight update gives {name!r} dtype {dtype}; the model's is {own}")
 
@@ -134,12 +140,32 @@ class ModelRunner:
     def commit(self, staged: list[tuple[str, torch.Tensor]]) -> int:
         """Copy staged tensors into the live weights, mapped to the in-memory layout first (fused
         MoE experts need all their pieces: an incomplete set fails before anything is copied);
-        returns the number of staged tensors."""
+        returns the number of staged tensors. A loaded adapter is dropped first (when there is
+        anything to copy): the new weights are served as they are."""
         own = self.named_tensors()
-        for name, value in self.layout.from_checkpoint(dict(staged)).items():
+        values = self.layout.from_checkpoint(dict(staged))
+        if staged:
+            self.adapter.restore(own)
+        for name, value in values.items():
             target = own[name]
             target.copy_(value.to(device=target.device, dtype=target.dtype))
         return len(staged)
+
+    def check_adapter(self, deltas: dict[str, torch.Tensor]) -> None:
+        """ArealError unless every adapter delta names a weight of the model with its shape."""
+        own = self.named_tensors()  # adapters name the in-memory modules
+        shapes, dtypes = {k: tuple(v.shape) for k, v in own.items()}, {k: v.dtype for k, v in own.items()}
+        for name, delta in deltas.items():
+            self._check(name, tuple(delta.shape), delta.dtype, shapes, dtypes)
+
+    def load_adapter(self, deltas: dict[str, torch.Tensor]) -> int:
+        """Serve base + ``deltas`` (checked by :meth:`check_adapter`), replacing any adapter
+        loaded before; returns the layers changed."""
+        return self.adapter.merge(self.named_tensors(), deltas)
+
+    def unload_adapter(self) -> None:
+        """Serve the base weights again."""
+        self.adapter.restore(self.named_tensors())
 
     def load_from_disk(self, path: str) -> int:
         """Load every tensor of the safetensors files in HF directory ``path``; returns the count.

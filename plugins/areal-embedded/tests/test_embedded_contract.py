@@ -8,7 +8,7 @@ class TestEmbeddedBackend(InferenceBackendContract):
     plugin = areal_embedded.plugin
     component_name = "embedded"
     component_config = {"threads": 1, "max_batch": 8}
-    supported_sync_paths = ("disk", "distributed")
+    supported_sync_paths = ("disk", "distributed", "adapter")
 
 
 class TestEmbeddedBackendQwen3(TestEmbeddedBackend):

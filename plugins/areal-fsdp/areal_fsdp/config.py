@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from areal_core.config.base import ComponentConfig, StrictModel
+from areal_core.plugin import ComponentConfig, StrictModel
 
 
 class OptimizerConfig(StrictModel):
@@ -61,7 +61,7 @@ class FSDPEngineConfig(ComponentConfig):
                                                       "rollout sampling temperature")
     attn_implementation: Literal["auto", "varlen_sdpa", "sdpa", "eager", "flash_attention_2"] = Field(
         "auto", description="attention over packed rows; auto: flash_attention_2 (varlen) on CUDA when flash-attn is "
-                            "installed, else varlen_sdpa (causal SDPA per document); sdpa/eager: transformers' "
+                            "installed, else varlen_sdpa (causal SDPA on length buckets of documents); sdpa/eager: transformers' "
                             "block-diagonal mask over the whole row")
     check_packing: bool = Field(True, description="at initialize, verify that two packed sequences give the "
                                                     "same outputs as each alone (fails fast on attention leaks)")

@@ -16,8 +16,7 @@ import torch
 from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-from areal_core.errors import ArealError
-from areal_core.plugin import check_full_attention
+from areal_core.plugin import ArealError, check_full_attention
 from areal_fsdp import attention
 from areal_fsdp.config import FSDPEngineConfig, LoRAConfig
 
@@ -26,7 +25,7 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 def attention_implementation(cfg: FSDPEngineConfig, device: torch.device) -> str:
     """The transformers ``attn_implementation`` name. auto: ``flash_attention_2`` on CUDA when
-    flash-attn is importable, else per-document SDPA (:mod:`areal_fsdp.attention`)."""
+    flash-attn is importable, else length-bucketed varlen SDPA (:mod:`areal_fsdp.attention`)."""
     choice = cfg.attn_implementation
     if choice == "auto":
         choice = "flash_attention_2" if device.type == "cuda" and importlib.util.find_spec("flash_attn") else "varlen_sdpa"
