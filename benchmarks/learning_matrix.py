@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -139,21 +140,29 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     results_file = args.out / "matrix.json"
     done = {r["run"]: r for r in json.loads(results_file.read_text())} if results_file.is_file() else {}
+    failed: dict[str, str] = {}
     for name in names:
         if name in done and done[name]["steps"] == args.steps:
             print(f"{name}: already in {results_file}, not run again")
             done[name] = summarize(name, args.out / "matrix" / name, args.steps, done[name]["wall_s"])
             continue
-        done[name] = train(name, args, args.out)
+        shutil.rmtree(args.out / "matrix" / name, ignore_errors=True)  # a half-finished earlier attempt
+        try:
+            done[name] = train(name, args, args.out)
+        except Exception as exc:  # noqa: BLE001 - one failed run (e.g. a lost server) does not stop the matrix
+            failed[name] = f"{type(exc).__name__}: {str(exc)[:300]}"
+            print(f"{name}: FAILED: {failed[name]}", flush=True)
+            continue
         r = done[name]
         print(f"{name}: eval {r['eval_start']:.3f} -> {r['eval_end']:.3f}, train reward {r['train_first']:.3f} -> "
               f"{r['train_last']:.3f}, {r['wall_s']:.0f} s", flush=True)
         results_file.write_text(json.dumps(list(done.values()), indent=1))  # after each run: a crash keeps the rest
-    results = [done[n] for n in names]
-    (args.out / "matrix.md").write_text(table(results))
+    results = [done[n] for n in names if n in done]
+    notes = "".join(f"\n{name} failed: {why}\n" for name, why in failed.items())
+    (args.out / "matrix.md").write_text(table(results) + notes)
     plot(results, args.out / "matrix.png")
-    print("\n" + table(results) + f"\nwrote {args.out / 'matrix.md'}, {results_file}, {args.out / 'matrix.png'}")
-    return 0
+    print("\n" + table(results) + notes + f"\nwrote {args.out / 'matrix.md'}, {results_file}, {args.out / 'matrix.png'}")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
