@@ -12,6 +12,7 @@ from areal_core.api.protocols import (
     Scheduler,
     SupportsAclose,
     SupportsAdapterExport,
+    SupportsParallelLayout,
     SupportsServerStatus,
     SupportsStats,
     SupportsWeightsChecksum,
@@ -20,8 +21,10 @@ from areal_core.api.protocols import (
     Workflow,
 )
 from areal_core.api.types import (
+    FinishReason,
     ModelRequest,
     ModelResponse,
+    ParallelLayout,
     RunContext,
     SamplingParams,
     Trajectory,
@@ -31,8 +34,9 @@ from areal_core.api.types import (
 )
 
 __all__ = [
-    "Algorithm", "Device", "InferenceBackend", "InferenceEngine", "LossFn", "LossWeightFn", "MetricSink",
+    "Algorithm", "Device", "FinishReason", "InferenceBackend", "InferenceEngine", "LossFn", "LossWeightFn", "MetricSink",
     "ModelRequest", "ModelResponse", "Reward", "RunContext", "SamplingParams", "Scheduler", "SupportsAclose", "SupportsServerStatus",
+    "ParallelLayout", "SupportsParallelLayout",
     "SupportsAdapterExport", "SupportsStats", "SupportsWeightsChecksum", "TrainEngine", "Trajectory",
     "WeightSyncPath", "WeightUpdateMeta", "WeightUpdater", "WeightVersion", "Workflow",
 ]
