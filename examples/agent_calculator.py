@@ -27,7 +27,6 @@ import random
 import sys
 from pathlib import Path
 
-import httpx
 from openai import AsyncOpenAI
 
 from areal_agent.chat import ChatModel
@@ -39,7 +38,7 @@ TEMPLATE = "hermes_brief"  # tools listed as name(args): prompts of ~20 tokens (
 
 async def run(sample, base_url, api_key):
     """Answer ``sample["prompt"]``, calling the calculator when the model asks; 1.0 if right."""
-    client = AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=httpx.Timeout(600.0, connect=60.0))
+    client = AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=600.0)  # connect too: a loaded CPU stalls
     messages = [{"role": "user", "content": sample["prompt"]}]
     for _ in range(2):
         resp = await client.chat.completions.create(model="areal", messages=messages, tools=TOOLS, max_tokens=40)

@@ -94,10 +94,10 @@ async def completion_events(stream: TextStream, model: str, include_usage: bool)
     """The answer as ``chat.completion.chunk`` events: a role chunk per choice, content deltas as
     they are generated, then per choice the rest of its content, its tool calls and its
     finish_reason; the usage chunk (if asked) and ``data: [DONE]`` last."""
-    base = {"id": stream.call_id, "object": "chat.completion.chunk", "created": int(time.time()), "model": model}
+    base: dict[str, Any] = {"id": stream.call_id, "object": "chat.completion.chunk", "created": int(time.time()), "model": model}
 
     def event(choices, **extra) -> str:
-        return sse(**base, choices=choices, **extra)
+        return sse(None, **base, choices=choices, **extra)
 
     for i in range(stream.req.n):
         yield event([{"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])

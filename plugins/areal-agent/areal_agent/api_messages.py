@@ -174,7 +174,7 @@ def message_json(record: CallRecord, model: str, reason: tuple[StopReason, str |
 async def message_events(stream: TextStream, model: str, stops: list[str] | None, decode) -> AsyncIterator[str]:
     """The answer as Messages stream events: message_start, content blocks (text deltas as they are
     generated, each tool_use's input as one input_json_delta), message_delta, message_stop."""
-    start = {"id": "msg_" + stream.call_id.split("-", 1)[-1], "type": "message", "role": "assistant", "model": model,
+    start: dict[str, Any] = {"id": "msg_" + stream.call_id.split("-", 1)[-1], "type": "message", "role": "assistant", "model": model,
              "content": [], "stop_reason": None, "stop_sequence": None,
              "usage": {"input_tokens": stream.prompt_tokens, "output_tokens": 0}}
     yield sse(type="message_start", message=start, event="message_start")

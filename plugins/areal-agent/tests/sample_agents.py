@@ -7,12 +7,12 @@ import json
 import os
 import sys
 
-import httpx
 from openai import AsyncOpenAI
 
 # The SDKs' default connect timeout is 5 s; on a loaded 2-core machine the event loop that serves
-# the proxy (or runs the client) can stall longer than that, so every client here waits a minute.
-TIMEOUT = httpx.Timeout(600.0, connect=60.0)
+# the proxy (or runs the client) can stall longer than that. A number sets every phase, connect
+# included (the SDKs take a number or their own HTTP library's Timeout type).
+TIMEOUT = 600.0
 
 ADD = {"type": "function", "function": {"name": "add", "description": "Add two integers.",
                                         "parameters": {"type": "object", "properties": {"a": {"type": "integer"},

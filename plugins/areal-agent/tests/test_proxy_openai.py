@@ -187,3 +187,25 @@ def test_reward_endpoint_and_admin_export(engine, tokenizer):
     assert {"session_id": opened["session_id"], "n_calls": 1} in [{k: s[k] for k in ("session_id", "n_calls")} for s in listed]
     (traj,) = ended["trajectories"]
     assert traj["reward"] == 0.5 and sum(traj["loss_mask"]) == len([v for v in traj["versions"] if v >= 0])
+
+
+def test_responses_stream_text_deltas_and_function_calls(engine, tokenizer):
+    async def scenario(proxy, session):
+        c = client(proxy, session)
+        tool = {"type": "function", "name": "add", "parameters": ADD_TOOL["function"]["parameters"]}
+        call_events = [e async for e in await c.responses.create(model="m", input="add", tools=[tool], stream=True)]
+        answer = [{"role": "user", "content": "add"},
+                  {"type": "function_call", "call_id": "c1", "name": "add", "arguments": '{"a": 2, "b": 3}'},
+                  {"type": "function_call_output", "call_id": "c1", "output": "5"}]
+        text_events = [e async for e in await c.responses.create(model="m", input=answer, tools=[tool], stream=True)]
+        return call_events, text_events
+
+    call_events, text_events = with_proxy(engine, tokenizer, scenario, chunk=2)
+    (done,) = [e for e in call_events if e.type == "response.completed"]
+    (fc,) = done.response.output
+    assert fc.type == "function_call" and fc.name == "add" and json.loads(fc.arguments) == {"a": 2, "b": 3}
+    deltas = [e.delta for e in text_events if e.type == "response.output_text.delta"]
+    assert "".join(deltas) == FINAL and len(deltas) >= 3
+    assert [e.type for e in text_events][:2] == ["response.created", "response.in_progress"]
+    assert text_events[-1].type == "response.completed" and text_events[-1].response.output_text == FINAL
+    assert [e.sequence_number for e in text_events] == list(range(len(text_events)))
