@@ -20,13 +20,16 @@ with warmup and linear decay over the run, two minibatches, disk weight sync):
 Measured per run: the greedy eval reward on the 200 held-out problems (the trainer's in-run eval)
 at step 0, mid-run and at the end, the mean training reward of the first and last 5 steps, and
 the wall time. "learns" = the final eval is above the step-0 eval. Writes ``--out``/matrix.md (the
-table), matrix.json and matrix.png (the eval curves).
+table), matrix.json and matrix.png (the eval curves). Runs already in ``--out``/matrix.json with
+the same ``--steps`` are not run again (their rows are re-read from their run directories), so an
+interrupted matrix resumes.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -55,7 +58,6 @@ def all_runs() -> list[str]:
 
 def train(name: str, args, out: Path) -> dict:
     from areal_core.config.loader import load_config
-    from areal_core.metrics import read_metrics
     from areal_core.trainer.entry import run_training
 
     algorithm, eta, objective, extra = run_overrides(name)
@@ -68,20 +70,28 @@ def train(name: str, args, out: Path) -> dict:
     cfg = load_config(config_path=REPO / "examples" / "quickstart.yaml", overrides=overrides, env_prefix=None)
     start = time.perf_counter()
     run_dir = run_training(cfg)
-    wall = time.perf_counter() - start
+    return summarize(name, run_dir, args.steps, time.perf_counter() - start)
+
+
+def summarize(name: str, run_dir: Path, steps: int, wall_s: float) -> dict:
+    """The matrix row of a finished run, from its metrics.jsonl (train reward: first vs last
+    min(5, steps/2) steps)."""
+    from areal_core.metrics import read_metrics
+
+    algorithm, eta, objective, _ = run_overrides(name)
     rows = read_metrics(run_dir)
     evals = [(r["step"], r["eval/reward_mean"]) for r in rows if r.get("eval/reward_mean") is not None]
     train_rewards = [r["train/reward/mean"] for r in rows if "train/reward/mean" in r]
-    k = min(5, len(train_rewards))
-    return {"run": name, "algorithm": algorithm, "eta": eta, "objective": objective, "steps": args.steps,
+    k = max(1, min(5, len(train_rewards) // 2))
+    return {"run": name, "algorithm": algorithm, "eta": eta, "objective": objective, "steps": steps,
             "evals": evals, "eval_start": evals[0][1], "eval_end": evals[-1][1],
             "train_first": sum(train_rewards[:k]) / k, "train_last": sum(train_rewards[-k:]) / k,
             "lag": sum(r.get("rollout/version_lag_mean", 0.0) for r in rows) / max(1, len(train_rewards)),
-            "wall_s": wall}
+            "wall_s": wall_s}
 
 
 def table(results: list[dict]) -> str:
-    lines = ["| run | algorithm | η | objective | eval step 0 | eval mid | eval end | Δ eval | train reward first→last 5 | "
+    lines = ["| run | algorithm | η | objective | eval step 0 | eval mid | eval end | Δ eval | train reward first→last | "
              "mean lag | learns | wall s |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         mid = r["evals"][len(r["evals"]) // 2][1] if len(r["evals"]) > 2 else float("nan")
@@ -130,20 +140,29 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     results_file = args.out / "matrix.json"
     done = {r["run"]: r for r in json.loads(results_file.read_text())} if results_file.is_file() else {}
+    failed: dict[str, str] = {}
     for name in names:
         if name in done and done[name]["steps"] == args.steps:
-            print(f"{name}: already in {results_file}, skipped")
+            print(f"{name}: already in {results_file}, not run again")
+            done[name] = summarize(name, args.out / "matrix" / name, args.steps, done[name]["wall_s"])
             continue
-        done[name] = train(name, args, args.out)
+        shutil.rmtree(args.out / "matrix" / name, ignore_errors=True)  # a half-finished earlier attempt
+        try:
+            done[name] = train(name, args, args.out)
+        except Exception as exc:  # noqa: BLE001 - one failed run (e.g. a lost server) does not stop the matrix
+            failed[name] = f"{type(exc).__name__}: {str(exc)[:300]}"
+            print(f"{name}: FAILED: {failed[name]}", flush=True)
+            continue
         r = done[name]
         print(f"{name}: eval {r['eval_start']:.3f} -> {r['eval_end']:.3f}, train reward {r['train_first']:.3f} -> "
               f"{r['train_last']:.3f}, {r['wall_s']:.0f} s", flush=True)
         results_file.write_text(json.dumps(list(done.values()), indent=1))  # after each run: a crash keeps the rest
-    results = [done[n] for n in names]
-    (args.out / "matrix.md").write_text(table(results))
+    results = [done[n] for n in names if n in done]
+    notes = "".join(f"\n{name} failed: {why}\n" for name, why in failed.items())
+    (args.out / "matrix.md").write_text(table(results) + notes)
     plot(results, args.out / "matrix.png")
-    print("\n" + table(results) + f"\nwrote {args.out / 'matrix.md'}, {results_file}, {args.out / 'matrix.png'}")
-    return 0
+    print("\n" + table(results) + notes + f"\nwrote {args.out / 'matrix.md'}, {results_file}, {args.out / 'matrix.png'}")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
