@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from areal_core.errors import ArealError
+
 FinishReason = Literal["stop", "length", "abort"]
 
 
@@ -161,6 +163,21 @@ class WeightVersion:
 
     def __repr__(self) -> str:
         return f"WeightVersion({self._value})"
+
+
+def parse_weight_version(value: Any, server: str = "inference server") -> int:
+    """A server's reported weight version as an int (SGLang and vLLM report a string).
+
+    ``None`` or ``"default"`` (the server's version was never set) is version 0; anything else
+    must be an integer, since areal sets versions to the number of completed steps.
+    """
+    if value is None or value == "default":
+        return 0
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ArealError(f"{server} reported weight_version {value!r}, which is not an integer: areal sets "
+                         "integer versions (start servers with version 0; was it updated by another client?)") from None
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ class FSDPEngineConfig(ComponentConfig):
     """The FSDP2 train engine: one model + AdamW sharded over every data-parallel rank."""
 
     name: str = Field("fsdp", description="registered name of the train engine")
-    path: str | None = Field(None, description="local HF model directory; unset: the run's model_path")
+    path: str | None = Field(None, description="local HF model directory or hub id (org/name); unset: the run's model_path")
     critic: bool = Field(False, description="load a token-classification head with one label (value model, "
                                             "forward returns values [T]) instead of a causal LM")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when available, else cpu")

@@ -19,14 +19,20 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
-from areal_core.plugin import ArealError, ModelRequest, ModelResponse, WeightUpdateMeta, WeightUpdater
+from areal_core.plugin import (
+    ArealError,
+    ModelRequest,
+    ModelResponse,
+    WeightUpdateMeta,
+    WeightUpdater,
+    parse_weight_version,
+)
 from areal_vllm.config import VLLMConfig
 from areal_vllm.preflight import check_vllm
 from areal_vllm.protocol import (
     ServerRequestError,
     completion_payload,
     parse_completion,
-    parse_weight_version,
     request,
 )
 
@@ -36,7 +42,7 @@ if TYPE_CHECKING:
 
 async def weight_version(client: httpx.AsyncClient, addr: str) -> int:
     """The weight version the server at ``addr`` serves (``GET /weight_info``)."""
-    return parse_weight_version((await request(client, addr, "GET", "/weight_info"))["weight_version"])
+    return parse_weight_version((await request(client, addr, "GET", "/weight_info"))["weight_version"], "vLLM server")
 
 
 class VLLMBackend:
@@ -69,6 +75,7 @@ class VLLMBackend:
             "VLLM_HOST_IP": c.host_ip,
             "VLLM_CPU_KVCACHE_SPACE": str(c.kv_cache_space_gib),
             "VLLM_LOGGING_LEVEL": c.log_level.upper(),
+            "VLLM_HTTP_TIMEOUT_KEEP_ALIVE": str(c.keep_alive_s),
         }
         if c.enable_lora:
             env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"

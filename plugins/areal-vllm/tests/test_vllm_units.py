@@ -48,6 +48,7 @@ def test_server_command_flags_and_env(tmp_path):
     assert env["VLLM_SERVER_DEV_MODE"] == "1" and env["VLLM_HOST_IP"] == "127.0.0.1"
     assert env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True" and env["VLLM_CPU_OMP_THREADS_BIND"] == "0-1"
     assert env["VLLM_CPU_KVCACHE_SPACE"] == "2"  # extra_env wins
+    assert env["VLLM_HTTP_TIMEOUT_KEEP_ALIVE"] == "60"  # well above the client pool's 2 s expiry
     assert argv[i + 1:i + 3] == ["-m", "vllm.entrypoints.openai.api_server"]
     rest = argv[i + 3:]
     for flag, value in [("--model", "/models/m"), ("--host", "0.0.0.0"), ("--port", "30123"), ("--dtype", "float32"),
