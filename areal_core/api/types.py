@@ -169,7 +169,9 @@ class RunContext:
 
     ``weight_version`` is owned by the trainer (see :class:`WeightVersion`): an engine reads
     ``run.weight_version.value`` (e.g. the version of π_prox) and never sets it. ``rank`` /
-    ``world_size`` are the trainer's data-parallel rank and size.
+    ``world_size`` are the trainer's data-parallel rank and size. ``device`` is the
+    :class:`~areal_core.api.Device` the trainer ranks joined their process group with; an engine
+    whose config says ``device: auto`` computes on it.
     """
 
     model_path: str
@@ -179,3 +181,4 @@ class RunContext:
     rank: int = 0
     world_size: int = 1
     weight_version: WeightVersion = field(default_factory=WeightVersion)
+    device: Any = None  # the run's Device (its ``device:`` section); None outside a run (an engine then picks one)

@@ -166,7 +166,7 @@ class RLTrainer:
         run = self.run
         reconcile_temperatures(self.cfg)
         context = RunContext(run.model_path, run.seed, run.trainer.total_steps, self.run_dir, self.rank, self.world_size,
-                             self.weight_version)
+                             self.weight_version, device=self._create("device"))
         self.algorithm = self._create("algorithm")
         self.actor = self._create("actor", run=context)
         self.actor.initialize()
