@@ -15,7 +15,9 @@ Contents: the hook marker and record (``hookimpl``, ``Component``), config bases
 capabilities) and the data types that cross them, and ``tensors_checksum`` (what a backend's
 ``weights_checksum`` must equal), the run's API key (``API_KEY_ENV``, ``auth_headers``: servers
 require it, clients send it) and durable output (``require_free_space``, ``disk_full_error``,
-``fsync_tree``: what checkpoints and exports are written with), and a train engine's device and
+``fsync_tree``: what checkpoints and exports are written with), the structured logger
+(``get_logger``), micro-batch planning (``plan_micro_batches``, ``MicroBatchPlan``: how a train
+engine splits a packed batch over ranks and token budgets), and a train engine's device and
 process group (``engine_device``, ``join_process_group``, ``leave_process_group``, ``DistInfo``,
 ``all_reduce_sum``: no engine names a device type or collective backend). Test helpers live in
 :mod:`areal_core.testing` (contract suites, tiny models).
@@ -34,10 +36,12 @@ from areal_core.config.base import (
     StrictModel,
     WorkflowConfigBase,
 )
+from areal_core.data.microbatch import MicroBatchPlan, plan_micro_batches
 from areal_core.distributed import DistInfo, all_reduce_sum, engine_device, join_process_group, leave_process_group
 from areal_core.errors import ArealError
 from areal_core.files import disk_full_error, fsync_tree, require_free_space
 from areal_core.hookspecs import hookimpl
+from areal_core.logging import get_logger
 from areal_core.registry import Component
 from areal_core.rollout.client import InferenceUnavailableError
 from areal_core.rollout.reward_runner import RewardFailureRateError, RewardOutcome, RewardRunner
@@ -50,8 +54,8 @@ __all__ = [
     "ArealError", "Component", "ComponentConfig", "InferenceConfigBase", "SchedulerConfigBase", "StrictModel",
     "WorkflowConfigBase", "hookimpl", "SequenceBatch", "tensors_checksum", "API_KEY_ENV", "auth_headers",
     "disk_full_error", "fsync_tree", "require_free_space", "RewardRunner", "RewardOutcome", "RewardFailureRateError",
-    "InferenceUnavailableError", "sample_id_of", "DistInfo", "engine_device", "join_process_group",
-    "leave_process_group", "all_reduce_sum", *_api_all,
+    "InferenceUnavailableError", "sample_id_of", "get_logger", "plan_micro_batches", "MicroBatchPlan", "DistInfo",
+    "engine_device", "join_process_group", "leave_process_group", "all_reduce_sum", *_api_all,
 ]
 
 

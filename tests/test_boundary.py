@@ -1,5 +1,6 @@
-"""Core names no plugin: the boundary is the Protocols, so a new backend, engine or algorithm plugs
-in without editing core.
+"""Core names no plugin, and plugins use only core's public surface: the boundary is the Protocols,
+so a new backend, engine or algorithm plugs in without editing core, and core's internals can change
+without breaking a plugin.
 
 The code of every module under ``areal_core/`` is parsed and checked, docstrings and comments
 aside (they may mention plugins as examples, and config descriptions may say ``e.g. {name: ...}``):
@@ -14,7 +15,10 @@ from pathlib import Path
 
 import pytest
 
-CORE = Path(__file__).resolve().parents[1] / "areal_core"
+REPO = Path(__file__).resolve().parents[1]
+CORE = REPO / "areal_core"
+# what a plugin may import from core: the surface, and the contract suites / tiny models for its tests
+PUBLIC_MODULES = ("areal_core.plugin", "areal_core.testing")
 
 # what first-party plugins register or are called (plugins/, and those the design card plans)
 COMPONENT_NAMES = {
@@ -89,3 +93,39 @@ def test_core_code_names_no_plugin():
 ])
 def test_the_scan_catches_names_in_code_only(code, caught):
     assert bool(offences(code)) is caught
+
+
+def core_imports(source: str) -> list[tuple[int, str]]:
+    """``(line, module)`` for each import of a core module outside :data:`PUBLIC_MODULES`."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        modules = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                   else [node.module] if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 else [])
+        for module in modules:
+            public = any(module == m or module.startswith(m + ".") for m in PUBLIC_MODULES)
+            if (module == "areal_core" or module.startswith("areal_core.")) and not public:
+                found.append((node.lineno, module))
+    return found
+
+
+def test_plugins_import_only_the_public_surface():
+    """Every package under plugins/ and contrib/ (their tests aside) imports core through
+    ``areal_core.plugin``: what a third-party package can rely on is what first-party ones use."""
+    sources = [path for root in ("plugins", "contrib") for path in sorted((REPO / root).rglob("*.py"))
+               if "tests" not in path.relative_to(REPO).parts]
+    problems = [f"{path.relative_to(REPO)}:{line}: imports {module}"
+                for path in sources for line, module in core_imports(path.read_text(encoding="utf-8"))]
+    assert not problems, ("plugins import core only through areal_core.plugin (export what is missing "
+                          "there and list it in docs/hooks.md):\n  " + "\n  ".join(problems))
+
+
+@pytest.mark.parametrize("code, caught", [
+    ("from areal_core.rollout.client import X", True),
+    ("import areal_core.logging", True),
+    ("from areal_core import hookimpl", True),
+    ("from areal_core.plugin import hookimpl", False),
+    ("from areal_core.testing.engines import run_context", False),
+    ("from .engine import X", False),
+])
+def test_the_import_scan(code, caught):
+    assert bool(core_imports(code)) is caught

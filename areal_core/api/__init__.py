@@ -20,6 +20,7 @@ from areal_core.api.protocols import (
     Workflow,
 )
 from areal_core.api.types import (
+    FinishReason,
     ModelRequest,
     ModelResponse,
     RunContext,
@@ -31,7 +32,7 @@ from areal_core.api.types import (
 )
 
 __all__ = [
-    "Algorithm", "Device", "InferenceBackend", "InferenceEngine", "LossFn", "LossWeightFn", "MetricSink",
+    "Algorithm", "Device", "FinishReason", "InferenceBackend", "InferenceEngine", "LossFn", "LossWeightFn", "MetricSink",
     "ModelRequest", "ModelResponse", "Reward", "RunContext", "SamplingParams", "Scheduler", "SupportsAclose", "SupportsServerStatus",
     "SupportsAdapterExport", "SupportsStats", "SupportsWeightsChecksum", "TrainEngine", "Trajectory",
     "WeightSyncPath", "WeightUpdateMeta", "WeightUpdater", "WeightVersion", "Workflow",

@@ -1,6 +1,6 @@
 """What areal-arith adds to areal (entry point ``areal: arith`` -> this module)."""
 
-from areal_core import Component, hookimpl
+from areal_core.plugin import Component, hookimpl
 
 
 @hookimpl

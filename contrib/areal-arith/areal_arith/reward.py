@@ -12,8 +12,7 @@ from typing import Any
 
 from pydantic import Field
 
-from areal_core.config.base import ComponentConfig
-from areal_core.errors import ArealError
+from areal_core.plugin import ArealError, ComponentConfig
 
 
 class ArithRewardConfig(ComponentConfig):

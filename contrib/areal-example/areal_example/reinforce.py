@@ -19,10 +19,7 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from areal_core.api.protocols import TrainEngine
-from areal_core.api.types import Trajectory
-from areal_core.config.base import ComponentConfig
-from areal_core.data.batch import SequenceBatch
+from areal_core.plugin import ComponentConfig, SequenceBatch, TrainEngine, Trajectory
 
 
 class ReinforceConfig(ComponentConfig):

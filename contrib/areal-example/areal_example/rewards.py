@@ -14,8 +14,7 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from areal_core.config.base import ComponentConfig
-from areal_core.errors import ArealError
+from areal_core.plugin import ArealError, ComponentConfig
 
 PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
 

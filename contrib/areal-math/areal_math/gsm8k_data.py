@@ -32,7 +32,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from areal_core.errors import ArealError
+from areal_core.plugin import ArealError
 
 HUB_DATASET = "openai/gsm8k"
 HUB_CONFIG = "main"

@@ -1,6 +1,6 @@
 """What areal-math adds to areal (entry point ``areal: math`` -> this module)."""
 
-from areal_core import Component, hookimpl
+from areal_core.plugin import Component, hookimpl
 
 
 @hookimpl

@@ -20,8 +20,7 @@ from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
-from areal_core.config.base import ComponentConfig
-from areal_core.errors import ArealError
+from areal_core.plugin import ArealError, ComponentConfig
 from areal_math.answers import MARKED_FORMATS, AnswerFormat, answers_match, extract_answer, reference_answer
 
 

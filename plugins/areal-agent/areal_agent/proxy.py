@@ -40,8 +40,7 @@ from areal_agent.api_responses import ResponsesRequest, response_events, respons
 from areal_agent.chat import ChatModel
 from areal_agent.export import ExportMode, export_calls
 from areal_agent.session import Session, SessionStore
-from areal_core.plugin import ArealError, InferenceEngine, SamplingParams
-from areal_core.rollout.client import InferenceUnavailableError
+from areal_core.plugin import ArealError, InferenceEngine, InferenceUnavailableError, SamplingParams
 
 
 def _error(status: int, message: str, kind: str = "invalid_request_error") -> JSONResponse:

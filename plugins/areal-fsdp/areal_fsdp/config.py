@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from areal_core.config.base import ComponentConfig, StrictModel
+from areal_core.plugin import ComponentConfig, StrictModel
 
 
 class OptimizerConfig(StrictModel):

@@ -40,12 +40,19 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import FSDPModule
 from torch.distributed.tensor import DTensor
 
-from areal_core.api.protocols import LossFn, LossWeightFn
-from areal_core.api.types import RunContext
-from areal_core.data.batch import SequenceBatch
-from areal_core.data.microbatch import plan_micro_batches
-from areal_core.errors import ArealError
-from areal_core.plugin import DistInfo, all_reduce_sum, engine_device, join_process_group, leave_process_group
+from areal_core.plugin import (
+    ArealError,
+    DistInfo,
+    LossFn,
+    LossWeightFn,
+    RunContext,
+    SequenceBatch,
+    all_reduce_sum,
+    engine_device,
+    join_process_group,
+    leave_process_group,
+    plan_micro_batches,
+)
 from areal_fsdp import checkpoint
 from areal_fsdp import model as model_lib
 from areal_fsdp.config import FSDPEngineConfig

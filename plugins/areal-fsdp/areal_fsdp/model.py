@@ -16,7 +16,7 @@ import torch
 from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-from areal_core.errors import ArealError
+from areal_core.plugin import ArealError
 from areal_fsdp import attention
 from areal_fsdp.config import FSDPEngineConfig, LoRAConfig
 

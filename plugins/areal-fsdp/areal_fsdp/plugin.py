@@ -1,7 +1,6 @@
 """Registers the ``fsdp`` train engine with areal (entry point ``areal: fsdp``)."""
 
-from areal_core.hookspecs import hookimpl
-from areal_core.registry import Component
+from areal_core.plugin import Component, hookimpl
 
 
 @hookimpl

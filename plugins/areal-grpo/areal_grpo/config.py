@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from areal_core.config.base import ComponentConfig
+from areal_core.plugin import ComponentConfig
 from areal_grpo.policy_loss import policy_loss_names, unknown_policy_loss
 
 NormLevel = Literal["group", "batch", "none"]

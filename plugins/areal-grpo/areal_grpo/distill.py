@@ -22,8 +22,7 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
-from areal_core.data.batch import SequenceBatch
-from areal_core.errors import ArealError
+from areal_core.plugin import ArealError, SequenceBatch
 from areal_grpo.config import PPOConfig
 from areal_grpo.losses import aggregate
 from areal_grpo.numerics import bounded_exp

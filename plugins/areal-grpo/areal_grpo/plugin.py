@@ -1,7 +1,6 @@
 """Registers every preset of :mod:`areal_grpo.presets` as an algorithm (entry point ``areal: grpo``)."""
 
-from areal_core.hookspecs import hookimpl
-from areal_core.registry import Component
+from areal_core.plugin import Component, hookimpl
 from areal_grpo.presets import PRESETS
 
 FACTORY = "areal_grpo.ppo:PPOAlgorithm"

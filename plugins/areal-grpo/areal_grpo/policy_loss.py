@@ -43,7 +43,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from areal_core.errors import ArealError
+from areal_core.plugin import ArealError
 
 if TYPE_CHECKING:
     import torch

@@ -33,9 +33,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from areal_core.api.types import Trajectory
-from areal_core.data.batch import SequenceBatch
-from areal_core.errors import ArealError
+from areal_core.plugin import ArealError, SequenceBatch, Trajectory
 from areal_grpo import advantages as adv_fns
 from areal_grpo.config import PPOConfig
 from areal_grpo.losses import aggregate, aggregate_weight, sequence_level, value_loss
@@ -45,7 +43,7 @@ from areal_grpo.policy_loss import PolicyLossInput, get_policy_loss
 from areal_grpo.stats import StatSums
 
 if TYPE_CHECKING:
-    from areal_core.api.protocols import TrainEngine
+    from areal_core.plugin import TrainEngine
 
 REQUIRED_FIELDS = ("input_ids", "loss_mask", "logprobs", "rewards", "group_index")
 

@@ -16,8 +16,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, cast
 
-from areal_core.api.types import FinishReason
-from areal_core.plugin import ArealError, ModelRequest, ModelResponse
+from areal_core.plugin import ArealError, FinishReason, ModelRequest, ModelResponse
 
 if TYPE_CHECKING:
     import httpx

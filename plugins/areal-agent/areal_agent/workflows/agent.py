@@ -44,9 +44,7 @@ from areal_agent.workflows.common import (
     first_messages,
     sampling_of,
 )
-from areal_core.logging import get_logger
-from areal_core.plugin import ArealError, InferenceEngine, Trajectory
-from areal_core.rollout.sample_ids import sample_id_of
+from areal_core.plugin import ArealError, InferenceEngine, Trajectory, get_logger, sample_id_of
 
 log = get_logger(__name__)
 

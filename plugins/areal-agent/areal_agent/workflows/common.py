@@ -15,12 +15,12 @@ from areal_agent.session import Session
 from areal_core.plugin import (
     ArealError,
     InferenceEngine,
+    RewardRunner,
     SamplingParams,
     Trajectory,
     WorkflowConfigBase,
+    sample_id_of,
 )
-from areal_core.rollout.reward_runner import RewardRunner
-from areal_core.rollout.sample_ids import sample_id_of
 
 
 class ChatWorkflowConfig(WorkflowConfigBase):
