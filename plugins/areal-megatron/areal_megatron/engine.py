@@ -103,7 +103,6 @@ class MegatronEngine:
             raise
 
     def _build(self, total_steps: int | None) -> None:
-        from megatron.core import parallel_state as ps
         from megatron.core.tensor_parallel.random import model_parallel_cuda_manual_seed
 
         cfg = self.config
@@ -163,8 +162,10 @@ class MegatronEngine:
         def consume(mb: SequenceBatch, values: torch.Tensor, entropy: torch.Tensor):
             return values.sum() * 0.0, {"values": values.detach()}
 
-        for ix, reduced in zip(micro, self._schedule(batch, micro, consume, temperature, forward_only=True)):
-            out[_token_positions(batch, ix).to(out.device)] = reduced["values"].float()
+        results = self._schedule(batch, micro, consume, temperature, forward_only=True)
+        if self._reports:
+            for ix, reduced in zip(micro, results):
+                out[_token_positions(batch, ix).to(out.device)] = reduced["values"].float()
         dist.all_reduce(out)  # replicas hold disjoint tokens; only reporting ranks wrote any
         return out.to(batch.cu_seqlens.device)
 

@@ -54,7 +54,9 @@ def transformer_config(hf_config, lay: Layout, cfg: MegatronEngineConfig) -> Any
         qk_layernorm=lay.qk_norm, hidden_dropout=0.0, attention_dropout=0.0,
         tensor_model_parallel_size=cfg.tensor_parallel, pipeline_model_parallel_size=cfg.pipeline_parallel,
         params_dtype=dtype, pipeline_dtype=dtype, bf16=dtype == torch.bfloat16,
-        use_cpu_initialization=True, perform_initialization=False,  # every weight is loaded from the HF directory
+        # initialised on the device, then overwritten by the HF weights (megatron marks tensor-parallel
+        # parameters, which the sharding relies on, only when it initialises them)
+        use_cpu_initialization=False, perform_initialization=True,
         bias_activation_fusion=False, masked_softmax_fusion=False, persist_layer_norm=False, bias_dropout_fusion=False,
         apply_rope_fusion=False, gradient_accumulation_fusion=False, attention_softmax_in_fp32=True,
         calculate_per_token_loss=True,  # the engine scales each micro-batch's loss itself (global token mean)
