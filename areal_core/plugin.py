@@ -13,13 +13,17 @@ Contents: the hook marker and record (``hookimpl``, ``Component``), config bases
 (``ComponentConfig`` and the kind bases whose fields core reads), the error type users see
 (``ArealError``), every Protocol of :mod:`areal_core.api` (component kinds and optional
 capabilities) and the data types that cross them, and ``tensors_checksum`` (what a backend's
-``weights_checksum`` must equal), the run's API key (``API_KEY_ENV``, ``auth_headers``: servers
-require it, clients send it) and durable output (``require_free_space``, ``disk_full_error``,
+``weights_checksum`` must equal), ``parse_weight_version`` (a server's reported version), the run's
+API key (``API_KEY_ENV``, ``auth_headers``: servers require it, clients send it) and durable output (``require_free_space``, ``disk_full_error``,
 ``fsync_tree``: what checkpoints and exports are written with), the structured logger
 (``get_logger``), micro-batch planning (``plan_micro_batches``, ``MicroBatchPlan``: how a train
-engine splits a packed batch over ranks and token budgets), and a train engine's device and
-process group (``engine_device``, ``join_process_group``, ``leave_process_group``, ``DistInfo``,
-``all_reduce_sum``: no engine names a device type or collective backend). Test helpers live in
+engine splits a packed batch over ranks and token budgets) and what a scheduler plugin builds on
+(``ClusterScheduler``, ``free_port``, ``die_with_parent``, ``wait_healthy``, ``log_tail``,
+``describe_status``), and the model helpers every engine and server shares (``resolve_model_path``: a
+directory or hub id; ``CheckpointLayout``, ``checkpoint_named_parameters``: in-memory vs saved weight
+names; ``check_full_attention``), and a train engine's device and process group (``engine_device``,
+``join_process_group``, ``leave_process_group``, ``DistInfo``, ``all_reduce_sum``: no engine names a
+device type or collective backend). Test helpers live in
 :mod:`areal_core.testing` (contract suites, tiny models).
 """
 
@@ -27,6 +31,7 @@ from typing import TYPE_CHECKING
 
 from areal_core.api import *  # noqa: F403 - re-exported by design: this module is the surface
 from areal_core.api import __all__ as _api_all
+from areal_core.api.types import parse_weight_version
 from areal_core.auth import API_KEY_ENV, auth_headers
 from areal_core.checksum import tensors_checksum
 from areal_core.config.base import (
@@ -41,11 +46,15 @@ from areal_core.distributed import DistInfo, all_reduce_sum, engine_device, join
 from areal_core.errors import ArealError
 from areal_core.files import disk_full_error, fsync_tree, require_free_space
 from areal_core.hookspecs import hookimpl
+from areal_core.hub import resolve_model_path
+from areal_core.launcher.liveness import describe_status
+from areal_core.launcher.support import ClusterScheduler, die_with_parent, free_port, log_tail, wait_healthy
 from areal_core.logging import get_logger
 from areal_core.registry import Component
 from areal_core.rollout.client import InferenceUnavailableError
 from areal_core.rollout.reward_runner import RewardFailureRateError, RewardOutcome, RewardRunner
 from areal_core.rollout.sample_ids import sample_id_of
+from areal_core.weight_layout import CheckpointLayout, check_full_attention, checkpoint_named_parameters
 
 if TYPE_CHECKING:  # at run time, loaded lazily by __getattr__ below
     from areal_core.data.batch import SequenceBatch
@@ -54,7 +63,9 @@ __all__ = [
     "ArealError", "Component", "ComponentConfig", "InferenceConfigBase", "SchedulerConfigBase", "StrictModel",
     "WorkflowConfigBase", "hookimpl", "SequenceBatch", "tensors_checksum", "API_KEY_ENV", "auth_headers",
     "disk_full_error", "fsync_tree", "require_free_space", "RewardRunner", "RewardOutcome", "RewardFailureRateError",
-    "InferenceUnavailableError", "sample_id_of", "get_logger", "plan_micro_batches", "MicroBatchPlan", "DistInfo",
+    "InferenceUnavailableError", "sample_id_of", "get_logger", "plan_micro_batches", "MicroBatchPlan", "ClusterScheduler",
+    "die_with_parent", "free_port", "log_tail", "wait_healthy", "describe_status", "parse_weight_version",
+    "resolve_model_path", "CheckpointLayout", "check_full_attention", "checkpoint_named_parameters", "DistInfo",
     "engine_device", "join_process_group", "leave_process_group", "all_reduce_sum", *_api_all,
 ]
 

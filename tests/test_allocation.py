@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-from areal_core.config.allocation import apply_allocation, bind, parse_allocation
+from areal_core.api.types import ParallelLayout, RunContext
+from areal_core.config.allocation import apply_allocation, bind, layout_of, parse_allocation, require_parallel_support
 from areal_core.config.base import (
     ComponentConfig,
     InferenceConfigBase,
@@ -121,9 +123,53 @@ def test_allocation_writes_the_shorthands_back():
     assert apply_allocation(again).spec() == "inference=vllm:d2t2+actor=fsdp:d4"  # a resolved config reloads
 
 
+def test_the_inference_part_reaches_the_backend_config():
+    cfg = _resolved({"allocation": "vllm:d2t4p2+fsdp:d2"}, {})
+    apply_allocation(cfg)
+    inference = cfg.components["inference"]
+    assert (inference.n_servers, inference.tensor_parallel_size, inference.pipeline_parallel_size,
+            inference.expert_parallel_size) == (2, 4, 2, 1)
+
+
+def test_server_sizes_are_a_shorthand_too():
+    cfg = _resolved({"trainer_ranks": 2}, {"n_servers": 2, "tensor_parallel_size": 2})
+    assert apply_allocation(cfg).spec() == "inference=vllm:d2t2+actor=fsdp:d2"
+
+
+def test_the_actor_part_is_the_engines_layout():
+    cfg = _resolved({"allocation": "vllm:d1+fsdp:d2t2p2"}, {})
+    apply_allocation(cfg)
+    layout = layout_of(cfg, "actor", world_size=8)
+    assert layout == ParallelLayout(data=2, tensor=2, pipeline=2, part="actor=fsdp:d2t2p2")
+    assert layout.world_size == 8 and layout.model_parallel() == {"t": 2, "p": 2}
+    no_allocation = ResolvedConfig(run=SimpleNamespace(), components={"actor": ComponentConfig(name="fsdp")})
+    assert layout_of(no_allocation, "actor", world_size=3) == ParallelLayout(data=3)
+    assert RunContext("m", 0, 1, Path("."), rank=1, world_size=3).parallel == ParallelLayout(data=3)
+    with pytest.raises(ValueError, match="has 8 ranks, world_size is 4"):
+        RunContext("m", 0, 1, Path("."), rank=0, world_size=4, parallel=layout)
+
+
+class _TensorParallelEngine:
+    parallel_dims = frozenset("tp")
+
+
+def test_a_component_runs_only_the_dims_it_declares():
+    layout = ParallelLayout(data=2, tensor=2, part="actor=fsdp:d2t2")
+    with pytest.raises(ArealError) as err:
+        require_parallel_support(object(), "train engine 'fsdp' (actor)", layout)
+    assert str(err.value).startswith("scheduler.allocation part 'actor=fsdp:d2t2': train engine 'fsdp' (actor) cannot "
+                                     "run t2 (tensor parallel); it supports data parallel (d) only")
+    require_parallel_support(_TensorParallelEngine(), "train engine 'megatron'", layout)
+    require_parallel_support(object(), "train engine 'fsdp'", ParallelLayout(data=4))  # data parallel: everyone
+    with pytest.raises(ArealError, match=r"cannot run c2 \(context parallel\), e2 \(expert parallel\); it supports p, t"):
+        require_parallel_support(_TensorParallelEngine(), "train engine 'megatron'",
+                                 ParallelLayout(data=2, tensor=2, context=2, expert=2, part="actor=megatron:d2t2c2e2"))
+
+
 @pytest.mark.parametrize("scheduler, inference, fault", [
     ({"allocation": "vllm:d2+fsdp:d4", "trainer_ranks": 2}, {}, "scheduler.trainer_ranks=2 contradicts"),
     ({"allocation": "vllm:d2+fsdp:d4"}, {"n_servers": 3}, "inference.n_servers=3 contradicts"),
+    ({"allocation": "vllm:d2t2+fsdp:d4"}, {"tensor_parallel_size": 4}, "inference.tensor_parallel_size=4 contradicts"),
 ])
 def test_a_contradicting_shorthand_is_an_error(scheduler, inference, fault):
     with pytest.raises(ArealError, match=fault):

@@ -12,6 +12,7 @@ from areal_core.api.protocols import (
     Scheduler,
     SupportsAclose,
     SupportsAdapterExport,
+    SupportsParallelLayout,
     SupportsServerStatus,
     SupportsStats,
     SupportsWeightsChecksum,
@@ -23,6 +24,7 @@ from areal_core.api.types import (
     FinishReason,
     ModelRequest,
     ModelResponse,
+    ParallelLayout,
     RunContext,
     SamplingParams,
     Trajectory,
@@ -34,6 +36,7 @@ from areal_core.api.types import (
 __all__ = [
     "Algorithm", "Device", "FinishReason", "InferenceBackend", "InferenceEngine", "LossFn", "LossWeightFn", "MetricSink",
     "ModelRequest", "ModelResponse", "Reward", "RunContext", "SamplingParams", "Scheduler", "SupportsAclose", "SupportsServerStatus",
+    "ParallelLayout", "SupportsParallelLayout",
     "SupportsAdapterExport", "SupportsStats", "SupportsWeightsChecksum", "TrainEngine", "Trajectory",
     "WeightSyncPath", "WeightUpdateMeta", "WeightUpdater", "WeightVersion", "Workflow",
 ]

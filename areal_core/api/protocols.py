@@ -176,6 +176,21 @@ class SupportsServerStatus(Protocol):
 
 
 @runtime_checkable
+class SupportsParallelLayout(Protocol):
+    """A train engine or inference backend that runs model-parallel layouts.
+
+    ``parallel_dims`` holds the letters of ``scheduler.allocation`` it honours beyond data
+    parallel (a subset of ``"tpce"``: tensor, pipeline, context, expert). Core refuses a part with
+    any other dim > 1 before the component starts (a train engine: after its factory call, before
+    ``initialize``; an inference backend: before any server starts). A train engine reads its
+    layout from ``run.parallel``; an inference backend from its config's
+    ``tensor_parallel_size`` / ``pipeline_parallel_size`` / ``expert_parallel_size``.
+    """
+
+    parallel_dims: frozenset[str]
+
+
+@runtime_checkable
 class SupportsAclose(Protocol):
     """Something holding connections that must be closed on its own event loop."""
 

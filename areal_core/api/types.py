@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from areal_core.errors import ArealError
+
 FinishReason = Literal["stop", "length", "abort"]
 
 
@@ -163,15 +165,61 @@ class WeightVersion:
         return f"WeightVersion({self._value})"
 
 
+def parse_weight_version(value: Any, server: str = "inference server") -> int:
+    """A server's reported weight version as an int (SGLang and vLLM report a string).
+
+    ``None`` or ``"default"`` (the server's version was never set) is version 0; anything else
+    must be an integer, since areal sets versions to the number of completed steps.
+    """
+    if value is None or value == "default":
+        return 0
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ArealError(f"{server} reported weight_version {value!r}, which is not an integer: areal sets "
+                         "integer versions (start servers with version 0; was it updated by another client?)") from None
+
+
+@dataclass(frozen=True)
+class ParallelLayout:
+    """The parallel layout of one part of ``scheduler.allocation`` (``fsdp:d4``, ``vllm:d2t2``).
+
+    ``data`` (d), ``tensor`` (t), ``pipeline`` (p), ``context`` (c) and ``expert`` (e) sizes, each
+    ≥ 1. A train part runs ``world_size = d·t·p·c`` ranks; its ``e`` expert groups are carved out
+    of the ``d·c`` data×context ranks. An inference part runs ``d`` servers of ``t·p`` devices.
+    ``part`` is the allocation part it came from (``"actor=megatron:d2t2"``), for messages.
+    """
+
+    data: int = 1
+    tensor: int = 1
+    pipeline: int = 1
+    context: int = 1
+    expert: int = 1
+    part: str = ""
+
+    @property
+    def world_size(self) -> int:
+        """d·t·p·c (processes of a train part)."""
+        return self.data * self.tensor * self.pipeline * self.context
+
+    def model_parallel(self) -> dict[str, int]:
+        """The dims beyond data parallel that are > 1, by letter: ``{"t": 2, "e": 4}``."""
+        sizes = {"t": self.tensor, "p": self.pipeline, "c": self.context, "e": self.expert}
+        return {k: v for k, v in sizes.items() if v > 1}
+
+
 @dataclass
 class RunContext:
     """What a train engine factory receives besides its config (``factory(config, run)``).
 
     ``weight_version`` is owned by the trainer (see :class:`WeightVersion`): an engine reads
     ``run.weight_version.value`` (e.g. the version of π_prox) and never sets it. ``rank`` /
-    ``world_size`` are the trainer's data-parallel rank and size. ``device`` is the
-    :class:`~areal_core.api.Device` the trainer ranks joined their process group with; an engine
-    whose config says ``device: auto`` computes on it.
+    ``world_size`` are this trainer process's rank and the number of trainer processes;
+    ``parallel`` is how they are split (the actor part of ``scheduler.allocation``; pure data
+    parallel, ``d = world_size``, when the run has none). Only an engine that is
+    :class:`~areal_core.api.protocols.SupportsParallelLayout` for every dim > 1 of it is built.
+    ``device`` is the :class:`~areal_core.api.Device` the trainer ranks joined their process group
+    with; an engine whose config says ``device: auto`` computes on it.
     """
 
     model_path: str
@@ -181,4 +229,12 @@ class RunContext:
     rank: int = 0
     world_size: int = 1
     weight_version: WeightVersion = field(default_factory=WeightVersion)
+    parallel: ParallelLayout = field(default_factory=ParallelLayout)
     device: Any = None  # the run's Device (its ``device:`` section); None outside a run (an engine then picks one)
+
+    def __post_init__(self) -> None:
+        if self.parallel == ParallelLayout():  # the default: every process a data-parallel rank
+            self.parallel = ParallelLayout(data=self.world_size)
+        if self.parallel.world_size != self.world_size:
+            raise ValueError(f"RunContext: layout {self.parallel} has {self.parallel.world_size} ranks, "
+                             f"world_size is {self.world_size}")

@@ -23,8 +23,12 @@ Derived layout, per component:
   need a model with experts.
 
 ``inference.n_servers`` and ``scheduler.trainer_ranks`` are the shorthand
-``INFERENCE:d{n_servers}+ACTOR:d{trainer_ranks}``; :func:`apply_allocation` is the one place
-that reconciles them with ``scheduler.allocation`` and writes the derived values back.
+``INFERENCE:d{n_servers}+ACTOR:d{trainer_ranks}`` (``inference.tensor_parallel_size``,
+``pipeline_parallel_size`` and ``expert_parallel_size`` add the servers' t, p and e);
+:func:`apply_allocation` is the one place that reconciles them with ``scheduler.allocation`` and
+writes the derived values back, so backends read their servers' layout from their config and
+train engines theirs from ``RunContext.parallel`` (:func:`layout_of`). A component that cannot
+run a dim > 1 of its part is refused by :func:`require_parallel_support`.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from areal_core.api.types import ParallelLayout
 from areal_core.errors import ArealError
 
 DIMS = "dtpce"
@@ -74,6 +79,10 @@ class AllocComponent:
     def devices_per_process(self) -> int:
         """Accelerators per process: t·p per server (inference), 1 per rank (train)."""
         return self.t * self.p if self.role == "inference" else 1
+
+    def layout(self) -> ParallelLayout:
+        """This part's sizes as the :class:`~areal_core.api.types.ParallelLayout` components get."""
+        return ParallelLayout(self.d, self.t, self.p, self.c, self.e, part=self.spec())
 
     def spec(self) -> str:
         """Canonical text: ``role=backend:d..t..`` with every dim that is not 1, d always."""
@@ -217,10 +226,45 @@ def _model_config(model_path: str | Path | None) -> dict[str, Any]:
     return {**data.get("text_config", {}), **data} if isinstance(data, dict) else {}
 
 
-def shorthand(inference: str, n_servers: int, actor: str, trainer_ranks: int) -> Allocation:
-    """The allocation ``n_servers``/``trainer_ranks`` stand for."""
-    text = f"inference={inference}:d{n_servers}+actor={actor}:d{trainer_ranks}"
+# inference config fields (InferenceConfigBase) that mirror the inference part's dims
+INFERENCE_FIELDS = {"d": "n_servers", "t": "tensor_parallel_size", "p": "pipeline_parallel_size",
+                    "e": "expert_parallel_size"}
+
+
+def shorthand(inference: str, n_servers: int, actor: str, trainer_ranks: int, server_dims: str = "") -> Allocation:
+    """The allocation ``n_servers``/``trainer_ranks`` (and the servers' ``t``/``p``/``e`` sizes,
+    ``server_dims`` such as ``"t2"``) stand for."""
+    text = f"inference={inference}:d{n_servers}{server_dims}+actor={actor}:d{trainer_ranks}"
     return Allocation(text, parse_allocation(text).components)
+
+
+def layout_of(cfg: Any, role: str, world_size: int) -> ParallelLayout:
+    """The layout of ``role`` (``actor``) in a resolved config's ``scheduler.allocation`` (canonical
+    after :func:`apply_allocation`); pure data parallel over ``world_size`` processes when the run
+    has no allocation (``areal sft`` and co.) or no such part."""
+    sched = cfg.components.get("scheduler")
+    text = getattr(sched, "allocation", None)
+    if text:
+        part = next((c for c in parse_allocation(text).components if c.role == role), None)
+        if part is not None:
+            return part.layout()
+    return ParallelLayout(data=world_size)
+
+
+def require_parallel_support(component: object, what: str, layout: ParallelLayout) -> None:
+    """ArealError unless ``component`` honours every dim > 1 of ``layout`` beyond data parallel
+    (:class:`~areal_core.api.protocols.SupportsParallelLayout`). ``what``: e.g. "train engine 'fsdp'"."""
+    from areal_core.api.protocols import SupportsParallelLayout
+
+    wanted = layout.model_parallel()
+    supported = component.parallel_dims if isinstance(component, SupportsParallelLayout) else frozenset()
+    refused = {k: v for k, v in wanted.items() if k not in supported}
+    if refused:
+        names = {"t": "tensor", "p": "pipeline", "c": "context", "e": "expert"}
+        dims = ", ".join(f"{k}{v} ({names[k]} parallel)" for k, v in refused.items())
+        can = ", ".join(sorted(supported)) or "data parallel (d) only"
+        raise ArealError(f"scheduler.allocation part {layout.part!r}: {what} cannot run {dims}; it supports {can}. "
+                         "drop those dims from the part or choose a component that runs them")
 
 
 def apply_allocation(cfg: Any) -> Allocation:
@@ -237,18 +281,22 @@ def apply_allocation(cfg: Any) -> Allocation:
     n_servers, ranks = int(getattr(inference, "n_servers", 1)), int(getattr(sched, "trainer_ranks", 1))
     text = getattr(sched, "allocation", None)
     if text is None:
-        alloc = shorthand(inference.name, n_servers, actor.name, ranks)
+        server_dims = "".join(f"{d}{getattr(inference, f)}" for d, f in INFERENCE_FIELDS.items()
+                              if d != "d" and int(getattr(inference, f, 1)) > 1)
+        alloc = bind(shorthand(inference.name, n_servers, actor.name, ranks, server_dims),
+                     {"inference": inference.name, "actor": actor.name}, getattr(cfg.run, "model_path", None))
     else:
         alloc = bind(parse_allocation(text), {"inference": inference.name, "actor": actor.name},
                      getattr(cfg.run, "model_path", None))
-        for section, model, key, derived in (("inference", inference, "n_servers", alloc.n_servers),
-                                             ("scheduler", sched, "trainer_ranks", alloc.trainer_ranks)):
-            explicit = getattr(model, key, derived)
-            if key in model.model_fields_set and explicit != derived:
-                raise ArealError(f"{section}.{key}={explicit} contradicts scheduler.allocation {text!r} ({derived}): "
-                                 f"drop {section}.{key} (the allocation is the whole layout)")
-    for model, key, value in ((sched, "allocation", alloc.spec()), (inference, "n_servers", alloc.n_servers),
-                              (sched, "trainer_ranks", alloc.trainer_ranks)):
+    server = alloc.role("inference")
+    derived = [("scheduler", sched, "trainer_ranks", alloc.trainer_ranks),
+               *(("inference", inference, field_, getattr(server, d)) for d, field_ in INFERENCE_FIELDS.items())]
+    for section, model, key, value in derived:
+        explicit = getattr(model, key, value)
+        if text is not None and key in model.model_fields_set and explicit != value:
+            raise ArealError(f"{section}.{key}={explicit} contradicts scheduler.allocation {text!r} ({value}): "
+                             f"drop {section}.{key} (the allocation is the whole layout)")
+    for model, key, value in [(sched, "allocation", alloc.spec()), *((m, k, v) for _, m, k, v in derived)]:
         if key in type(model).model_fields:
             setattr(model, key, value)
     return alloc

@@ -29,6 +29,15 @@ class InferenceConfigBase(ComponentConfig):
     """Base of an inference backend's config model: the fields core reads (``areal train``)."""
 
     n_servers: int = Field(1, ge=1, description="server processes the scheduler starts (requests are spread over them)")
+    tensor_parallel_size: int = Field(
+        1, ge=1, description="devices each server splits the model over by tensor parallelism (the t of the "
+                             "allocation's inference part); > 1 only for a backend that supports it")
+    pipeline_parallel_size: int = Field(
+        1, ge=1, description="pipeline stages of each server (the p of the allocation's inference part); > 1 only for "
+                             "a backend that supports it")
+    expert_parallel_size: int = Field(
+        1, ge=1, description="expert-parallel size of each server (the e of the allocation's inference part; needs a "
+                             "model with experts); > 1 only for a backend that supports it")
 
 
 class SchedulerConfigBase(ComponentConfig):

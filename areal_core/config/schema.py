@@ -70,7 +70,8 @@ class RolloutConfig(StrictModel):
                                   "GPUs can take minutes; a tiny CPU model takes under a second)")
     on_server_lost: Literal["restart", "continue", "stop"] = Field(
         "restart", description="a server that stops answering (killed, stopped, hung): restart = the scheduler starts "
-                               "it again at the current weights (local scheduler; else as continue); continue = go on "
+                               "it again at the current weights (schedulers with restart_server: local, ray, slurm; "
+                               "else as continue); continue = go on "
                                "with the others; stop = end the run naming it. distributed weight sync always stops")
     enforce_token_lag: bool = Field(
         False, description="strict staleness: a finished group holding any token more than η versions older than the "
@@ -132,7 +133,7 @@ class RunConfig(StrictModel):
     trial_name: RunName = Field("trial0", description="one run of an experiment")
     fileroot: str = Field("runs", description="run directories go under fileroot/experiment_name/trial_name")
     seed: int = Field(1, description="global seed")
-    model_path: str = Field(description="local HF model directory (actor, reference and servers start from it)")
+    model_path: str = Field(description="local HF model directory or Hugging Face hub id (org/name, from the HF cache; downloaded unless HF_HUB_OFFLINE) that actor, reference and servers start from")
     recover: Literal["off", "auto"] = Field("off", description="auto: resume from the last recovery checkpoint if there is one")
 
     actor: Section("train_engine") = Field(description="the policy's train engine, e.g. {name: fsdp, optimizer: {lr: 1e-5}}")
@@ -175,7 +176,7 @@ class OfflineRunConfig(StrictModel):
     trial_name: RunName = Field("trial0", description="one run of an experiment")
     fileroot: str = Field("runs", description="run directories go under fileroot/experiment_name/trial_name")
     seed: int = Field(1, description="global seed (data order, engine RNG)")
-    model_path: str = Field(description="local HF model directory to train")
+    model_path: str = Field(description="local HF model directory or Hugging Face hub id (org/name, from the HF cache) to train")
     output_path: str | None = Field(None, description="where the trained HF model is written (default RUN_DIR/export)")
     recover: Literal["off", "auto"] = Field("off", description="auto: resume from the last recovery checkpoint if there is one")
 

@@ -26,9 +26,7 @@ import atexit
 import functools
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +37,7 @@ from areal_core.api.protocols import InferenceBackend
 from areal_core.config.base import SchedulerConfigBase
 from areal_core.errors import ArealError
 from areal_core.launcher.liveness import describe_status
-from areal_core.launcher.support import LOG_TAIL_CHARS, log_tail, wait_healthy
+from areal_core.launcher.support import LOG_TAIL_CHARS, die_with_parent, free_port, log_tail, wait_healthy
 from areal_core.logging import get_logger
 
 log = get_logger(__name__)
@@ -76,22 +74,6 @@ class LocalProcess:
 
     def log_tail(self, chars: int = LOG_TAIL_CHARS) -> str:
         return log_tail(self.log_path, chars)
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port that was free a moment ago (the OS picks it)."""
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-def _die_with_parent() -> None:
-    """preexec_fn: ask Linux to SIGKILL this child when the process that started it dies."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        pr_set_pdeathsig = 1
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
 class LocalScheduler:
@@ -135,7 +117,7 @@ class LocalScheduler:
                 try:
                     popen = subprocess.Popen([str(a) for a in argv], stdout=out, stderr=subprocess.STDOUT,
                                              stdin=subprocess.DEVNULL, env=full_env, start_new_session=True,
-                                             preexec_fn=_die_with_parent)
+                                             preexec_fn=die_with_parent)
                 except OSError as exc:
                     raise ArealError(f"scheduler local: cannot start {name} ({argv[0]!r}): {exc}") from None
             proc = LocalProcess(name, i, popen, log_path)
@@ -162,7 +144,9 @@ class LocalScheduler:
                                 env: dict[str, str] | None = None) -> list[str]:
         """Start ``n`` servers of ``backend`` on free ports; return their ``host:port`` once healthy."""
         host = self.config.host
-        ports = [free_port(host) for _ in range(n)]
+        ports: list[int] = []
+        for _ in range(n):
+            ports.append(free_port(host, avoid=ports))
         devices = self.config.server_visible_devices
         procs = []
         for i, port in enumerate(ports):

@@ -1,4 +1,5 @@
-"""What every scheduler needs: waiting for freshly started inference servers, and log tails.
+"""What every scheduler needs: ports, children that die with their parent, waiting for freshly
+started inference servers, and log tails.
 
     await wait_healthy(backend, {"10.0.0.2:30001": check_server0, ...}, timeout_s=300,
                        setting="scheduler.server_start_timeout_s", log_tail=tail_of)
@@ -11,8 +12,12 @@ timeout message.
 from __future__ import annotations
 
 import asyncio
+import random
+import signal
+import socket
+import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +27,57 @@ from areal_core.config.allocation import Allocation, parse_allocation
 from areal_core.errors import ArealError
 
 LOG_TAIL_CHARS = 3000
+# Ports free_port hands out: above Ray's worker ports (10002-19999 by default), below the
+# kernel's ephemeral range (read from /proc; 32768 on a default Linux).
+PORT_FLOOR = 20000
+EPHEMERAL_RANGE_FILE = "/proc/sys/net/ipv4/ip_local_port_range"
+
+
+def free_port(host: str = "127.0.0.1", avoid: Collection[int] = ()) -> int:
+    """A port free on ``host`` now, for a process about to be started to listen on.
+
+    The port is released before the process binds it, so someone else may take it in between.
+    What takes ports in that window on a busy node is mostly the kernel handing out ephemeral
+    ports (every outgoing connection: HTTP clients, srun's I/O, Ray's gRPC), so the port is
+    drawn at random from below the ephemeral range, where the kernel never assigns one, and
+    above Ray's worker-port range. When that range is unusable, the OS picks (``bind(0)``).
+    ``avoid``: ports already handed to processes not yet started (never returned again).
+    """
+    low = _ephemeral_low()
+    if low - PORT_FLOOR >= 1000:
+        for port in random.sample(range(PORT_FLOOR, low), 64):
+            if port not in avoid and _bindable(host, port):
+                return port
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _ephemeral_low() -> int:
+    try:
+        with open(EPHEMERAL_RANGE_FILE) as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default; elsewhere the OS-picked fallback covers us
+
+
+def _bindable(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def die_with_parent() -> None:
+    """``preexec_fn`` of a child process: ask Linux to SIGKILL it when the process that started it
+    dies, even by SIGKILL (``PR_SET_PDEATHSIG``); does nothing elsewhere."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
 def log_tail(path: Path, chars: int = LOG_TAIL_CHARS) -> str:

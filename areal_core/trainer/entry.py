@@ -41,7 +41,7 @@ from pathlib import Path
 
 from areal_core.api.protocols import Scheduler, SupportsServerStatus, missing_members
 from areal_core.auth import API_KEY_ENV, run_key
-from areal_core.config.allocation import apply_allocation
+from areal_core.config.allocation import apply_allocation, require_parallel_support
 from areal_core.config.loader import RESOLVED_CONFIG_FILE, ResolvedConfig, load_config, save_resolved
 from areal_core.config.schema import RunConfig
 from areal_core.errors import ArealError
@@ -71,12 +71,14 @@ def train_main(argv: list[str] | None = None) -> int:
 
 def run_training(cfg: ResolvedConfig[RunConfig], registry=None) -> Path:
     """Everything ``areal train`` does after loading the config; returns the run directory."""
+    from areal_core.hub import resolve_model_path
     from areal_core.trainer.rl import reconcile_temperatures
 
     run = cfg.run
     run_dir = run_dir_of(cfg)
     _check_run_dir(run_dir, run.recover)
     reconcile_temperatures(cfg)
+    run.model_path = resolve_model_path(run.model_path)  # a hub id becomes its cached snapshot directory
     _check_paths(cfg)
     allocation = apply_allocation(cfg)  # before the resolved config is saved: rank processes read it
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -90,6 +92,7 @@ def run_training(cfg: ResolvedConfig[RunConfig], registry=None) -> Path:
         raise ArealError(f"scheduler {run.scheduler['name']!r} cannot run `areal train`: it does not implement the "
                          f"Scheduler protocol (missing: {', '.join(missing_members(scheduler, Scheduler))})")
     backend = cfg.create("inference", registry=registry)
+    require_parallel_support(backend, f"inference backend {run.inference['name']!r}", allocation.role("inference").layout())
     n_servers, ranks = allocation.n_servers, allocation.trainer_ranks
     scheduler.prepare(run_dir)
     with run_key() as key:

@@ -99,6 +99,7 @@ class OfflineTrainer:
         from transformers import AutoTokenizer
 
         from areal_core.api.types import RunContext
+        from areal_core.config.allocation import layout_of
         from areal_core.data.dataset import EpochDataLoader, load_rows
         from areal_core.metrics import METRICS_FILE, MetricsLogger
         from areal_core.trainer.rl import _truncate_jsonl
@@ -113,7 +114,8 @@ class OfflineTrainer:
         self.valid_examples = (self._encode(load_rows(run.valid_dataset, "valid_dataset"), "valid_dataset")
                                if run.valid_dataset else None)
         self.context = RunContext(run.model_path, run.seed, run.trainer.total_steps, self.run_dir, self.rank,
-                                  self.world_size, device=self.cfg.create("device", registry=self.registry))
+                                  self.world_size, parallel=layout_of(self.cfg, "actor", self.world_size),
+                                  device=self.cfg.create("device", registry=self.registry))
         self.actor = self.create("actor")
         self.objective.prepare(self)
         state = self._recover()
@@ -123,9 +125,9 @@ class OfflineTrainer:
 
     def create(self, path: str):
         """Build and initialise the train engine configured at ``path`` (``actor``, ``ref``)."""
-        engine = self.cfg.create(path, registry=self.registry, run=self.context)
-        engine.initialize()
-        return engine
+        from areal_core.trainer.rl import create_train_engine
+
+        return create_train_engine(self.cfg, path, self.context, self.registry)
 
     def _encode(self, rows: list[dict[str, Any]], dataset: str) -> list[Any]:
         from areal_core.data.preference import row_label
@@ -218,6 +220,7 @@ class OfflineTrainer:
 # ---------------------------------------------------------------------- running a command
 def run_offline(command: str, cfg: ResolvedConfig, registry=None) -> Path:
     """Everything ``areal sft|dpo|rm`` does after loading the config; returns the exported model directory."""
+    from areal_core.hub import resolve_model_path
     from areal_core.trainer.entry import _check_run_dir, quiet_libraries, run_dir_of
 
     run = cfg.run
@@ -225,8 +228,10 @@ def run_offline(command: str, cfg: ResolvedConfig, registry=None) -> Path:
     _check_run_dir(run_dir, run.recover)
     problems = [f"{name}.path: {getattr(run, name).path!r} does not exist" for name in ("train_dataset", "valid_dataset")
                 if getattr(run, name) is not None and not Path(getattr(run, name).path).expanduser().exists()]
-    if not Path(run.model_path).expanduser().is_dir():
-        problems.insert(0, f"model_path: {run.model_path!r} is not a directory")
+    try:
+        run.model_path = resolve_model_path(run.model_path)  # a hub id becomes its cached snapshot directory
+    except ArealError as exc:
+        problems.insert(0, str(exc))
     if problems:
         raise ArealError("invalid config:\n  " + "\n  ".join(problems))
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -59,6 +59,7 @@ from typing import TYPE_CHECKING, Any
 from areal_core.api.protocols import SupportsAdapterExport, SupportsWeightsChecksum, TrainEngine, WeightUpdater
 from areal_core.api.types import RunContext, Trajectory, WeightUpdateMeta, WeightVersion
 from areal_core.auth import auth_headers
+from areal_core.config.allocation import layout_of, require_parallel_support
 from areal_core.config.base import WorkflowConfigBase
 from areal_core.config.loader import ResolvedConfig
 from areal_core.config.schema import RunConfig
@@ -124,6 +125,15 @@ def reconcile_temperatures(cfg: ResolvedConfig[RunConfig]) -> float:
     return tau
 
 
+def create_train_engine(cfg: ResolvedConfig, path: str, context: RunContext, registry=None) -> TrainEngine:
+    """Build the train engine configured at ``path`` with ``context``, refuse a layout it cannot run
+    (``context.parallel``: t/p/c/e it does not declare), then initialise it."""
+    engine = cfg.create(path, registry=registry, run=context)
+    require_parallel_support(engine, f"train engine {cfg.components[path].name!r} ({path})", context.parallel)
+    engine.initialize()
+    return engine
+
+
 class RLTrainer:
     """One trainer rank of an RL run. Rank 0 also owns the rollout side (controller, eval, logs).
 
@@ -156,6 +166,7 @@ class RLTrainer:
         self.progress: Progress | None = None
         self.updater: WeightUpdater | None = None
         self._sync_bytes = 0
+        self._busy_mark: tuple[float, float] | None = None  # (client busy_s, perf_counter) at the last step's metrics
         self._last_checkpoint_s: float | None = None
 
     # ============================================================== setup
@@ -166,16 +177,14 @@ class RLTrainer:
         run = self.run
         reconcile_temperatures(self.cfg)
         context = RunContext(run.model_path, run.seed, run.trainer.total_steps, self.run_dir, self.rank, self.world_size,
-                             self.weight_version, device=self._create("device"))
+                             self.weight_version, layout_of(self.cfg, "actor", self.world_size),
+                             device=self._create("device"))
         self.algorithm = self._create("algorithm")
-        self.actor = self._create("actor", run=context)
-        self.actor.initialize()
+        self.actor = create_train_engine(self.cfg, "actor", context, self.registry)
         if run.critic is not None:
-            self.critic = self._create("critic", run=context)
-            self.critic.initialize()
+            self.critic = create_train_engine(self.cfg, "critic", context, self.registry)
         if run.ref is not None:
-            self.ref = self._create("ref", run=context)
-            self.ref.initialize()
+            self.ref = create_train_engine(self.cfg, "ref", context, self.registry)
         if run.weight_sync.type == "adapter" and not isinstance(self.actor, SupportsAdapterExport):
             raise ArealError(f"weight_sync.type=adapter: train engine {run.actor['name']!r} cannot export a LoRA adapter "
                              f"alone (no export_adapter); use weight_sync.type=disk or distributed")
@@ -230,7 +239,7 @@ class RLTrainer:
         sync = self.run.weight_sync
         meta = WeightUpdateMeta(type=sync.type, bucket_bytes=sync.bucket_mb << 20)
         if sync.type == "distributed":
-            from areal_core.launcher.local import free_port
+            from areal_core.launcher.support import free_port
 
             meta.master_address = self.host_addr
             meta.master_port = free_port(self.host_addr)
@@ -286,6 +295,8 @@ class RLTrainer:
         s = self.step
         timer = StepTimer()
         start = time.perf_counter()
+        if self._busy_mark is None and self.is_main:
+            self._busy_mark = (self.client.busy_s(), start)
         with timer.phase("gen_wait_s"):
             trajectories = self._share(self._prepare_batch())
         from areal_core.data.batch import SequenceBatch
@@ -463,11 +474,22 @@ class RLTrainer:
         if self._last_checkpoint_s is not None:
             out["timing/last_checkpoint_s"], self._last_checkpoint_s = self._last_checkpoint_s, None
         out["throughput/trained_tokens_per_s"] = trained_tokens / step_s if step_s > 0 else 0.0
+        out.update(self._busy_fractions(timer, step_s))
         out["throughput/trained_tokens"] = float(trained_tokens)
         out["weight_sync/bytes"] = float(self._sync_bytes)
         out.update({f"total/{k}": float(v) for k, v in self.counters.items()})
         out["version"] = float(self.step)
         return out
+
+    def _busy_fractions(self, timer: StepTimer, step_s: float) -> dict[str, float]:
+        """How much the two sides overlap: ``timing/trainer_busy_fraction`` = train_s / step_s;
+        ``inference/busy_fraction`` = the share of the wall time since the last step's metrics during
+        which at least one rollout generate request was in flight (eval requests not counted)."""
+        now, busy = time.perf_counter(), self.client.busy_s()
+        last_busy, last_t = self._busy_mark or (busy, now)
+        self._busy_mark = (busy, now)
+        return {"timing/trainer_busy_fraction": timer.times.get("train_s", 0.0) / step_s if step_s > 0 else 0.0,
+                "inference/busy_fraction": (busy - last_busy) / (now - last_t) if now > last_t else 0.0}
 
     def _audit(self, trajectories: list[Trajectory]) -> None:
         """One line of ``trained_samples.jsonl``: the ids trained by this step and the versions of

@@ -66,6 +66,24 @@ def test_servers_start_on_free_ports_and_report_health(tmp_path):
     assert sorted(p.name for p in (tmp_path / "logs").iterdir()) == ["server0-0.log", "server1-0.log"]
 
 
+def test_free_ports_are_outside_the_range_the_kernel_hands_out(monkeypatch):
+    """Ports for processes about to start lie below the ephemeral range (outgoing connections
+    cannot take them meanwhile) and above Ray's worker ports; ``avoid`` is honoured."""
+    import socket
+
+    from areal_core.launcher import support
+
+    low = support._ephemeral_low()
+    ports = {support.free_port() for _ in range(20)}
+    assert all(support.PORT_FLOOR <= p < low for p in ports)
+    port = ports.pop()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))  # it is free
+    # every port drawn is one to avoid: the OS picks instead (from the ephemeral range)
+    monkeypatch.setattr(support.random, "sample", lambda population, k: [port] * k)
+    assert support.free_port(avoid=[port]) >= low
+
+
 def test_a_server_that_dies_while_starting_is_reported_with_its_log(tmp_path):
     with LocalScheduler(log_dir=tmp_path) as scheduler:
         with pytest.raises(ArealError, match=r"(?s)server0-0 .*exited with status 3.*model file is corrupt"):

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 from pydantic import Field
 
-from areal_core.plugin import InferenceConfigBase
-from areal_sglang.protocol import ServerRequestError, SGLangProtocol
+from areal_core.plugin import ArealError, InferenceConfigBase, WeightUpdateMeta, WeightUpdater
+from areal_sglang.protocol import ServerRequestError, SGLangProtocol, post
 
 
 class EmbeddedConfig(InferenceConfigBase):
@@ -22,6 +24,9 @@ class EmbeddedConfig(InferenceConfigBase):
     device: str = Field("auto", description="auto (cuda when present, else cpu), cpu, cuda, cuda:N")
     seed: int = Field(0, description="seeds the sampling of requests that carry no sampling_seed")
     threads: int | None = Field(None, ge=1, description="torch CPU threads per server; default: torch's choice")
+    cpus: list[int] | None = Field(
+        None, min_length=1, description="CPU core ids every server process is pinned to (os.sched_setaffinity), e.g. "
+                                        "[0] to keep generation off the trainer's cores; null: no pinning")
     weight_version: int = Field(0, ge=0, description="weight version the server reports before any update")
     log_level: Literal["debug", "info", "warning", "error"] = Field("warning", description="server log level")
     max_n: int = Field(64, ge=1, description="most completions one /generate may ask per prompt (sampling n)")
@@ -41,6 +46,9 @@ class EmbeddedBackend(SGLangProtocol):
 
     The server requires ``Authorization: Bearer $AREAL_API_KEY`` when that variable is set in its
     environment (``areal train`` sets a fresh one per run); the key never appears in its argv.
+
+    Weight paths: SGLang's ``disk`` and ``distributed``, and ``adapter`` (:class:`EmbeddedAdapterUpdater`:
+    only the LoRA adapter travels; the server merges it into the base weights it keeps).
 
     It also implements :class:`~areal_core.plugin.SupportsWeightsChecksum`: a server reports the
     checksum of the weights it serves (the trainer compares it with its own when
@@ -64,7 +72,15 @@ class EmbeddedBackend(SGLangProtocol):
             argv += ["--max-len", str(c.max_len)]
         if c.threads is not None:
             argv += ["--threads", str(c.threads)]
+        if c.cpus is not None:
+            argv += ["--cpus", ",".join(str(cpu) for cpu in c.cpus)]
         return argv
+
+    def weight_updater(self, meta: WeightUpdateMeta) -> WeightUpdater:
+        """``adapter`` here; ``disk`` and ``distributed`` as SGLang's (:class:`SGLangProtocol`)."""
+        if meta.type == "adapter":
+            return EmbeddedAdapterUpdater(meta)
+        return super().weight_updater(meta)
 
     async def weights_checksum(self, client, addr: str) -> str:
         """``GET /weights_checksum``: :func:`areal_core.checksum.tensors_checksum` of the served parameters."""
@@ -72,3 +88,30 @@ class EmbeddedBackend(SGLangProtocol):
         if resp.status_code != 200:
             raise ServerRequestError(addr, "/weights_checksum", resp.status_code, resp.text[:1000])
         return resp.json()["checksum"]
+
+
+class EmbeddedAdapterUpdater:
+    """``adapter`` path: every server merges the PEFT adapter directory the trainer exported
+    (``export_adapter``) into its base weights and takes the version in the same step
+    (``POST /load_lora_adapter {"lora_name", "lora_path", "weight_version"}``). ``push`` returns
+    the bytes of the adapter's weight files: what the sync moved instead of the whole model."""
+
+    lora_name = "areal"
+
+    def __init__(self, meta: WeightUpdateMeta):
+        self.meta = meta
+
+    async def connect(self, client: Any, addrs: list[str]) -> None:
+        """Nothing to prepare: servers read the shared filesystem."""
+
+    async def push(self, client: Any, addrs: list[str], weights: Any, version: int) -> int:
+        if not isinstance(weights, str) or not Path(weights, "adapter_config.json").is_file():
+            raise ArealError(f"adapter weight update needs a PEFT adapter directory with adapter_config.json "
+                             f"(what export_adapter writes); got {weights!r}")
+        body = {"lora_name": self.lora_name, "lora_path": weights, "weight_version": str(version)}
+        await asyncio.gather(*(post(client, addr, "/load_lora_adapter", body, timeout=self.meta.timeout_s)
+                               for addr in addrs))
+        return sum(f.stat().st_size for f in Path(weights).glob("*.safetensors"))
+
+    async def close(self, client: Any) -> None:
+        """Nothing to release (the adapter stays merged: it is the served policy)."""

@@ -7,9 +7,13 @@ Run::
 Endpoints (request and response bodies follow SGLang; see docs/inference-backends.md):
 ``POST /generate``, ``/pause_generation``, ``/continue_generation``, ``/abort_request``,
 ``/update_weights_from_disk``, ``/init_weights_update_group``, ``/update_weights_from_distributed``,
-``/update_weight_version``, ``/flush_cache``; ``GET /health``, ``/get_weight_version``,
+``/update_weight_version``, ``/load_lora_adapter``, ``/unload_lora_adapter``, ``/flush_cache``; ``GET /health``, ``/get_weight_version``,
 ``/get_model_info``, ``/get_server_info``, ``/weights_checksum`` (areal's own: a checksum of the
 served parameters, :func:`areal_core.checksum.tensors_checksum`, to verify weight syncs).
+
+LoRA: the server serves one policy, so ``/load_lora_adapter`` merges the PEFT adapter into the
+served weights (keeping the base weights: the next adapter replaces it, ``/unload_lora_adapter``
+restores the base; see :mod:`areal_embedded.lora`); a disk or distributed update drops it.
 """
 
 from __future__ import annotations
@@ -170,8 +174,9 @@ class EmbeddedServer:
         self.rng = random.Random(seed)
         self.groups: dict[str, Any] = {}
         # distributed updates: tensors received per group, copied in only when a version commits
-        self.staged: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        self.staged: dict[str, list[tuple[str, torch.Tensor]]] = {}
         self.poisoned: dict[str, str] = {}  # group -> why its staged update must not commit
+        self.lora_name: str | None = None  # the adapter merged into the served weights, if any
 
     async def generate(self, body: dict[str, Any], disconnected: Callable[[], Awaitable[bool]] | None = None) -> Any:
         """Answer one ``/generate``; if ``disconnected()`` turns true first, abort its sequences."""
@@ -253,13 +258,54 @@ class EmbeddedServer:
         def run():
             version = self._next_version(requested)
             count = self.runner.load_from_disk(path)
-            self.scheduler.version = version
+            self.scheduler.version, self.lora_name = version, None
             return count, version
 
         count, version = await self.control(Command("update_weights_from_disk", run, exclusive=True,
                                                     abort_running=bool(body.get("abort_all_requests", False))))
         return {"success": True, "message": f"loaded {count} tensors from {path}; weight_version {version}",
                 "num_paused_requests": 0}
+
+    async def load_adapter(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Serve base weights + the PEFT LoRA adapter in directory ``lora_path`` (SGLang's body:
+        ``lora_name``, ``lora_path``); it replaces any adapter loaded before. areal's extension:
+        ``weight_version`` sets the version in the same step (it only moves forward). The adapter
+        is read and checked off the model thread; a bad one leaves weights and version as they were."""
+        from areal_embedded.lora import read_adapter_deltas
+
+        path, name = body.get("lora_path"), body.get("lora_name", "default")
+        if not isinstance(path, str) or not path:
+            raise BadRequest("load_lora_adapter needs lora_path (a PEFT adapter directory)")
+        if not isinstance(name, str) or not name:
+            raise BadRequest(f"load_lora_adapter: lora_name must be a non-empty string, got {name!r}")
+        deltas = await asyncio.to_thread(read_adapter_deltas, path)
+        self.runner.check_adapter(deltas)
+        requested = body.get("weight_version")
+
+        def run():
+            version = self.scheduler.version if requested is None else self._next_version(requested)
+            count = self.runner.load_adapter(deltas)
+            self.scheduler.version, self.lora_name = version, name
+            return count, version
+
+        count, version = await self.control(Command("load_lora_adapter", run, exclusive=True,
+                                                    abort_running=bool(body.get("abort_all_requests", False))))
+        return {"success": True, "message": f"adapter {name!r} from {path}: {count} layers merged; "
+                                            f"weight_version {version}"}
+
+    async def unload_adapter(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Serve the base weights again (``lora_name`` must name the loaded adapter)."""
+        name = body.get("lora_name")
+        if self.lora_name is None or name != self.lora_name:
+            raise BadRequest(f"unload_lora_adapter: no adapter {name!r} is loaded"
+                             + (f" (the loaded one is {self.lora_name!r})" if self.lora_name else ""))
+
+        def run():
+            self.runner.unload_adapter()
+            self.lora_name = None
+
+        await self.control(Command("unload_lora_adapter", run, exclusive=True))
+        return {"success": True, "message": f"adapter {name!r} unloaded; serving the base weights"}
 
     async def init_group(self, body: dict[str, Any]) -> dict[str, Any]:
         from areal_sglang.weight_transfer import open_weight_group
@@ -299,9 +345,8 @@ class EmbeddedServer:
             raise BadRequest(f"update_weights_from_distributed announces {numel} elements, more than twice the model")
         problem = None
         try:
-            own = self.runner.named_tensors()
             for tensor_name, shape, dtype in zip(names, shapes, torch_dtypes):
-                self.runner.check_tensor(tensor_name, shape, dtype, own)
+                self.runner.check_tensor(tensor_name, shape, dtype)
         except ArealError as exc:
             problem = str(exc)
         requested = body.get("weight_version")
@@ -341,6 +386,8 @@ class EmbeddedServer:
             self._check_forward(version)
             count = self.runner.commit(staged)
             self.scheduler.version = version
+            if staged:
+                self.lora_name = None
             return count
 
         count = await self.control(Command("update_weight_version", run, exclusive=True, abort_running=abort_running))
@@ -354,7 +401,7 @@ class EmbeddedServer:
 
         while True:
             version = self.scheduler.version
-            checksum = await asyncio.to_thread(tensors_checksum, self.runner.model.named_parameters())
+            checksum = await asyncio.to_thread(tensors_checksum, self.runner.checkpoint_parameters())
             if self.scheduler.version == version:
                 return {"checksum": checksum, "weight_version": str(version)}
 
@@ -372,7 +419,7 @@ class EmbeddedServer:
     def info(self) -> dict[str, Any]:
         return {
             "model_path": self.runner.model_path, "tokenizer_path": self.runner.model_path, "is_generation": True,
-            "weight_version": str(self.scheduler.version), "device": str(self.runner.device),
+            "weight_version": str(self.scheduler.version), "device": str(self.runner.device), "lora_name": self.lora_name,
             "dtype": str(self.runner.dtype).removeprefix("torch."), "max_batch": self.scheduler.max_batch,
             "max_len": self.runner.max_len, "paused": self.scheduler.paused,
             "running": len(self.scheduler.running), "waiting": len(self.scheduler.waiting),
@@ -459,21 +506,17 @@ def build_app(server: EmbeddedServer) -> FastAPI:
 
         return await with_body(request, run)
 
-    @app.post("/update_weights_from_disk")
-    async def update_from_disk(request: Request):
-        return await with_body(request, server.update_from_disk)
+    def body_route(path: str, handler: Callable[[dict[str, Any]], Awaitable[Any]]) -> None:
+        async def route(request: Request):
+            return await with_body(request, handler)
 
-    @app.post("/init_weights_update_group")
-    async def init_group(request: Request):
-        return await with_body(request, server.init_group)
+        app.post(path, name=path.strip("/"))(route)
 
-    @app.post("/update_weights_from_distributed")
-    async def update_from_distributed(request: Request):
-        return await with_body(request, server.update_from_distributed)
-
-    @app.post("/update_weight_version")
-    async def update_version(request: Request):
-        return await with_body(request, server.set_version)
+    for path, handler in {"/update_weights_from_disk": server.update_from_disk, "/init_weights_update_group": server.init_group,
+                          "/update_weights_from_distributed": server.update_from_distributed,
+                          "/update_weight_version": server.set_version, "/load_lora_adapter": server.load_adapter,
+                          "/unload_lora_adapter": server.unload_adapter}.items():
+        body_route(path, handler)
 
     @app.api_route("/flush_cache", methods=["GET", "POST"])
     async def flush_cache():
@@ -504,7 +547,8 @@ def build_app(server: EmbeddedServer) -> FastAPI:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser("areal_embedded.server", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", required=True, help="local Hugging Face model directory")
+    parser.add_argument("--model", required=True, help="local Hugging Face model directory or hub id (org/name, "
+                        "from the Hugging Face cache)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=30000)
     parser.add_argument("--max-batch", type=int, default=32, help="most sequences decoded together")
@@ -514,6 +558,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     parser.add_argument("--seed", type=int, default=0, help="seeds requests that carry no sampling_seed")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--cpus", default=None, help="comma-separated CPU core ids to pin the server to (default: no pinning)")
     parser.add_argument("--weight-version", type=int, default=0, help="initial weight version")
     parser.add_argument("--log-level", default="warning")
     limits = parser.add_argument_group("limits (see docs/operations.md)")
@@ -535,18 +580,41 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def pin_to_cpus(spec: str) -> set[int]:
+    """Pin every thread of this process to the cores in ``spec`` ("0,2"), which may lie outside the
+    cores it inherited; threads started later inherit it. Raises :class:`ArealError` naming the
+    cores that cannot be used."""
+    try:
+        cpus = {int(c) for c in spec.split(",") if c.strip()}
+    except ValueError:
+        raise ArealError(f"--cpus {spec!r}: expected comma-separated CPU core ids, e.g. 0,1") from None
+    if not cpus:
+        raise ArealError(f"--cpus {spec!r}: no core given")
+    for task in os.listdir("/proc/self/task"):
+        try:
+            os.sched_setaffinity(int(task), cpus)
+        except ProcessLookupError:  # the thread ended meanwhile
+            continue
+        except OSError as exc:  # a core that does not exist or that this container may not use
+            raise ArealError(f"--cpus {spec!r}: cannot pin to cores {sorted(cpus)} ({exc.strerror}); this machine has "
+                             f"{os.cpu_count()} cores") from None
+    return cpus
+
+
 def main(argv: list[str] | None = None) -> None:
     import uvicorn
 
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if args.cpus:
+        pin_to_cpus(args.cpus)
     if args.threads:
         torch.set_num_threads(args.threads)
     runner = ModelRunner(args.model, max_rows=args.max_batch, device=args.device, dtype=args.dtype, max_len=args.max_len)
     try:
         from transformers import AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(args.model)
+        tokenizer = AutoTokenizer.from_pretrained(runner.model_path)
     except Exception:  # noqa: BLE001 - a model directory without a tokenizer still serves input_ids
         tokenizer = None
     scheduler = Scheduler(runner, args.max_batch, args.max_prefill_tokens, version=args.weight_version)

@@ -17,9 +17,10 @@ class MegatronEngineConfig(ComponentConfig):
     path: str | None = Field(None, description="local HF model directory (Qwen2, Qwen3, Llama); unset: the run's model_path")
     device: str = Field("auto", description="a registered device name (cuda, npu, cpu...); auto: the run's `device` "
                                             "section, standalone: cuda when available, else cpu")
-    tensor_parallel: int = Field(1, ge=1, description="tensor-parallel size t (divides attention heads, key/value "
-                                                      "heads and the MLP width)")
-    pipeline_parallel: int = Field(1, ge=1, description="pipeline-parallel size p (divides the layer count; 1F1B schedule)")
+    tensor_parallel: int = Field(1, ge=1, description="tensor-parallel size t (divides attention heads and key/value "
+                                                      "heads); the actor's scheduler.allocation part (t) sets it too")
+    pipeline_parallel: int = Field(1, ge=1, description="pipeline-parallel size p (divides the layer count; 1F1B "
+                                                        "schedule); the allocation part (p) sets it too")
     layer_spec: Literal["local", "transformer_engine"] = Field(
         "local", description="megatron layer implementation: local (plain torch) or transformer_engine (needs TE, GPU)")
     dtype: Literal["float32", "bfloat16"] = Field("float32", description="dtype of parameters and compute")

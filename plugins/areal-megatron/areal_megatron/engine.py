@@ -61,7 +61,10 @@ def create_engine(config: MegatronEngineConfig, run: RunContext | None = None) -
 
 
 class MegatronEngine:
-    """Implements :class:`areal_core.plugin.TrainEngine` on megatron-core."""
+    """Implements :class:`areal_core.plugin.TrainEngine` on megatron-core, and
+    :class:`areal_core.plugin.SupportsParallelLayout` for the allocation's t and p."""
+
+    parallel_dims = frozenset("tp")
 
     def __init__(self, config: MegatronEngineConfig, run: RunContext | None = None):
         self.config = config
@@ -90,6 +93,7 @@ class MegatronEngine:
         if cfg.optimizer.lr_scheduler != "constant" and not total_steps:
             raise ArealError(f"train engine {cfg.name!r}: optimizer.lr_scheduler={cfg.optimizer.lr_scheduler!r} "
                              f"needs optimizer.total_steps (or a run context with total_steps)")
+        self.config = cfg = _with_run_layout(cfg, self.run)
         self.hf_config = AutoConfig.from_pretrained(self.model_path)
         self.layout = Layout.of(self.hf_config, "te" if cfg.layer_spec == "transformer_engine" else "local")
         device = engine_device(cfg.device, self.run, cfg.name)
@@ -356,6 +360,19 @@ class MegatronEngine:
     def _require_initialized(self) -> None:
         if self.model is None:
             raise ArealError(f"train engine {self.config.name!r}: call initialize() first")
+
+
+def _with_run_layout(cfg: MegatronEngineConfig, run: RunContext) -> MegatronEngineConfig:
+    """The config with t and p from the run's allocation part (``run.parallel``) where it sets them."""
+    update = {}
+    for field, size in (("tensor_parallel", run.parallel.tensor), ("pipeline_parallel", run.parallel.pipeline)):
+        mine = getattr(cfg, field)
+        if size > 1 and mine not in (1, size):
+            raise ArealError(f"train engine {cfg.name!r}: {field}={mine} but the allocation part "
+                             f"{run.parallel.part or run.parallel!r} says {size}; set one of them")
+        if size > 1:
+            update[field] = size
+    return cfg.model_copy(update=update)
 
 
 _model_parallel_users = 0  # engines in this process sharing megatron's (global) parallel groups

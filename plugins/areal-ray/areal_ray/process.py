@@ -13,7 +13,7 @@ import os
 import signal
 import subprocess
 
-from areal_core.launcher.local import _die_with_parent, free_port
+from areal_core.plugin import describe_status, die_with_parent, free_port
 
 
 class ProcessActor:
@@ -35,8 +35,15 @@ class ProcessActor:
         with open(log_path, "ab") as out:
             self.popen = subprocess.Popen([str(a) for a in argv], stdout=out, stderr=subprocess.STDOUT,
                                           stdin=subprocess.DEVNULL, env={**os.environ, **env},
-                                          start_new_session=True, preexec_fn=_die_with_parent)
+                                          start_new_session=True, preexec_fn=die_with_parent)
         return self.popen.pid
+
+    def describe(self) -> tuple[int | None, str, bool]:
+        """(pid, what became of it: "is running", "was killed by SIGKILL"..., whether it is running)."""
+        if self.popen is None:
+            return None, "was never started", False
+        code = self.popen.poll()
+        return self.popen.pid, describe_status(self.popen.pid, code), code is None
 
     def poll(self) -> int | None:
         """Exit status, or None while running."""

@@ -19,6 +19,10 @@ Each process runs under a :class:`~areal_ray.process.ProcessActor` in its bundle
 (``ray.util.get_node_ip_address()`` there): servers listen on their node's address,
 ``MASTER_ADDR`` is rank 0's node, ``AREAL_HOST_ADDR`` each rank's node. A dead actor or node
 becomes an ArealError naming the process, the node and the way back (``recover=auto``).
+
+It is :class:`~areal_core.plugin.SupportsServerStatus`: a lost server's state (pid, signal or exit
+status, log tail) is read by its actor on its node, and ``rollout.on_server_lost=restart`` starts
+it again under the same actor, at the same address.
 """
 
 from __future__ import annotations
@@ -40,9 +44,7 @@ from ray.util.scheduling_strategies import (
     PlacementGroupSchedulingStrategy,
 )
 
-from areal_core.launcher.support import ClusterScheduler, log_tail, wait_healthy
-from areal_core.logging import get_logger
-from areal_core.plugin import ArealError, InferenceBackend
+from areal_core.plugin import ArealError, ClusterScheduler, InferenceBackend, get_logger, log_tail, wait_healthy
 from areal_ray.config import RaySchedulerConfig
 from areal_ray.process import ProcessActor
 
@@ -74,6 +76,8 @@ class RayScheduler(ClusterScheduler):
         self.log_dir = Path("logs")
         self.servers: list[RayProcess] = []
         self.trainers: list[RayProcess] = []
+        # per server address: (process, backend, argv, env), what restart_server starts again
+        self._server_launch: dict[str, tuple[RayProcess, InferenceBackend, list[str], dict[str, str]]] = {}
         self._pg: Any = None  # the placement group, once placed
         self._connected = False
 
@@ -97,17 +101,50 @@ class RayScheduler(ClusterScheduler):
         starts, by_addr = [], {}
         for i in range(n):
             proc, port = self._place(f"server-{i}", i, self.config.cpus_per_server)
-            argv = backend.server_command(model_path, proc.node_ip, port)
-            starts.append(proc.actor.start.remote(argv, {**self._forwarded(), **(env or {})}, str(proc.log_path)))
+            addr = f"{proc.node_ip}:{port}"
+            argv, server_env = backend.server_command(model_path, proc.node_ip, port), {**self._forwarded(), **(env or {})}
+            starts.append(proc.actor.start.remote(argv, server_env, str(proc.log_path)))
             self.servers.append(proc)
-            by_addr[f"{proc.node_ip}:{port}"] = proc
+            self._server_launch[addr] = (proc, backend, argv, server_env)
+            by_addr[addr] = proc
         ray.get(starts)
-        addrs = list(by_addr)
+        self._wait_healthy(backend, by_addr)
+        log.info("inference servers ready", addrs=list(by_addr), nodes=[p.node_id[:8] for p in self.servers])
+        return list(by_addr)
+
+    # ------------------------------------------------------------------ SupportsServerStatus
+    def describe_server(self, addr: str) -> str:
+        """``server-0 IP:PORT (pid N on Ray node IP) was killed by SIGKILL; end of LOG: ...`` (the log
+        tail when it is not running), or that its actor or node is lost."""
+        if addr not in self._server_launch:
+            return f"{addr} was not started by this scheduler"
+        proc = self._server_launch[addr][0]
+        where = f"Ray node {proc.node_ip} ({proc.node_id[:8]})"
+        try:
+            pid, status, running = ray.get(proc.actor.describe.remote(), timeout=30)
+        except (RayActorError, GetTimeoutError) as exc:
+            return f"{proc.name} {addr} on {where} is lost ({type(exc).__name__}); end of {proc.log_path}:\n{proc.log_tail()}"
+        line = f"{proc.name} {addr} (pid {pid} on {where}) {status}"
+        return line if running else f"{line}; end of {proc.log_path}:\n{proc.log_tail()}"
+
+    def restart_server(self, addr: str) -> None:
+        """Start the server at ``addr`` again under its actor (same node, port, command and
+        environment), killing what is left of it; returns once it is healthy. A lost actor or node
+        cannot give the same address back: an ArealError."""
+        proc, backend, argv, env = self._server_launch[addr]
+        try:
+            ray.get(proc.actor.stop.remote(self.config.stop_timeout_s), timeout=self.config.stop_timeout_s + 30)
+            ray.get(proc.actor.start.remote(argv, env, str(proc.log_path)), timeout=60)
+        except (RayActorError, GetTimeoutError) as exc:
+            raise ArealError(f"cannot restart {proc.name} {addr}: its actor on Ray node {proc.node_ip} is lost "
+                             f"({type(exc).__name__}); {RECOVER_HINT}") from None
+        self._wait_healthy(backend, {addr: proc})
+        log.warning("inference server restarted", addr=addr, node=proc.node_id[:8])
+
+    def _wait_healthy(self, backend: InferenceBackend, by_addr: dict[str, RayProcess]) -> None:
         checks = {a: functools.partial(self._check, [p]) for a, p in by_addr.items()}
         asyncio.run(wait_healthy(backend, checks, timeout_s=self.config.server_start_timeout_s,
                                  setting="scheduler.server_start_timeout_s", log_tail=lambda a: by_addr[a].log_tail()))
-        log.info("inference servers ready", addrs=addrs, nodes=[p.node_id[:8] for p in self.servers])
-        return addrs
 
     def launch_trainers(self, argv: list[str], ranks: int, env: dict[str, str]) -> list[RayProcess]:
         """``ranks`` trainer processes in their bundles, torchrun-style env from their real nodes."""
@@ -138,6 +175,7 @@ class RayScheduler(ClusterScheduler):
     def stop_all(self) -> None:
         """Stop every process (SIGTERM, then SIGKILL), kill the actors, free the placement group. Idempotent."""
         procs, self.servers, self.trainers = self.trainers + self.servers, [], []
+        self._server_launch = {}
         if procs:
             refs = [p.actor.stop.remote(self.config.stop_timeout_s) for p in procs]
             try:
@@ -225,7 +263,7 @@ class RayScheduler(ClusterScheduler):
         if self._pg is None:
             raise ArealError("scheduler ray: prepare(run_dir) must run before processes start")
         devices = self._pg.bundle_specs[bundle].get(self.config.device_resource or "GPU", 0)
-        actor = ray.remote(ProcessActor).options(
+        actor: Any = ray.remote(ProcessActor).options(
             num_cpus=cpus, num_gpus=devices if self.config.device_resource == "GPU" else 0, name=None,
             scheduling_strategy=PlacementGroupSchedulingStrategy(self._pg, placement_group_bundle_index=bundle),
         ).remote()

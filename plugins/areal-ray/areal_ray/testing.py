@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from areal_core.launcher.local import free_port
+from areal_core.plugin import free_port
 
 RAY = str(Path(sys.executable).with_name("ray"))
 NODE_CPUS = 2

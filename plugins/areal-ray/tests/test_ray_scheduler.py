@@ -74,6 +74,34 @@ def test_servers_and_ranks_land_on_their_nodes(ray_cluster, model, tmp_path, mon
     assert _leftover_placement_groups(ray_cluster) == 0
 
 
+def test_a_killed_server_is_described_and_restarted_at_its_address(ray_cluster, model, tmp_path):
+    import os
+    import signal
+
+    import httpx
+
+    from areal_core.plugin import SupportsServerStatus
+
+    registry = build_registry()
+    config = registry.get("inference_backend", "embedded").load_config_model()(name="embedded", threads=1)
+    backend = registry.create("inference_backend", "embedded", config)
+    sched = scheduler(ray_cluster, "inference=embedded:d1+actor=fsdp:d1")
+    assert isinstance(sched, SupportsServerStatus)
+    with sched:
+        sched.prepare(tmp_path)
+        (addr,) = sched.start_inference_servers(backend, str(model), 1)
+        assert f"server-0 {addr} (pid " in sched.describe_server(addr) and " is running" in sched.describe_server(addr)
+        pid = int(sched.describe_server(addr).split("(pid ")[1].split()[0])
+        os.kill(pid, signal.SIGKILL)  # both "nodes" are this machine
+        time.sleep(1)
+        lost = sched.describe_server(addr)
+        assert f"(pid {pid} on Ray node {ray_cluster.ip}" in lost and "was killed by SIGKILL; end of " in lost
+        sched.restart_server(addr)
+        assert httpx.get(f"http://{addr}/health", timeout=10).status_code == 200
+        assert " is running" in sched.describe_server(addr) and f"(pid {pid} " not in sched.describe_server(addr)
+    assert _leftover_placement_groups(ray_cluster) == 0
+
+
 def test_a_failing_rank_is_an_error_with_its_log(ray_cluster, tmp_path):
     sched = scheduler(ray_cluster, "inference=embedded:d1+actor=fsdp:d2", cpus_per_server=0)
     script = "import os,sys; print('rank', os.environ['RANK'], 'gives up'); sys.exit(3 if os.environ['RANK']=='1' else 0)"
@@ -83,7 +111,7 @@ def test_a_failing_rank_is_an_error_with_its_log(ray_cluster, tmp_path):
 
 
 def test_unreachable_address_is_one_clear_error(tmp_path):
-    from areal_core.launcher.local import free_port
+    from areal_core.plugin import free_port
 
     address = f"127.0.0.1:{free_port()}"
     sched = RayScheduler(RaySchedulerConfig(address=address, allocation="inference=embedded:d1+actor=fsdp:d1",

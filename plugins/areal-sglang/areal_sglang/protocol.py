@@ -33,7 +33,15 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from areal_core.plugin import ArealError, ModelRequest, ModelResponse, SamplingParams, WeightUpdateMeta, WeightUpdater
+from areal_core.plugin import (
+    ArealError,
+    ModelRequest,
+    ModelResponse,
+    SamplingParams,
+    WeightUpdateMeta,
+    WeightUpdater,
+    parse_weight_version,
+)
 
 if TYPE_CHECKING:
     import httpx
@@ -75,17 +83,6 @@ def generate_payload(req: ModelRequest) -> dict[str, Any]:
     }
 
 
-def parse_weight_version(value: Any) -> int:
-    """SGLang reports ``weight_version`` as a string; ``"default"`` (never updated) is version 0."""
-    if value is None or value == "default":
-        return 0
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise ArealError(f"inference server reported weight_version {value!r}, which is not an integer; "
-                         "start servers with an integer initial version (e.g. --weight-version 0)") from None
-
-
 def parse_generate_response(req: ModelRequest, data: Any, latency_s: float) -> ModelResponse:
     """Map one ``/generate`` response body to a :class:`ModelResponse` (one version for all tokens)."""
     if isinstance(data, list):  # a batched answer; one request gives a list of one
@@ -116,8 +113,9 @@ def parse_generate_response(req: ModelRequest, data: Any, latency_s: float) -> M
     )
 
 
-async def _post(client: httpx.AsyncClient, addr: str, endpoint: str, body: dict[str, Any] | None = None,
-                timeout: float | None = None) -> Any:
+async def post(client: httpx.AsyncClient, addr: str, endpoint: str, body: dict[str, Any] | None = None,
+               timeout: float | None = None) -> Any:
+    """POST ``body`` as JSON to ``addr``; the answer's JSON, or ServerRequestError on an error status."""
     kwargs: dict[str, Any] = {"json": body or {}}
     if timeout is not None:
         kwargs["timeout"] = timeout
@@ -152,15 +150,15 @@ class SGLangProtocol:
         if not req.input_ids:
             raise ArealError("ModelRequest.input_ids is empty: a prompt needs at least one token")
         start = time.perf_counter()
-        data = await _post(client, addr, "/generate", generate_payload(req))
+        data = await post(client, addr, "/generate", generate_payload(req))
         return parse_generate_response(req, data, time.perf_counter() - start)
 
     async def pause(self, client: httpx.AsyncClient, addr: str) -> None:
         """Abort in-flight requests (they return partial output) and hold new ones until resume."""
-        await _post(client, addr, "/pause_generation", {"mode": "abort"})
+        await post(client, addr, "/pause_generation", {"mode": "abort"})
 
     async def resume(self, client: httpx.AsyncClient, addr: str) -> None:
-        await _post(client, addr, "/continue_generation")
+        await post(client, addr, "/continue_generation")
 
     async def health(self, client: httpx.AsyncClient, addr: str) -> bool:
         """True when ``GET /health`` answers 200; False when it errors or cannot be reached."""
@@ -197,7 +195,7 @@ class SGLangDiskUpdater:
         if not isinstance(weights, str) or not weights:
             raise ArealError(f"disk weight update needs the HF directory to load (got {type(weights).__name__})")
         body = {"model_path": weights, "weight_version": str(version)}
-        await asyncio.gather(*(_post(client, addr, "/update_weights_from_disk", body, timeout=self.meta.timeout_s)
+        await asyncio.gather(*(post(client, addr, "/update_weights_from_disk", body, timeout=self.meta.timeout_s)
                                for addr in addrs))
         return sum(f.stat().st_size for f in Path(weights).glob("*.safetensors"))
 
@@ -242,7 +240,7 @@ class SGLangBroadcastUpdater:
 
         world = self._world_size(addrs)
         requests = [
-            _post(client, addr, "/init_weights_update_group", {
+            post(client, addr, "/init_weights_update_group", {
                 "master_address": self.meta.master_address, "master_port": self.meta.master_port,
                 "rank_offset": 1 + i * self.ranks_per_server, "world_size": world,
                 "group_name": self.meta.group_name, "backend": self.meta.backend,
@@ -271,12 +269,12 @@ class SGLangBroadcastUpdater:
                 "shapes": [list(t.shape) for _, t in bucket],
                 "group_name": self.meta.group_name,
             }
-            calls = [_post(client, addr, "/update_weights_from_distributed", body, timeout=self.meta.timeout_s)
+            calls = [post(client, addr, "/update_weights_from_distributed", body, timeout=self.meta.timeout_s)
                      for addr in addrs]
             tensors = [t for _, t in bucket]
             await asyncio.gather(*calls, asyncio.to_thread(broadcast_from_rank0, self.group, tensors))
             sent += sum(t.numel() * t.element_size() for t in tensors)
-        await asyncio.gather(*(_post(client, addr, "/update_weight_version", {"new_version": str(version)})
+        await asyncio.gather(*(post(client, addr, "/update_weight_version", {"new_version": str(version)})
                                for addr in addrs))
         return sent
 

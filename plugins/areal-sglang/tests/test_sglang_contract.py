@@ -20,7 +20,7 @@ from areal_core.testing.inference_backend import (
 class TestSGLangBackend(InferenceBackendContract):
     plugin = areal_sglang.plugin
     component_name = "sglang"
-    component_config = {"tp_size": 1, "extra_args": ["--disable-radix-cache"]}
+    component_config = {"tensor_parallel_size": 1, "extra_args": ["--disable-radix-cache"]}
     supported_sync_paths = ("disk", "distributed")
 
     @pytest.fixture(scope="class")
@@ -41,11 +41,20 @@ class TestSGLangBackend(InferenceBackendContract):
 def test_launch_command_names_sglang_flags():
     from areal_sglang.backend import SGLangBackend, SGLangConfig
 
-    config = SGLangConfig(name="sglang", python="/envs/sglang/bin/python", tp_size=2, mem_fraction_static=0.8,
+    config = SGLangConfig(name="sglang", python="/envs/sglang/bin/python", tensor_parallel_size=2,
+                          pipeline_parallel_size=2, mem_fraction_static=0.8,
                           weight_version=3, extra_args=["--attention-backend", "fa3"])
     argv = SGLangBackend(config).server_command("/models/qwen", "0.0.0.0", 30001)
     assert argv[:3] == ["/envs/sglang/bin/python", "-m", "sglang.launch_server"]
     flags = dict(zip(argv[3::2], argv[4::2]))
     assert flags["--model-path"] == "/models/qwen" and flags["--port"] == "30001" and flags["--tp-size"] == "2"
+    assert flags["--pp-size"] == "2" and flags["--ep-size"] == "1"
     assert flags["--weight-version"] == "3" and flags["--mem-fraction-static"] == "0.8"
     assert argv[-2:] == ["--attention-backend", "fa3"]
+
+
+def test_old_tp_size_gets_a_migration_error():
+    from areal_sglang.backend import SGLangConfig
+
+    with pytest.raises(ValueError, match="tp_size=2 is now tensor_parallel_size"):
+        SGLangConfig(name="sglang", tp_size=2)

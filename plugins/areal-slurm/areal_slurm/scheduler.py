@@ -15,8 +15,12 @@ Each server and trainer rank is then a step of the job, started from the driver:
 
 (the step inherits the driver's environment plus the process's own variables; its output goes
 to ``RUN_DIR/logs/<name>.log``). Addresses are the nodes' ``NodeAddr``; free ports are probed on
-the node by a short step. On any failure, and at the end, ``scancel`` ends the job's steps and
+the node by a short step (``free_port`` there). On any failure, and at the end, ``scancel`` ends the job's steps and
 the job (a job the driver did not submit keeps running; only its steps are cancelled).
+
+It is :class:`~areal_core.plugin.SupportsServerStatus`: ``describe_server`` reports a server's
+step (its srun client ends with it), and ``rollout.on_server_lost=restart`` starts a new step on
+the same node with the same command and port.
 """
 
 from __future__ import annotations
@@ -35,14 +39,20 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from areal_core.launcher.support import ClusterScheduler, log_tail, wait_healthy
-from areal_core.logging import get_logger
-from areal_core.plugin import ArealError, InferenceBackend
+from areal_core.plugin import (
+    ArealError,
+    ClusterScheduler,
+    InferenceBackend,
+    describe_status,
+    get_logger,
+    log_tail,
+    wait_healthy,
+)
 from areal_slurm.config import SlurmSchedulerConfig
 
 log = get_logger(__name__)
 COMMANDS = ("sbatch", "srun", "squeue", "scancel", "scontrol", "sinfo")
-PORT_PROBE = "import socket\nfor _ in range({n}):\n    s=socket.socket(); s.bind(('', 0)); print(s.getsockname()[1])"
+PORT_PROBE = "from areal_core.plugin import free_port\nprint(free_port({host!r}))"
 
 
 @dataclass
@@ -70,6 +80,8 @@ class SlurmScheduler(ClusterScheduler):
         self.nodes: list[str] = []
         self.steps: list[SlurmStep] = []
         self.servers: list[SlurmStep] = []
+        # per server address, in start order (= self.servers): what restart_server starts again
+        self._server_launch: dict[str, tuple[InferenceBackend, list[str], dict[str, str]]] = {}
         self._submitted = False
         self._next_node = 0
 
@@ -136,21 +148,58 @@ class SlurmScheduler(ClusterScheduler):
         by_addr: dict[str, SlurmStep] = {}
         for i in range(n):
             node = self._node_for(self.config.cpus_per_server)
-            host, port = self._address(node), self._free_ports(node, 1)[0]
-            step = self._srun(f"server-{i}", node, self.config.cpus_per_server,
-                              backend.server_command(model_path, host, port), env or {})
+            host = self._address(node)
+            port = self._free_port(node, host)
+            argv = backend.server_command(model_path, host, port)
+            step = self._srun(f"server-{i}", node, self.config.cpus_per_server, argv, env or {})
             self.servers.append(step)
             by_addr[f"{host}:{port}"] = step
+            self._server_launch[f"{host}:{port}"] = (backend, argv, dict(env or {}))
+        self._wait_healthy(backend, by_addr)
+        log.info("inference servers ready", addrs=list(by_addr), job_id=self.job_id)
+        return list(by_addr)
+
+    # ------------------------------------------------------------------ SupportsServerStatus
+    def describe_server(self, addr: str) -> str:
+        """``server-0 IP:PORT (slurm job J, node N, srun pid P) exited with status 137; end of LOG: ...``
+        (the step's srun client stands for it: it ends with the server; the log tail when it has)."""
+        step = self._server_step(addr)
+        if step is None:
+            return f"{addr} was not started by this scheduler"
+        code = step.popen.poll()
+        line = (f"{step.name} {addr} (slurm job {self.job_id}, node {step.node}, srun pid {step.popen.pid}) "
+                f"{describe_status(step.popen.pid, code)}")
+        return line if code is None else f"{line}; end of {step.log_path}:\n{step.log_tail()}"
+
+    def restart_server(self, addr: str) -> None:
+        """End what is left of the server's step, start a new step on the same node with the same
+        command (same port) and environment; returns once it is healthy."""
+        backend, argv, env = self._server_launch[addr]
+        old = self._server_step(addr)
+        if old is None:
+            raise ArealError(f"scheduler slurm: {addr} was not started by this scheduler")
+        _stop_client(old, self.config.stop_timeout_s)
+        new = self._srun(old.name, old.node, self.config.cpus_per_server, argv, env)
+        self.servers[self.servers.index(old)] = new
+        self._wait_healthy(backend, {addr: new})
+        log.warning("inference server restarted", addr=addr, node=new.node, job_id=self.job_id)
+
+    def _server_step(self, addr: str) -> SlurmStep | None:
+        if addr not in self._server_launch:
+            return None
+        index = list(self._server_launch).index(addr)
+        return self.servers[index] if index < len(self.servers) else None
+
+    def _wait_healthy(self, backend: InferenceBackend, by_addr: dict[str, SlurmStep]) -> None:
         checks = {a: functools.partial(self._check, [s]) for a, s in by_addr.items()}
         asyncio.run(wait_healthy(backend, checks, timeout_s=self.config.server_start_timeout_s,
                                  setting="scheduler.server_start_timeout_s", log_tail=lambda a: by_addr[a].log_tail()))
-        log.info("inference servers ready", addrs=list(by_addr), job_id=self.job_id)
-        return list(by_addr)
 
     def launch_trainers(self, argv: list[str], ranks: int, env: dict[str, str]) -> list[SlurmStep]:
         """One step per rank; ``MASTER_ADDR`` is rank 0's node, ``AREAL_HOST_ADDR`` each rank's."""
         nodes = [self._node_for(self.config.cpus_per_trainer) for _ in range(ranks)]
-        master, port = self._address(nodes[0]), self._free_ports(nodes[0], 1)[0]
+        master = self._address(nodes[0])
+        port = self._free_port(nodes[0], master)
         handles = []
         for r, node in enumerate(nodes):
             local = [i for i, n in enumerate(nodes) if n == node]
@@ -184,12 +233,8 @@ class SlurmScheduler(ClusterScheduler):
                 step.popen.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + self.config.stop_timeout_s
         for step in self.steps:
-            try:
-                step.popen.wait(timeout=max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                step.popen.kill()
-                step.popen.wait()
-        self.steps, self.servers = [], []
+            _stop_client(step, max(0.0, deadline - time.monotonic()))
+        self.steps, self.servers, self._server_launch = [], [], {}
 
     # ------------------------------------------------------------------ cluster queries
     def _check_partition(self) -> None:
@@ -230,10 +275,12 @@ class SlurmScheduler(ClusterScheduler):
         m = re.search(r"\bNodeAddr=(\S+)", info)
         return socket.gethostbyname(m[1] if m else node)
 
-    def _free_ports(self, node: str, n: int) -> list[int]:
+    def _free_port(self, node: str, host: str) -> int:
+        """A port free on ``node`` (``free_port`` run there by a short step: below the ephemeral range,
+        so the steps' own srun connections cannot take it before the process binds it)."""
         out = _run(["srun", f"--jobid={self.job_id}", "--overlap", "--nodes=1", "--ntasks=1", f"--nodelist={node}",
-                    sys.executable, "-c", PORT_PROBE.format(n=n)])
-        return [int(p) for p in out.split()]
+                    sys.executable, "-c", PORT_PROBE.format(host=host)])
+        return int(out.split()[-1])
 
     # ------------------------------------------------------------------ steps
     def _node_for(self, cpus: int) -> str:
@@ -277,6 +324,17 @@ def _run(cmd: list[str]) -> str:
     if res.returncode != 0:
         raise ArealError(f"`{shlex.join(cmd)}` failed ({res.returncode}): {res.stderr.strip() or res.stdout.strip()}")
     return res.stdout
+
+
+def _stop_client(step: SlurmStep, timeout_s: float) -> None:
+    """SIGTERM a step's srun client (srun passes it on to the step's tasks), SIGKILL after ``timeout_s``."""
+    if step.popen.poll() is None:
+        step.popen.send_signal(signal.SIGTERM)
+    try:
+        step.popen.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        step.popen.kill()
+        step.popen.wait()
 
 
 def _step_ids(job_id: str) -> list[str]:

@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from areal_core.launcher.local import free_port
+from areal_core.plugin import free_port
 
 PARTITION = "debug"
 SLURM_CONF = """\

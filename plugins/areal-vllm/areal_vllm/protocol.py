@@ -110,14 +110,3 @@ def parse_completion(req: ModelRequest, data: Any, version: int, latency_s: floa
                          output_versions=[version] * len(output_ids),
                          finish_reason=cast(FinishReason, FINISH_REASONS[finish]),
                          latency_s=latency_s)
-
-
-def parse_weight_version(value: Any) -> int:
-    """vLLM reports its weight version as a string; ``"default"`` (never set) is version 0."""
-    if value in (None, "default"):
-        return 0
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise ArealError(f"vLLM server reported weight_version {value!r}, which is not an integer "
-                         "(was it set by another client?)") from None

@@ -40,7 +40,7 @@ def test_server_command_flags_and_env(tmp_path):
     python = fake_interpreter(tmp_path, "0.32.0")
     config = VLLMConfig(name="vllm", python=python, dtype="float32", max_model_len=512, enable_lora=True,
                         max_lora_rank=8, cpu_threads_bind="0-1", extra_args=["--max-num-batched-tokens", "4096"],
-                        extra_env={"VLLM_CPU_KVCACHE_SPACE": "2"})
+                        extra_env={"VLLM_CPU_KVCACHE_SPACE": "2"}, tensor_parallel_size=2)
     argv = VLLMBackend(config).server_command("/models/m", "0.0.0.0", 30123)
     assert argv[0] == "env"
     i = argv.index(python)
@@ -48,12 +48,14 @@ def test_server_command_flags_and_env(tmp_path):
     assert env["VLLM_SERVER_DEV_MODE"] == "1" and env["VLLM_HOST_IP"] == "127.0.0.1"
     assert env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True" and env["VLLM_CPU_OMP_THREADS_BIND"] == "0-1"
     assert env["VLLM_CPU_KVCACHE_SPACE"] == "2"  # extra_env wins
+    assert env["VLLM_HTTP_TIMEOUT_KEEP_ALIVE"] == "60"  # well above the client pool's 2 s expiry
     assert argv[i + 1:i + 3] == ["-m", "vllm.entrypoints.openai.api_server"]
     rest = argv[i + 3:]
     for flag, value in [("--model", "/models/m"), ("--host", "0.0.0.0"), ("--port", "30123"), ("--dtype", "float32"),
-                        ("--logprobs-mode", "processed_logprobs"), ("--max-model-len", "512"), ("--max-lora-rank", "8")]:
+                        ("--logprobs-mode", "processed_logprobs"), ("--max-model-len", "512"), ("--max-lora-rank", "8"),
+                        ("--tensor-parallel-size", "2")]:
         assert rest[rest.index(flag) + 1] == value
-    assert "--enforce-eager" in rest and "--enable-lora" in rest
+    assert "--enforce-eager" in rest and "--enable-lora" in rest and "--pipeline-parallel-size" not in rest
     assert rest[-2:] == ["--max-num-batched-tokens", "4096"]
 
 

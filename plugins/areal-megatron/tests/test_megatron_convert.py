@@ -5,7 +5,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from _models import ARCHS, make_model
+from _megatron_models import ARCHS, make_model
 from areal_core.testing.engines import make_train_engine, run_context
 from areal_megatron.convert import Layout, hf_to_megatron, megatron_to_hf
 

@@ -5,8 +5,8 @@ names); a checkpoint saved at t=2 loads at t=1 and at t=2 and continues identica
 import pytest
 import torch
 
-from _models import make_model
-from _ranks import run_ranks
+from _megatron_models import make_model
+from _megatron_ranks import run_ranks
 from areal_core.testing.engines import make_train_engine, run_context
 from areal_core.testing.train_engine import mask_count, nll_loss, random_batch
 
