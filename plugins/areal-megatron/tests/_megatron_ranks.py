@@ -1,6 +1,6 @@
 """Run a function on several gloo ranks (``mp.start_processes``, spawn) the way ``areal train``
 ranks run: torchrun-style environment, the default group created before any engine (engines
-join it), one thread per rank, and (without CUDA) the test-only CPU shim installed first."""
+join it; gloo on CPU, NCCL on GPUs), one thread per rank, and (without CUDA) the test-only CPU shim installed first."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def _entry(rank: int, fn, world: int, port: int, args: tuple) -> None:
         cpu_shim.install()
     import torch.distributed as dist
 
-    dist.init_process_group("gloo", init_method="env://")
+    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo", init_method="env://")
     try:
         fn(rank, *args)
     finally:

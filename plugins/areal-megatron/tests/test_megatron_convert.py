@@ -38,7 +38,8 @@ def test_megatron_logits_equal_hf(model_dir):
     try:
         with torch.no_grad():
             expected = hf(ids).logits
-            got = engine.model(ids, torch.arange(17).expand(2, 17), None)[..., :expected.shape[-1]]
+            on = engine.dist.device
+            got = engine.model(ids.to(on), torch.arange(17, device=on).expand(2, 17), None)[..., :expected.shape[-1]].cpu()
         torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
     finally:
         engine.destroy()
@@ -51,3 +52,16 @@ def test_unknown_architecture_is_a_clear_error():
 
     with pytest.raises(ArealError, match="model_type 'gpt2' has no weight conversion"):
         Layout.of(GPT2Config())
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without CUDA")
+def test_without_cuda_and_without_the_shim_the_engine_says_megatron_needs_cuda(tmp_path):
+    import subprocess
+    import sys
+
+    model_dir = make_model(tmp_path / "model", "qwen2_tied")
+    code = ("from areal_core.testing.engines import make_train_engine, run_context\n"
+            f"make_train_engine('megatron', {{}}, run_context({str(model_dir)!r}))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240)
+    assert out.returncode != 0
+    assert "megatron-core calls CUDA directly and cannot run on device 'cpu'" in out.stderr, out.stderr[-2000:]
