@@ -27,6 +27,9 @@ def run_ranks(fn, world: int, *args) -> None:
 
 
 def _entry(rank: int, fn, world: int, port: int, args: tuple) -> None:
+    from areal_core.plugin import die_with_parent
+
+    die_with_parent()  # a rank left blocked in a collective by a failed peer dies with the test process
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port), OMP_NUM_THREADS="1")
     torch.set_num_threads(1)
