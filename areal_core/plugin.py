@@ -19,7 +19,9 @@ API key (``API_KEY_ENV``, ``auth_headers``: servers require it, clients send it)
 (``get_logger``), micro-batch planning (``plan_micro_batches``, ``MicroBatchPlan``: how a train
 engine splits a packed batch over ranks and token budgets) and what a scheduler plugin builds on
 (``ClusterScheduler``, ``free_port``, ``die_with_parent``, ``wait_healthy``, ``log_tail``,
-``describe_status``). Test helpers live in
+``describe_status``), and the model helpers every engine and server shares (``resolve_model_path``: a
+directory or hub id; ``CheckpointLayout``, ``checkpoint_named_parameters``: in-memory vs saved weight
+names; ``check_full_attention``). Test helpers live in
 :mod:`areal_core.testing` (contract suites, tiny models).
 """
 
@@ -41,6 +43,7 @@ from areal_core.data.microbatch import MicroBatchPlan, plan_micro_batches
 from areal_core.errors import ArealError
 from areal_core.files import disk_full_error, fsync_tree, require_free_space
 from areal_core.hookspecs import hookimpl
+from areal_core.hub import resolve_model_path
 from areal_core.launcher.liveness import describe_status
 from areal_core.launcher.support import ClusterScheduler, die_with_parent, free_port, log_tail, wait_healthy
 from areal_core.logging import get_logger
@@ -48,6 +51,7 @@ from areal_core.registry import Component
 from areal_core.rollout.client import InferenceUnavailableError
 from areal_core.rollout.reward_runner import RewardFailureRateError, RewardOutcome, RewardRunner
 from areal_core.rollout.sample_ids import sample_id_of
+from areal_core.weight_layout import CheckpointLayout, check_full_attention, checkpoint_named_parameters
 
 if TYPE_CHECKING:  # at run time, loaded lazily by __getattr__ below
     from areal_core.data.batch import SequenceBatch
@@ -57,7 +61,8 @@ __all__ = [
     "WorkflowConfigBase", "hookimpl", "SequenceBatch", "tensors_checksum", "API_KEY_ENV", "auth_headers",
     "disk_full_error", "fsync_tree", "require_free_space", "RewardRunner", "RewardOutcome", "RewardFailureRateError",
     "InferenceUnavailableError", "sample_id_of", "get_logger", "plan_micro_batches", "MicroBatchPlan", "ClusterScheduler",
-    "die_with_parent", "free_port", "log_tail", "wait_healthy", "describe_status", "parse_weight_version", *_api_all,
+    "die_with_parent", "free_port", "log_tail", "wait_healthy", "describe_status", "parse_weight_version",
+    "resolve_model_path", "CheckpointLayout", "check_full_attention", "checkpoint_named_parameters", *_api_all,
 ]
 
 

@@ -1,25 +1,36 @@
 """Asynchronous (η ≥ 1) against synchronous (η = 0) RL: wall-clock for the same trained samples.
 
-    python benchmarks/bench_async.py                  # 0.2m tiny model, 8 steps x 8 groups x 4 samples, eta 1
-    python benchmarks/bench_async.py --size 3m --eta 2 --repeats 1
+    python benchmarks/bench_async.py                  # 0.2m tiny model, 8 steps x 8 groups x 4 samples, eta 0,1,2,4
+    python benchmarks/bench_async.py --size 3m --etas 0,2 --repeats 1
+    python benchmarks/bench_async.py --server-cpus 0 --trainer-cpus 1   # the default on a 2-core machine
 
-Both runs are full ``areal train`` runs (local scheduler, one embedded inference server, the fsdp
+All runs are full ``areal train`` runs (local scheduler, one embedded inference server, the fsdp
 engine, grpo, disk weight sync after every step) on the same data and seed; only
-``rollout.max_head_offpolicyness`` differs. The workload has long-tail generation lengths: each
+``rollout.max_head_offpolicyness`` (η) differs. The inference server and the trainer run on
+separate cores: the server is pinned with ``inference.cpus`` (every server thread,
+``os.sched_setaffinity``), the trainer (this process) pins itself to ``--trainer-cpus``; by default
+the first available core serves and the others train. The workload has long-tail generation lengths: each
 prompt asks for a completion length drawn from a log-normal distribution (``ignore_eos``), so a
 batch's generation time is set by its few longest completions.
 
 Measured: the wall time of the training loop (the sum of ``timing/step_s``: generation wait +
 train + weight sync; server start and engine initialisation are excluded, they are the same for
-both), for exactly ``steps × batch × n_samples`` trained samples. Printed: both times, tokens
-trained per second, the mean version lag of trained tokens, and the ratio sync / async.
+both), for exactly ``steps × batch × n_samples`` trained samples. Printed per η: the loop time,
+samples/s and trained tokens/s with their ratios to η = 0 (every run trains the same number of
+samples, but async runs train the ones that finish first, so fewer long ones: its tokens/s ratio
+falls below its samples/s ratio), the mean version lag of trained tokens, and the
+step-mean of the two overlap metrics every run logs per step: ``inference/busy_fraction`` (share
+of the wall time with a generate request in flight) and ``timing/trainer_busy_fraction``
+(train_s / step_s). With ``--per-step`` also each step's pair.
 
 Why async wins: with η = 0 the server idles while the trainer trains and the trainer idles while
 the server generates, and in the tail of every batch the server decodes only the few longest
 completions (a nearly empty batch: per-step overhead with little work). With η ≥ 1 the next
 batches' episodes start as soon as capacity allows, so the server keeps a full batch while the
 trainer trains, and long completions straddle steps instead of stalling them (their tokens are at
-most η versions old). On 2 CPU cores the overlap is bounded: server and trainer share the cores.
+most η versions old). The overlap is bounded by the slower side: async throughput can reach at
+most (gen + train) / max(gen, train) times the synchronous one, and only when the batch of η
+versions ahead is kept full.
 """
 
 from __future__ import annotations
@@ -27,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import random
 import shutil
 import sys
@@ -34,6 +46,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field
 
@@ -99,7 +112,7 @@ def write_dataset(path: Path, lengths: list[int]) -> None:
                                 "letter": letter, "gen_len": n}) + "\n")
 
 
-def run_once(root: Path, model: Path, eta: int, args, registry, trial: str) -> dict[str, float]:
+def run_once(root: Path, model: Path, eta: int, args, registry, trial: str) -> dict[str, Any]:
     from areal_core.config.loader import load_config
     from areal_core.metrics import read_metrics
     from areal_core.trainer.entry import run_training
@@ -107,7 +120,8 @@ def run_once(root: Path, model: Path, eta: int, args, registry, trial: str) -> d
     overrides = [
         "experiment_name=bench_async", f"trial_name={trial}", f"fileroot={root / 'runs'}", f"model_path={model}",
         "actor={name: fsdp, max_tokens_per_mb: 8192, optimizer: {lr: 1.0e-4}}", "algorithm={name: grpo}",
-        f"inference={{name: embedded, n_servers: 1, threads: {args.server_threads}, max_batch: 64}}",
+        f"inference={{name: embedded, n_servers: 1, threads: {args.server_threads}, max_batch: 64, "
+        f"cpus: {json.dumps(sorted(args.server_cpus)) if args.server_cpus else 'null'}}}",
         f"workflow={{name: bench_longtail, n_samples: {args.n_samples}}}", "reward={name: bench_letter}",
         f"rollout.batch_size={args.batch}", f"rollout.max_head_offpolicyness={eta}", "rollout.max_concurrent_rollouts=64",
         f"rollout.enforce_token_lag={str(args.enforce_token_lag and eta > 0).lower()}",
@@ -129,7 +143,26 @@ def run_once(root: Path, model: Path, eta: int, args, registry, trial: str) -> d
             "requeued": rows[-1]["rollout/requeued"],
             "tokens_per_s": tokens / loop_s, "gen_wait_s": sum(r["timing/gen_wait_s"] for r in rows),
             "train_s": sum(r["timing/train_s"] for r in rows), "lag": lag,
-            "lag_max": max(r["rollout/version_lag_max"] for r in rows), "newest_lag_max": newest_lag}
+            "lag_max": max(r["rollout/version_lag_max"] for r in rows), "newest_lag_max": newest_lag,
+            "server_busy": [r["inference/busy_fraction"] for r in rows],
+            "trainer_busy": [r["timing/trainer_busy_fraction"] for r in rows]}
+
+
+def parse_cpus(spec: str | None) -> set[int] | None:
+    return {int(c) for c in spec.split(",")} if spec else None
+
+
+def default_cpus(args) -> None:
+    """Server on the first available core, trainer on the rest (no pinning with a single core)."""
+    allowed = sorted(os.sched_getaffinity(0))
+    if args.server_cpus is None and args.trainer_cpus is None and len(allowed) > 1:
+        args.server_cpus, args.trainer_cpus = {allowed[0]}, set(allowed[1:])
+    if args.server_cpus and args.trainer_cpus and args.server_cpus & args.trainer_cpus:
+        print(f"note: server cores {sorted(args.server_cpus)} and trainer cores {sorted(args.trainer_cpus)} overlap")
+
+
+def mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs) if xs else float("nan")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -138,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--batch", type=int, default=8, help="prompt groups per step (B)")
     parser.add_argument("--n-samples", type=int, default=4, help="completions per prompt")
-    parser.add_argument("--eta", type=int, default=1, help="η of the asynchronous run")
+    parser.add_argument("--etas", default="0,1,2,4", help="comma-separated η values (0 first: the baseline)")
     parser.add_argument("--median-tokens", type=int, default=32, help="median completion length")
     parser.add_argument("--sigma", type=float, default=1.2, help="log-normal σ of completion lengths")
     parser.add_argument("--max-tokens", type=int, default=768, help="longest completion")
@@ -146,6 +179,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="alternate sync and async runs this many times and keep the fastest of each (shared machine)")
     parser.add_argument("--server-threads", type=int, default=1)
     parser.add_argument("--trainer-threads", type=int, default=1)
+    parser.add_argument("--server-cpus", type=parse_cpus, help="cores of the inference server, e.g. 0 (default: the first)")
+    parser.add_argument("--trainer-cpus", type=parse_cpus, help="cores of the trainer, e.g. 1 (default: the rest)")
+    parser.add_argument("--per-step", action="store_true", help="print each step's server and trainer busy fraction")
     parser.add_argument("--enforce-token-lag", action="store_true",
                         help="async run with rollout.enforce_token_lag (every trained token lags <= eta)")
     parser.add_argument("--workdir", type=Path, help="keep the runs here (default: a temporary directory, removed)")
@@ -156,6 +192,11 @@ def main(argv: list[str] | None = None) -> int:
     from areal_core.registry import build_registry, set_registry
     from areal_core.testing.tiny import make_tiny_model
 
+    etas = sorted({int(e) for e in args.etas.split(",")} | {0})
+    default_cpus(args)
+    if args.trainer_cpus:
+        for task in os.listdir("/proc/self/task"):  # this process is the trainer
+            os.sched_setaffinity(int(task), args.trainer_cpus)
     torch.set_num_threads(args.trainer_threads)
     registry = build_registry(extra_plugins=[(sys.modules[__name__], "bench_async")])
     set_registry(registry)
@@ -164,26 +205,36 @@ def main(argv: list[str] | None = None) -> int:
     try:
         model = make_tiny_model(root / "model", size=args.size)
         # enough prompts that neither run wraps an epoch: (η + steps + 1)·B groups at most are started
-        lengths = long_tail_lengths((args.eta + args.steps + 2) * args.batch, args.median_tokens, args.sigma,
+        lengths = long_tail_lengths((max(etas) + args.steps + 2) * args.batch, args.median_tokens, args.sigma,
                                     args.max_tokens, seed=0)
         write_dataset(root / "train.jsonl", lengths)
         ordered = sorted(lengths)
         print(f"model {args.size}, {args.steps} steps x {args.batch} groups x {args.n_samples} samples; completion "
-              f"lengths median {ordered[len(ordered) // 2]}, p90 {ordered[int(0.9 * len(ordered))]}, max {ordered[-1]}")
-        best: dict[int, dict[str, float]] = {}
+              f"lengths median {ordered[len(ordered) // 2]}, p90 {ordered[int(0.9 * len(ordered))]}, max {ordered[-1]}; "
+              f"server cores {sorted(args.server_cpus or [])or 'any'}, trainer cores {sorted(args.trainer_cpus or []) or 'any'}")
+        best: dict[int, dict[str, Any]] = {}
         for repeat in range(args.repeats):
-            for eta in (0, args.eta):
+            for eta in etas if repeat % 2 == 0 else etas[::-1]:
                 r = run_once(root, model, eta, args, registry, f"eta{eta}-{repeat}")
                 print(f"eta={eta}: loop {r['loop_s']:.1f} s (gen wait {r['gen_wait_s']:.1f} s, train {r['train_s']:.1f} s), "
                       f"{r['samples']:.0f} samples, {r['tokens']:.0f} trained / {r['generated']:.0f} generated tokens, "
                       f"{r['interruptions']:.0f} interruptions; version lag of trained tokens mean {r['lag']:.2f} max "
                       f"{r['lag_max']:.0f}, of each group's newest token max {r['newest_lag_max']:.0f}"
                       + (f", {r['requeued']:.0f} groups regenerated" if r["requeued"] else ""))
+                if args.per_step:
+                    print("  per step (server busy / trainer busy): " + "  ".join(
+                        f"{a:.2f}/{b:.2f}" for a, b in zip(r["server_busy"], r["trainer_busy"])))
                 if eta not in best or r["loop_s"] < best[eta]["loop_s"]:
                     best[eta] = r
-        print(f"async (eta={args.eta}) vs sync (eta=0), same {best[0]['samples']:.0f} trained samples, fastest of "
-              f"{args.repeats}: {best[0]['loop_s']:.1f} s / {best[args.eta]['loop_s']:.1f} s = "
-              f"{best[0]['loop_s'] / best[args.eta]['loop_s']:.2f}x")
+        base = best[0]["tokens_per_s"]
+        print(f"\nsame {best[0]['samples']:.0f} trained samples per run; fastest of {args.repeats} per eta")
+        print(f"{'eta':>4}{'loop s':>9}{'samples/s':>11}{'vs eta=0':>10}{'tok/s':>9}{'vs eta=0':>10}{'lag':>6}"
+              f"{'server busy':>13}{'trainer busy':>14}")
+        for eta in etas:
+            r = best[eta]
+            print(f"{eta:>4}{r['loop_s']:9.1f}{r['samples'] / r['loop_s']:11.2f}{best[0]['loop_s'] / r['loop_s']:9.2f}x"
+                  f"{r['tokens_per_s']:9.1f}{r['tokens_per_s'] / base:9.2f}x{r['lag']:6.2f}"
+                  f"{mean(r['server_busy']):13.2f}{mean(r['trainer_busy']):14.2f}")
     finally:
         set_registry(None)
         if args.workdir is None:

@@ -133,7 +133,7 @@ class RunConfig(StrictModel):
     trial_name: RunName = Field("trial0", description="one run of an experiment")
     fileroot: str = Field("runs", description="run directories go under fileroot/experiment_name/trial_name")
     seed: int = Field(1, description="global seed")
-    model_path: str = Field(description="local HF model directory (actor, reference and servers start from it)")
+    model_path: str = Field(description="local HF model directory or Hugging Face hub id (org/name, from the HF cache; downloaded unless HF_HUB_OFFLINE) that actor, reference and servers start from")
     recover: Literal["off", "auto"] = Field("off", description="auto: resume from the last recovery checkpoint if there is one")
 
     actor: Section("train_engine") = Field(description="the policy's train engine, e.g. {name: fsdp, optimizer: {lr: 1e-5}}")
@@ -176,7 +176,7 @@ class OfflineRunConfig(StrictModel):
     trial_name: RunName = Field("trial0", description="one run of an experiment")
     fileroot: str = Field("runs", description="run directories go under fileroot/experiment_name/trial_name")
     seed: int = Field(1, description="global seed (data order, engine RNG)")
-    model_path: str = Field(description="local HF model directory to train")
+    model_path: str = Field(description="local HF model directory or Hugging Face hub id (org/name, from the HF cache) to train")
     output_path: str | None = Field(None, description="where the trained HF model is written (default RUN_DIR/export)")
     recover: Literal["off", "auto"] = Field("off", description="auto: resume from the last recovery checkpoint if there is one")
 

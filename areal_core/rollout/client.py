@@ -47,11 +47,12 @@ that used it last (they are recreated when a new loop takes the client over).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -121,6 +122,9 @@ class RolloutClient:
         self._dead_until: dict[str, float] = {}
         self._stats = {"requests": 0, "rounds": 0, "interruptions": 0, "failovers": 0, "output_tokens": 0,
                        "pause_s": 0.0, "resume_s": 0.0, "sync_s": 0.0, "sync_bytes": 0}
+        self._rounds_in_flight = 0
+        self._busy_since = 0.0  # when _rounds_in_flight last rose from 0
+        self._busy_s = 0.0  # closed intervals with at least one round in flight
 
     @classmethod
     def from_config(cls, backend: InferenceBackend, addrs: list[str], rollout,
@@ -201,7 +205,8 @@ class RolloutClient:
         errors: list[str] = []
         for addr in self._candidates(preferred):
             try:
-                resp = await asyncio.wait_for(self.backend.generate(self.http, addr, req), self.request_timeout_s)
+                with self._in_flight():
+                    resp = await asyncio.wait_for(self.backend.generate(self.http, addr, req), self.request_timeout_s)
             except asyncio.TimeoutError:
                 errors.append(f"{addr}: no answer within request_timeout_s={self.request_timeout_s:g}")
             except Exception as exc:  # noqa: BLE001 - any server failure moves the round to another server
@@ -217,6 +222,25 @@ class RolloutClient:
         raise InferenceUnavailableError(
             f"generate failed on every inference server ({len(self.addrs)}):\n  " + "\n  ".join(errors)
         )
+
+    @contextlib.contextmanager
+    def _in_flight(self) -> Iterator[None]:
+        """Count one generate round as in flight (``busy_s``: wall time with at least one)."""
+        if self._rounds_in_flight == 0:
+            self._busy_since = time.monotonic()
+        self._rounds_in_flight += 1
+        try:
+            yield
+        finally:
+            self._rounds_in_flight -= 1
+            if self._rounds_in_flight == 0:
+                self._busy_s += time.monotonic() - self._busy_since
+
+    def busy_s(self) -> float:
+        """Wall time so far during which at least one generate round was in flight on some server:
+        the servers' busy time as the client sees it (a paused server returns its rounds at once)."""
+        open_s = time.monotonic() - self._busy_since if self._rounds_in_flight else 0.0
+        return self._busy_s + open_s
 
     # ----------------------------------------------------------------- pause / resume / weights
     async def _wait_resumed(self) -> None:
@@ -416,8 +440,8 @@ class RolloutClient:
     def stats(self) -> dict[str, float]:
         """Counters (requests, rounds, interruptions, failovers, output_tokens), the wall time of the
         last pause / resume / weight update (``pause_s``, ``resume_s``, ``sync_s``) and the bytes
-        of the last weight update (``sync_bytes``)."""
-        return dict(self._stats, version=self.weight_version.value)
+        of the last weight update (``sync_bytes``), and ``busy_s`` (see :meth:`busy_s`)."""
+        return dict(self._stats, version=self.weight_version.value, busy_s=self.busy_s())
 
     async def aclose(self) -> None:
         if self._http is not None and self._loop is asyncio.get_running_loop():

@@ -58,11 +58,13 @@ from areal_core.checksum import tensors_checksum
 from areal_core.errors import ArealError
 from areal_core.registry import build_registry, get_registry
 from areal_core.testing.contract import ComponentContract, run_async
+from areal_core.weight_layout import checkpoint_named_parameters
 
 PROMPTS = [[5, 17, 33, 9, 100], [7, 8], [44, 45, 46, 47, 48, 49, 50, 51, 52, 53, 54]]
 
 
-def make_served_model(path: str | Path, size: str = "0.2m", seed: int = 0, weight_std: float = 0.15) -> Path:
+def make_served_model(path: str | Path, size: str = "0.2m", seed: int = 0, weight_std: float = 0.15,
+                      arch: str = "qwen2") -> Path:
     """A tiny model whose greedy output varies from token to token.
 
     ``make_tiny_model``'s initialisation (std 0.02) makes greedy decoding repeat one token
@@ -74,12 +76,12 @@ def make_served_model(path: str | Path, size: str = "0.2m", seed: int = 0, weigh
 
     from areal_core.testing.tiny import make_tiny_model
 
-    path = Path(make_tiny_model(path, size=size, seed=seed))
+    path = Path(make_tiny_model(path, size=size, seed=seed, arch=arch))
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for param in model.parameters():
-            if param.dim() == 2:
+            if param.dim() >= 2:  # matrices, and stacked expert matrices
                 param.normal_(0.0, weight_std, generator=generator)
     model.save_pretrained(path)
     return path
@@ -131,12 +133,17 @@ class Reference:
         return scaled.gather(1, torch.tensor(output).unsqueeze(1)).squeeze(1).tolist()
 
     def greedy(self, prompt: list[int], n: int) -> list[int]:
+        """n tokens, each the argmax of a full transformers forward over prompt + the tokens so far.
+
+        Eos may be chosen and does not stop it, as with a server's ``ignore_eos`` (``generate``
+        with ``min_new_tokens`` would forbid eos instead, and differ wherever eos is the argmax)."""
         import torch
 
+        ids = list(prompt)
         with torch.no_grad():
-            out = self.model.generate(torch.tensor([prompt]), max_new_tokens=n, min_new_tokens=n, do_sample=False,
-                                      pad_token_id=0)
-        return out[0, len(prompt):].tolist()
+            for _ in range(n):
+                ids.append(int(self.model(torch.tensor([ids]), use_cache=False).logits[0, -1].argmax()))
+        return ids[len(prompt):]
 
 
 def max_gap(a: list[float], b: list[float]) -> float:
@@ -218,6 +225,7 @@ class InferenceBackendContract(ComponentContract):
     protocol = InferenceBackend
 
     model_size: ClassVar[str] = "0.2m"
+    model_arch: ClassVar[str] = "qwen2"  # a family of areal_core.testing.tiny.ARCHS
     startup_timeout_s: ClassVar[float] = 180.0
     server_env: ClassVar[dict[str, str]] = {"OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     long_generation_tokens: ClassVar[int] = 1500  # still running ~0.5 s after it starts
@@ -227,13 +235,14 @@ class InferenceBackendContract(ComponentContract):
     @pytest.fixture(scope="class")
     @classmethod
     def served_model(cls, tmp_path_factory) -> str:
-        return str(make_served_model(tmp_path_factory.mktemp("served_model"), size=cls.model_size))
+        return str(make_served_model(tmp_path_factory.mktemp("served_model"), size=cls.model_size, arch=cls.model_arch))
 
     @pytest.fixture(scope="class")
     @classmethod
     def other_model(cls, tmp_path_factory) -> str:
         """Same architecture as ``served_model``, other weights (what a weight update loads)."""
-        return str(make_served_model(tmp_path_factory.mktemp("other_model"), size=cls.model_size, seed=1))
+        return str(make_served_model(tmp_path_factory.mktemp("other_model"), size=cls.model_size, seed=1,
+                                     arch=cls.model_arch))
 
     @pytest.fixture(scope="class")
     @classmethod
@@ -374,7 +383,7 @@ class InferenceBackendContract(ComponentContract):
         meta = WeightUpdateMeta(type="distributed", master_address="127.0.0.1", master_port=free_port(),
                                 backend="gloo", bucket_bytes=1 << 16)
         try:
-            self.push(server, meta, iter(list(model.named_parameters())), version + 2)
+            self.push(server, meta, iter(list(checkpoint_named_parameters(model))), version + 2)
             by_broadcast = self.generate(server, req)
             assert by_broadcast.output_versions == [version + 2] * 8
             assert by_broadcast.output_ids == by_disk.output_ids
@@ -396,7 +405,7 @@ class InferenceBackendContract(ComponentContract):
 
         model = AutoModelForCausalLM.from_pretrained(server.model_path, dtype=torch.float32)
         theirs = run_async(_with_client(lambda c: server.backend.weights_checksum(c, server.addr)))
-        assert theirs == tensors_checksum(model.named_parameters())
+        assert theirs == tensors_checksum(checkpoint_named_parameters(model))
 
     def test_bad_input_raises_areal_error(self, server: RunningServer):
         with pytest.raises(ArealError):

@@ -1,8 +1,10 @@
 """Tiny, deterministic, fully offline Hugging Face models for tests, examples and benchmarks.
 
-``make_tiny_model(path)`` writes a Qwen2-architecture causal LM and a byte-level BPE tokenizer
-(ChatML template) to ``path``; every component that takes a model path loads it like any other
-HF directory. Same arguments, same bytes.
+``make_tiny_model(path)`` writes a causal LM and a byte-level BPE tokenizer (ChatML template) to
+``path``; every component that takes a model path loads it like any other HF directory. Same
+arguments, same bytes. ``arch`` picks the family (:data:`ARCHS`): ``qwen2`` (default), ``qwen3``
+(q/k norms) or ``qwen3_moe`` (4 experts, top-2 routing, in every layer; transformers keeps the
+experts fused in memory and per expert in the saved files).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ CHATML_TEMPLATE = (
 )
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
+ARCHS = ("qwen2", "qwen3", "qwen3_moe")
 SIZES = {
     # name: (hidden, layers, heads, kv_heads, head_dim, intermediate)
     "0.2m": (64, 2, 2, 1, 32, 256),
@@ -69,24 +72,65 @@ def make_tokenizer(vocab_size: int = 512, corpus: list[str] | None = None):
     return fast
 
 
+def tiny_config(arch: str, size: str, vocab_size: int, tie_word_embeddings: bool = True, **extra):
+    """The transformers config of a tiny ``arch`` model of ``size`` (see :data:`ARCHS`, :data:`SIZES`)."""
+    from transformers import Qwen2Config, Qwen3Config, Qwen3MoeConfig
+
+    if arch not in ARCHS:
+        raise ValueError(f"arch {arch!r} is not one of {ARCHS}")
+    hidden, layers, heads, kv, head_dim, inter = SIZES[size]
+    common = dict(vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                  num_key_value_heads=kv, head_dim=head_dim, intermediate_size=inter,
+                  tie_word_embeddings=tie_word_embeddings, max_position_embeddings=2048, bos_token_id=None, **extra)
+    if arch == "qwen3_moe":
+        return Qwen3MoeConfig(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=inter // 4,
+                              decoder_sparse_step=1, norm_topk_prob=True, **common)
+    return (Qwen3Config if arch == "qwen3" else Qwen2Config)(**common)
+
+
 def make_tiny_model(path: str | Path, size: str = "0.2m", vocab_size: int = 512, seed: int = 0,
-                    corpus: list[str] | None = None, tie_word_embeddings: bool = True) -> Path:
-    """Write a tiny Qwen2 causal LM + tokenizer to ``path`` (an HF directory) and return it."""
+                    corpus: list[str] | None = None, tie_word_embeddings: bool = True, arch: str = "qwen2") -> Path:
+    """Write a tiny ``arch`` causal LM + tokenizer to ``path`` (an HF directory) and return it."""
     import torch
-    from transformers import AutoModelForCausalLM, Qwen2Config
+    from transformers import AutoModelForCausalLM
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     tokenizer = make_tokenizer(vocab_size, corpus)
-    hidden, layers, heads, kv, head_dim, inter = SIZES[size]
-    config = Qwen2Config(  # type: ignore[call-arg]  # head_dim: taken, though the signature omits it
-        vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-        num_key_value_heads=kv, head_dim=head_dim, intermediate_size=inter, tie_word_embeddings=tie_word_embeddings,
-        max_position_embeddings=2048, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=None,
-    )
+    config = tiny_config(arch, size, len(tokenizer), tie_word_embeddings, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config)
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+def cache_as_hub_model(model_dir: str | Path, cache_dir: str | Path, repo_id: str,
+                       commit: str = "0123456789abcdef0123456789abcdef01234567") -> Path:
+    """Put the files of ``model_dir`` into a Hugging Face hub cache at ``cache_dir`` as the
+    snapshot of ``repo_id`` (what ``snapshot_download`` leaves behind, laid out the same way:
+    ``models--org--name/refs/main`` naming a commit, ``snapshots/<commit>/<files>``). Returns the
+    snapshot directory. Lets tests use hub ids with no network."""
+    import shutil
+
+    repo = Path(cache_dir) / ("models--" + repo_id.replace("/", "--"))
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text(commit)
+    snapshot = repo / "snapshots" / commit
+    shutil.copytree(model_dir, snapshot, dirs_exist_ok=True)
+    return snapshot
+
+
+def with_sliding_window(model_dir: str | Path, window: int = 16) -> Path:
+    """Turn the tiny Qwen2/Qwen3 model at ``model_dir`` into one whose later layers attend
+    through a ``window``-token sliding window (its config only; the weights stay)."""
+    import json
+
+    config_file = Path(model_dir) / "config.json"
+    config = json.loads(config_file.read_text())
+    layers = config["num_hidden_layers"]
+    config.update(use_sliding_window=True, sliding_window=window, max_window_layers=1,
+                  layer_types=["full_attention"] + ["sliding_attention"] * (layers - 1))
+    config_file.write_text(json.dumps(config, indent=2))
+    return Path(model_dir)

@@ -21,7 +21,8 @@ Checked: forward shapes and zeros at sequence starts; packed logprobs (with a te
 an unpacked Hugging Face forward of each sequence; train_batch's loss is the global token mean
 and decreases; the engine keeps its run context and never moves the weight version; save → load → continue equals uninterrupted training;
 export_hf loads with ``AutoModelForCausalLM`` and reproduces the engine's logprobs;
-``named_full_weights`` yields the exported weights.
+``named_full_weights`` yields the exported weights under the saved files' names. Set ``tiny_arch``
+to run the suite on another model family.
 """
 
 from __future__ import annotations
@@ -85,6 +86,7 @@ class TrainEngineContract(ComponentContract):
     protocol: ClassVar[type] = TrainEngine
 
     tiny_size: ClassVar[str] = "0.2m"
+    tiny_arch: ClassVar[str] = "qwen2"  # a family of areal_core.testing.tiny.ARCHS
     logprob_atol: ClassVar[float] = 1e-5  # packed vs unpacked forward, float32
     resume_atol: ClassVar[float] = 1e-6  # save -> load -> continue vs uninterrupted
 
@@ -95,7 +97,7 @@ class TrainEngineContract(ComponentContract):
     def model_path(cls, tmp_path_factory) -> str:
         from areal_core.testing.tiny import make_tiny_model
 
-        return str(make_tiny_model(tmp_path_factory.mktemp("tiny_model"), size=cls.tiny_size))
+        return str(make_tiny_model(tmp_path_factory.mktemp("tiny_model"), size=cls.tiny_size, arch=cls.tiny_arch))
 
     @pytest.fixture
     def run_context(self, model_path: str) -> RunContext:
@@ -200,13 +202,14 @@ class TrainEngineContract(ComponentContract):
                                    atol=self.logprob_atol, rtol=0)
 
     def test_named_full_weights_are_the_exported_weights(self, engine, batch, tmp_path):
-        from transformers import AutoModelForCausalLM
+        from safetensors.torch import load_file
 
         engine.train_batch(batch, nll_loss, mask_count)
         engine.export_hf(str(tmp_path / "hf"))
-        exported = AutoModelForCausalLM.from_pretrained(tmp_path / "hf").state_dict()
+        exported = {k: v for f in sorted((tmp_path / "hf").glob("*.safetensors")) for k, v in load_file(f).items()}
         weights = dict(engine.named_full_weights())
         assert weights, "named_full_weights yielded nothing on rank 0"
+        assert set(weights) == set(exported), ("named_full_weights must yield the names of the saved files: "
+                                               f"{sorted(set(weights) ^ set(exported))[:4]}")
         for name, tensor in weights.items():
-            assert name in exported, f"named_full_weights name {name!r} is not an HF weight name"
             torch.testing.assert_close(tensor.float().cpu(), exported[name].float(), atol=1e-6, rtol=0)

@@ -71,12 +71,14 @@ def train_main(argv: list[str] | None = None) -> int:
 
 def run_training(cfg: ResolvedConfig[RunConfig], registry=None) -> Path:
     """Everything ``areal train`` does after loading the config; returns the run directory."""
+    from areal_core.hub import resolve_model_path
     from areal_core.trainer.rl import reconcile_temperatures
 
     run = cfg.run
     run_dir = run_dir_of(cfg)
     _check_run_dir(run_dir, run.recover)
     reconcile_temperatures(cfg)
+    run.model_path = resolve_model_path(run.model_path)  # a hub id becomes its cached snapshot directory
     _check_paths(cfg)
     allocation = apply_allocation(cfg)  # before the resolved config is saved: rank processes read it
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -219,6 +219,7 @@ class OfflineTrainer:
 # ---------------------------------------------------------------------- running a command
 def run_offline(command: str, cfg: ResolvedConfig, registry=None) -> Path:
     """Everything ``areal sft|dpo|rm`` does after loading the config; returns the exported model directory."""
+    from areal_core.hub import resolve_model_path
     from areal_core.trainer.entry import _check_run_dir, quiet_libraries, run_dir_of
 
     run = cfg.run
@@ -226,8 +227,10 @@ def run_offline(command: str, cfg: ResolvedConfig, registry=None) -> Path:
     _check_run_dir(run_dir, run.recover)
     problems = [f"{name}.path: {getattr(run, name).path!r} does not exist" for name in ("train_dataset", "valid_dataset")
                 if getattr(run, name) is not None and not Path(getattr(run, name).path).expanduser().exists()]
-    if not Path(run.model_path).expanduser().is_dir():
-        problems.insert(0, f"model_path: {run.model_path!r} is not a directory")
+    try:
+        run.model_path = resolve_model_path(run.model_path)  # a hub id becomes its cached snapshot directory
+    except ArealError as exc:
+        problems.insert(0, str(exc))
     if problems:
         raise ArealError("invalid config:\n  " + "\n  ".join(problems))
     run_dir.mkdir(parents=True, exist_ok=True)

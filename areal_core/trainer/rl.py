@@ -166,6 +166,7 @@ class RLTrainer:
         self.progress: Progress | None = None
         self.updater: WeightUpdater | None = None
         self._sync_bytes = 0
+        self._busy_mark: tuple[float, float] | None = None  # (client busy_s, perf_counter) at the last step's metrics
         self._last_checkpoint_s: float | None = None
 
     # ============================================================== setup
@@ -293,6 +294,8 @@ class RLTrainer:
         s = self.step
         timer = StepTimer()
         start = time.perf_counter()
+        if self._busy_mark is None and self.is_main:
+            self._busy_mark = (self.client.busy_s(), start)
         with timer.phase("gen_wait_s"):
             trajectories = self._share(self._prepare_batch())
         from areal_core.data.batch import SequenceBatch
@@ -470,11 +473,22 @@ class RLTrainer:
         if self._last_checkpoint_s is not None:
             out["timing/last_checkpoint_s"], self._last_checkpoint_s = self._last_checkpoint_s, None
         out["throughput/trained_tokens_per_s"] = trained_tokens / step_s if step_s > 0 else 0.0
+        out.update(self._busy_fractions(timer, step_s))
         out["throughput/trained_tokens"] = float(trained_tokens)
         out["weight_sync/bytes"] = float(self._sync_bytes)
         out.update({f"total/{k}": float(v) for k, v in self.counters.items()})
         out["version"] = float(self.step)
         return out
+
+    def _busy_fractions(self, timer: StepTimer, step_s: float) -> dict[str, float]:
+        """How much the two sides overlap: ``timing/trainer_busy_fraction`` = train_s / step_s;
+        ``inference/busy_fraction`` = the share of the wall time since the last step's metrics during
+        which at least one rollout generate request was in flight (eval requests not counted)."""
+        now, busy = time.perf_counter(), self.client.busy_s()
+        last_busy, last_t = self._busy_mark or (busy, now)
+        self._busy_mark = (busy, now)
+        return {"timing/trainer_busy_fraction": timer.times.get("train_s", 0.0) / step_s if step_s > 0 else 0.0,
+                "inference/busy_fraction": (busy - last_busy) / (now - last_t) if now > last_t else 0.0}
 
     def _audit(self, trajectories: list[Trajectory]) -> None:
         """One line of ``trained_samples.jsonl``: the ids trained by this step and the versions of

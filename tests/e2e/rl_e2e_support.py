@@ -46,11 +46,11 @@ def write_dataset(path: Path, n: int, seed: int, prefix: str) -> Path:
     return path
 
 
-def make_workspace(root: Path) -> tuple[Path, Path]:
-    """``root`` with the 0.2m tiny model and the train (16) / valid (4) letter datasets."""
+def make_workspace(root: Path, arch: str = "qwen2") -> tuple[Path, Path]:
+    """``root`` with the 0.2m tiny ``arch`` model and the train (16) / valid (4) letter datasets."""
     from areal_core.testing.tiny import make_tiny_model
 
-    model = make_tiny_model(root / "model", size="0.2m")
+    model = make_tiny_model(root / "model", size="0.2m", arch=arch)
     write_dataset(root / "train.jsonl", 16, seed=0, prefix="t")
     write_dataset(root / "valid.jsonl", 4, seed=1, prefix="v")
     return root, model

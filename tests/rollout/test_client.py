@@ -163,3 +163,21 @@ def test_client_moves_to_a_new_event_loop(backend):
     assert asyncio.run(client.health()) == {a: True for a in backend.servers}
     for _ in range(2):
         assert len(asyncio.run(client.agenerate(request(3))).output_ids) == 3
+
+
+async def test_busy_time_is_the_union_of_in_flight_rounds(make_backend):
+    """busy_s counts wall time with at least one round in flight: overlapping requests count once,
+    and idle gaps not at all."""
+    import time
+
+    backend = make_backend(addrs=["a:1"], step_s=0.01)
+    client = RolloutClient(backend, ["a:1"])
+    assert client.busy_s() == 0.0
+    start = time.monotonic()
+    await asyncio.gather(client.agenerate(request(10)), client.agenerate(request(10)))  # ~0.1 s, together
+    together = time.monotonic() - start
+    busy = client.busy_s()
+    assert 0.09 <= busy <= together + 1e-6
+    await asyncio.sleep(0.2)  # idle: not busy
+    assert client.busy_s() == busy
+    assert client.stats()["busy_s"] == busy

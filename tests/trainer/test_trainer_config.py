@@ -71,6 +71,26 @@ def test_plot_writes_a_png(tmp_path, capsys):
         plot_main([str(tmp_path)])
 
 
+def test_plot_breaks_the_step_time_down_and_adds_the_lag_throughput_and_overlap_panels(tmp_path):
+    from areal_core.trainer.plot import time_breakdown
+
+    rows = [{"step": s, "train/reward/mean": 0.5, "timing/step_s": 2.0, "timing/gen_wait_s": 0.5, "timing/train_s": 1.0,
+             "timing/export_weights_s": 0.1, "timing/pause_s": 0.05, "timing/weight_sync_s": 0.05,
+             "rollout/version_lag_mean": 1.0, "rollout/version_lag_max": 1.0, "throughput/trained_tokens_per_s": 100.0,
+             "inference/busy_fraction": 0.9, "timing/trainer_busy_fraction": 0.5} for s in (1, 2)]
+    rows[1]["timing/eval_s"] = 0.2
+    steps, parts = time_breakdown(rows)
+    assert steps == [1, 2]
+    assert parts == {"gen wait": [0.5, 0.5], "train": [1.0, 1.0], "weight sync": [pytest.approx(0.2)] * 2,
+                     "eval": [0.0, 0.2], "other": [pytest.approx(0.3), pytest.approx(0.1)]}
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert plot_main([str(tmp_path)]) == 0
+    import matplotlib.image
+
+    height = matplotlib.image.imread(tmp_path / "plot.png").shape[0]
+    assert height == round(3.2 * 5 * 110)  # reward, time, lag, throughput, overlap
+
+
 def test_a_workflow_without_the_base_means_temperature_one():
     cfg = resolved({}, {}, {}, workflow_model=NoSampling)
     assert reconcile_temperatures(cfg) == 1.0

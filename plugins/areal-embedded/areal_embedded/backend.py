@@ -24,6 +24,9 @@ class EmbeddedConfig(InferenceConfigBase):
     device: str = Field("auto", description="auto (cuda when present, else cpu), cpu, cuda, cuda:N")
     seed: int = Field(0, description="seeds the sampling of requests that carry no sampling_seed")
     threads: int | None = Field(None, ge=1, description="torch CPU threads per server; default: torch's choice")
+    cpus: list[int] | None = Field(
+        None, min_length=1, description="CPU core ids every server process is pinned to (os.sched_setaffinity), e.g. "
+                                        "[0] to keep generation off the trainer's cores; null: no pinning")
     weight_version: int = Field(0, ge=0, description="weight version the server reports before any update")
     log_level: Literal["debug", "info", "warning", "error"] = Field("warning", description="server log level")
     max_n: int = Field(64, ge=1, description="most completions one /generate may ask per prompt (sampling n)")
@@ -69,6 +72,8 @@ class EmbeddedBackend(SGLangProtocol):
             argv += ["--max-len", str(c.max_len)]
         if c.threads is not None:
             argv += ["--threads", str(c.threads)]
+        if c.cpus is not None:
+            argv += ["--cpus", ",".join(str(cpu) for cpu in c.cpus)]
         return argv
 
     def weight_updater(self, meta: WeightUpdateMeta) -> WeightUpdater:

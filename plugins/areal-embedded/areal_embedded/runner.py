@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from areal_core.plugin import ArealError
+from areal_core.plugin import ArealError, CheckpointLayout, check_full_attention, resolve_model_path
 from areal_embedded.kv_cache import SlotKVCache
 from areal_embedded.lora import AdapterWeights
 
@@ -46,13 +46,16 @@ class ModelRunner:
                  max_len: int | None = None):
         from transformers import AutoConfig, AutoModelForCausalLM
 
+        model_path = resolve_model_path(model_path, "--model")
         self.model_path = model_path
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         if not Path(model_path, "config.json").is_file():
             raise ArealError(f"--model {model_path!r} is not a Hugging Face model directory (no config.json)")
         config = AutoConfig.from_pretrained(model_path)
+        check_full_attention(config, "the embedded server")  # its masks are full causal attention
         self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=self.dtype, attn_implementation="sdpa")
+        self.layout = CheckpointLayout(self.model)  # weight updates carry the saved files' names
         self.model.to(self.device).eval().requires_grad_(False)  # type: ignore[arg-type]  # transformers' stub of .to
         self.config = config
         text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
@@ -100,48 +103,60 @@ class ModelRunner:
     # -- weights -------------------------------------------------------------------------------
 
     def named_tensors(self) -> dict[str, torch.Tensor]:
-        """Every parameter and buffer by its Hugging Face name (tied weights appear under both names)."""
+        """Every parameter and buffer by its in-memory name (tied weights appear under both names)."""
         return self.model.state_dict()
 
-    def check_tensor(self, name: str, shape: tuple[int, ...], dtype: torch.dtype, own=None) -> None:
-        """ArealError unless the model has a tensor ``name`` of this shape whose dtype ``dtype``
-        may be cast to (floating to floating, anything else only to itself)."""
-        own = self.named_tensors() if own is None else own
-        target = own.get(name)
+    def checkpoint_parameters(self) -> Iterator[tuple[str, torch.Tensor]]:
+        """The served parameters under the saved files' names (what a trainer's sync sends)."""
+        return self.layout.to_checkpoint(self.model.named_parameters())
+
+    def check_tensor(self, name: str, shape: tuple[int, ...], dtype: torch.dtype) -> None:
+        """ArealError unless the model's saved files have a tensor ``name`` of this shape whose
+        dtype ``dtype`` may be cast to (floating to floating, anything else only to itself)."""
+        self._check(name, shape, dtype, self.layout.shapes, self.layout.dtypes)
+
+    def _check(self, name: str, shape: tuple[int, ...], dtype: torch.dtype,
+               shapes: dict[str, tuple[int, ...]], dtypes: dict[str, torch.dtype]) -> None:
+        target = shapes.get(name)
         if target is None:
             raise ArealError(f"weight update names {name!r}, which model {self.model_path!r} does not have "
-                             f"(it has e.g. {sorted(own)[:3]})")
-        if tuple(target.shape) != tuple(shape):
-            raise ArealError(f"weight update gives {name!r} shape {tuple(shape)}; the model's is {tuple(target.shape)}")
-        if dtype != target.dtype and not (dtype.is_floating_point and target.dtype.is_floating_point):
-            raise ArealError(f"weight update gives {name!r} dtype {dtype}; the model's is {target.dtype}")
+                             f"(it has e.g. {sorted(shapes)[:3]})")
+        if target != tuple(shape):
+            raise ArealError(f"weight update gives {name!r} shape {tuple(shape)}; the model's is {target}")
+        own = dtypes[name]
+        if dtype != own and not (dtype.is_floating_point and own.is_floating_point):
+            raise ArealError(f"weight update gives {name!r} dtype {dtype}; the model's is {own}")
 
-    def stage(self, tensors: Iterator[tuple[str, torch.Tensor]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Check every named tensor against the model (name, shape, dtype) without touching it;
-        returns (live tensor, new value) pairs for :meth:`commit`. Raises on the first bad one."""
-        own = self.named_tensors()
+    def stage(self, tensors: Iterator[tuple[str, torch.Tensor]]) -> list[tuple[str, torch.Tensor]]:
+        """Check every (saved-file name, tensor) against the model without touching it; returns
+        the pairs for :meth:`commit`. Raises on the first bad one."""
         staged = []
         for name, value in tensors:
-            self.check_tensor(name, tuple(value.shape), value.dtype, own)
-            staged.append((own[name], value))
+            self.check_tensor(name, tuple(value.shape), value.dtype)
+            staged.append((name, value))
         return staged
 
     @torch.no_grad()
-    def commit(self, staged: list[tuple[torch.Tensor, torch.Tensor]]) -> int:
-        """Copy staged values into the live tensors (shapes already checked); returns the count.
-        A loaded adapter is dropped first (when there is anything to copy): the new weights are
-        served as they are."""
+    def commit(self, staged: list[tuple[str, torch.Tensor]]) -> int:
+        """Copy staged tensors into the live weights, mapped to the in-memory layout first (fused
+        MoE experts need all their pieces: an incomplete set fails before anything is copied);
+        returns the number of staged tensors. A loaded adapter is dropped first (when there is
+        anything to copy): the new weights are served as they are."""
+        own = self.named_tensors()
+        values = self.layout.from_checkpoint(dict(staged))
         if staged:
-            self.adapter.restore(self.named_tensors())
-        for target, value in staged:
+            self.adapter.restore(own)
+        for name, value in values.items():
+            target = own[name]
             target.copy_(value.to(device=target.device, dtype=target.dtype))
         return len(staged)
 
     def check_adapter(self, deltas: dict[str, torch.Tensor]) -> None:
         """ArealError unless every adapter delta names a weight of the model with its shape."""
-        own = self.named_tensors()
+        own = self.named_tensors()  # adapters name the in-memory modules
+        shapes, dtypes = {k: tuple(v.shape) for k, v in own.items()}, {k: v.dtype for k, v in own.items()}
         for name, delta in deltas.items():
-            self.check_tensor(name, tuple(delta.shape), delta.dtype, own)
+            self._check(name, tuple(delta.shape), delta.dtype, shapes, dtypes)
 
     def load_adapter(self, deltas: dict[str, torch.Tensor]) -> int:
         """Serve base + ``deltas`` (checked by :meth:`check_adapter`), replacing any adapter
@@ -164,14 +179,12 @@ class ModelRunner:
         files = sorted(Path(path).glob("*.safetensors"))
         if not files:
             raise ArealError(f"update_weights_from_disk: {path!r} has no *.safetensors files")
-        own = self.named_tensors()
         try:
             for file in files:
                 with safe_open(str(file), framework="pt") as f:
                     for name in f.keys():
-                        target = own.get(name)
                         self.check_tensor(name, tuple(f.get_slice(name).get_shape()),
-                                          target.dtype if target is not None else torch.float32, own)
+                                          self.layout.dtypes.get(name, torch.float32))
             staged = []
             for file in files:
                 with safe_open(str(file), framework="pt") as f:

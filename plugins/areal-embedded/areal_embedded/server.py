@@ -174,7 +174,7 @@ class EmbeddedServer:
         self.rng = random.Random(seed)
         self.groups: dict[str, Any] = {}
         # distributed updates: tensors received per group, copied in only when a version commits
-        self.staged: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        self.staged: dict[str, list[tuple[str, torch.Tensor]]] = {}
         self.poisoned: dict[str, str] = {}  # group -> why its staged update must not commit
         self.lora_name: str | None = None  # the adapter merged into the served weights, if any
 
@@ -345,9 +345,8 @@ class EmbeddedServer:
             raise BadRequest(f"update_weights_from_distributed announces {numel} elements, more than twice the model")
         problem = None
         try:
-            own = self.runner.named_tensors()
             for tensor_name, shape, dtype in zip(names, shapes, torch_dtypes):
-                self.runner.check_tensor(tensor_name, shape, dtype, own)
+                self.runner.check_tensor(tensor_name, shape, dtype)
         except ArealError as exc:
             problem = str(exc)
         requested = body.get("weight_version")
@@ -402,7 +401,7 @@ class EmbeddedServer:
 
         while True:
             version = self.scheduler.version
-            checksum = await asyncio.to_thread(tensors_checksum, self.runner.model.named_parameters())
+            checksum = await asyncio.to_thread(tensors_checksum, self.runner.checkpoint_parameters())
             if self.scheduler.version == version:
                 return {"checksum": checksum, "weight_version": str(version)}
 
@@ -548,7 +547,8 @@ def build_app(server: EmbeddedServer) -> FastAPI:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser("areal_embedded.server", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", required=True, help="local Hugging Face model directory")
+    parser.add_argument("--model", required=True, help="local Hugging Face model directory or hub id (org/name, "
+                        "from the Hugging Face cache)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=30000)
     parser.add_argument("--max-batch", type=int, default=32, help="most sequences decoded together")
@@ -558,6 +558,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     parser.add_argument("--seed", type=int, default=0, help="seeds requests that carry no sampling_seed")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--cpus", default=None, help="comma-separated CPU core ids to pin the server to (default: no pinning)")
     parser.add_argument("--weight-version", type=int, default=0, help="initial weight version")
     parser.add_argument("--log-level", default="warning")
     limits = parser.add_argument_group("limits (see docs/operations.md)")
@@ -579,18 +580,41 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def pin_to_cpus(spec: str) -> set[int]:
+    """Pin every thread of this process to the cores in ``spec`` ("0,2"), which may lie outside the
+    cores it inherited; threads started later inherit it. Raises :class:`ArealError` naming the
+    cores that cannot be used."""
+    try:
+        cpus = {int(c) for c in spec.split(",") if c.strip()}
+    except ValueError:
+        raise ArealError(f"--cpus {spec!r}: expected comma-separated CPU core ids, e.g. 0,1") from None
+    if not cpus:
+        raise ArealError(f"--cpus {spec!r}: no core given")
+    for task in os.listdir("/proc/self/task"):
+        try:
+            os.sched_setaffinity(int(task), cpus)
+        except ProcessLookupError:  # the thread ended meanwhile
+            continue
+        except OSError as exc:  # a core that does not exist or that this container may not use
+            raise ArealError(f"--cpus {spec!r}: cannot pin to cores {sorted(cpus)} ({exc.strerror}); this machine has "
+                             f"{os.cpu_count()} cores") from None
+    return cpus
+
+
 def main(argv: list[str] | None = None) -> None:
     import uvicorn
 
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if args.cpus:
+        pin_to_cpus(args.cpus)
     if args.threads:
         torch.set_num_threads(args.threads)
     runner = ModelRunner(args.model, max_rows=args.max_batch, device=args.device, dtype=args.dtype, max_len=args.max_len)
     try:
         from transformers import AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(args.model)
+        tokenizer = AutoTokenizer.from_pretrained(runner.model_path)
     except Exception:  # noqa: BLE001 - a model directory without a tokenizer still serves input_ids
         tokenizer = None
     scheduler = Scheduler(runner, args.max_batch, args.max_prefill_tokens, version=args.weight_version)

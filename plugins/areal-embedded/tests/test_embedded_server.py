@@ -277,3 +277,25 @@ def test_client_disconnect_and_abort_request_free_the_batch(server):
     assert freed
     assert aborted["meta_info"]["finish_reason"]["type"] == "abort"
     assert 0 < len(aborted["output_ids"]) < 1800
+
+
+def test_sliding_window_model_is_refused(tmp_path):
+    """Its masks are full causal attention: a windowed model would be served wrongly."""
+    from areal_core.plugin import ArealError
+    from areal_core.testing.tiny import make_tiny_model, with_sliding_window
+    from areal_embedded.runner import ModelRunner
+
+    model = with_sliding_window(make_tiny_model(tmp_path / "m", arch="qwen3"))
+    with pytest.raises(ArealError, match="embedded server cannot run model_type 'qwen3' with sliding-window.*"
+                                         "sliding_window=16.*use_sliding_window=false"):
+        ModelRunner(str(model), max_rows=2, device="cpu")
+
+
+def test_model_may_be_a_hub_id_from_the_local_cache(tmp_path, monkeypatch):
+    from areal_core.testing.tiny import cache_as_hub_model, make_tiny_model
+    from areal_embedded.runner import ModelRunner
+
+    snapshot = cache_as_hub_model(make_tiny_model(tmp_path / "m"), tmp_path / "cache", "tiny-org/tiny")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert ModelRunner("tiny-org/tiny", max_rows=2, device="cpu").model_path == str(snapshot)

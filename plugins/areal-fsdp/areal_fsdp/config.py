@@ -44,7 +44,7 @@ class FSDPEngineConfig(ComponentConfig):
     """The FSDP2 train engine: one model + AdamW sharded over every data-parallel rank."""
 
     name: str = Field("fsdp", description="registered name of the train engine")
-    path: str | None = Field(None, description="local HF model directory; unset: the run's model_path")
+    path: str | None = Field(None, description="local HF model directory or hub id (org/name); unset: the run's model_path")
     critic: bool = Field(False, description="load a token-classification head with one label (value model, "
                                             "forward returns values [T]) instead of a causal LM")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when available, else cpu")
@@ -61,7 +61,7 @@ class FSDPEngineConfig(ComponentConfig):
                                                       "rollout sampling temperature")
     attn_implementation: Literal["auto", "varlen_sdpa", "sdpa", "eager", "flash_attention_2"] = Field(
         "auto", description="attention over packed rows; auto: flash_attention_2 (varlen) on CUDA when flash-attn is "
-                            "installed, else varlen_sdpa (causal SDPA per document); sdpa/eager: transformers' "
+                            "installed, else varlen_sdpa (causal SDPA on length buckets of documents); sdpa/eager: transformers' "
                             "block-diagonal mask over the whole row")
     check_packing: bool = Field(True, description="at initialize, verify that two packed sequences give the "
                                                     "same outputs as each alone (fails fast on attention leaks)")

@@ -39,7 +39,16 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import FSDPModule
 from torch.distributed.tensor import DTensor
 
-from areal_core.plugin import ArealError, LossFn, LossWeightFn, RunContext, SequenceBatch, plan_micro_batches
+from areal_core.plugin import (
+    ArealError,
+    CheckpointLayout,
+    LossFn,
+    LossWeightFn,
+    RunContext,
+    SequenceBatch,
+    plan_micro_batches,
+    resolve_model_path,
+)
 from areal_fsdp import checkpoint
 from areal_fsdp import model as model_lib
 from areal_fsdp.config import FSDPEngineConfig
@@ -70,15 +79,16 @@ class FSDPEngine:
         self.scheduler: torch.optim.lr_scheduler.LambdaLR | None = None
         self.dist: DistInfo | None = None
         self.hf_config: Any = None  # the transformers PretrainedConfig
+        self.layout: CheckpointLayout | None = None  # in-memory <-> saved weight names
         self.model_path = ""
         self._attn = "sdpa"
 
     # ------------------------------------------------------------------ setup
     def initialize(self) -> None:
         cfg = self.config
-        self.model_path = cfg.path or self.run.model_path
-        if not self.model_path:
+        if not (cfg.path or self.run.model_path):
             raise ArealError(f"train engine {cfg.name!r}: no model path (set `path` or the run's model_path)")
+        self.model_path = resolve_model_path(cfg.path or self.run.model_path, f"train engine {cfg.name!r} path")
         total_steps = cfg.optimizer.total_steps or self.run.total_steps
         if cfg.optimizer.lr_scheduler != "constant" and not total_steps:
             raise ArealError(f"train engine {cfg.name!r}: optimizer.lr_scheduler={cfg.optimizer.lr_scheduler!r} "
@@ -101,6 +111,7 @@ class FSDPEngine:
         self._attn = model_lib.attention_implementation(cfg, self.dist.device)
         model = model_lib.load_hf_model(cfg, self.model_path, self._attn)
         self.hf_config = model.config
+        self.layout = CheckpointLayout(model)  # before LoRA and sharding: the HF model's own names
         if cfg.lora.enabled:
             model = model_lib.add_lora(model, cfg.lora)
         if cfg.gradient_checkpointing:
@@ -264,18 +275,22 @@ class FSDPEngine:
         dist.barrier()
 
     def named_full_weights(self) -> Iterator[tuple[str, torch.Tensor]]:
-        """Full weights in HF names, one tensor at a time. Collective: iterate it on every rank;
-        only rank 0 receives items. LoRA: the merged weights."""
+        """Full weights under the names of the saved files (what ``export_hf`` writes: fused MoE
+        experts come out per expert, see :class:`~areal_core.plugin.CheckpointLayout`), a few
+        tensors at a time. Collective: iterate it on every rank; only rank 0 receives items.
+        LoRA: the merged weights."""
         self._require_initialized()
+        assert self.layout is not None  # _require_initialized
         if self.config.lora.enabled:
             full = self._full_state_dict()
             if self.dist.rank == 0:
-                yield from checkpoint.materialise(self.hf_config, full, self._cpu_buffers(), self.config).named_parameters()
+                merged = checkpoint.materialise(self.hf_config, full, self._cpu_buffers(), self.config)
+                yield from self.layout.to_checkpoint(merged.named_parameters())
             return
         for name, param in self.model.named_parameters():
             tensor = param.full_tensor() if isinstance(param, DTensor) else param
             if self.dist.rank == 0:
-                yield name, tensor.detach()
+                yield from self.layout.to_checkpoint([(name, tensor.detach())])
 
     # ------------------------------------------------------------- helpers
     def _require_initialized(self) -> None:

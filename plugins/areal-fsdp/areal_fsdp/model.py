@@ -16,7 +16,7 @@ import torch
 from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-from areal_core.plugin import ArealError
+from areal_core.plugin import ArealError, check_full_attention
 from areal_fsdp import attention
 from areal_fsdp.config import FSDPEngineConfig, LoRAConfig
 
@@ -25,7 +25,7 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 def attention_implementation(cfg: FSDPEngineConfig, device: torch.device) -> str:
     """The transformers ``attn_implementation`` name. auto: ``flash_attention_2`` on CUDA when
-    flash-attn is importable, else per-document SDPA (:mod:`areal_fsdp.attention`)."""
+    flash-attn is importable, else length-bucketed varlen SDPA (:mod:`areal_fsdp.attention`)."""
     choice = cfg.attn_implementation
     if choice == "auto":
         choice = "flash_attention_2" if device.type == "cuda" and importlib.util.find_spec("flash_attn") else "varlen_sdpa"
@@ -71,6 +71,8 @@ def load_hf_model(cfg: FSDPEngineConfig, path: str, attn: str) -> torch.nn.Modul
         kind = "token classification (critic)" if cfg.critic else "causal LM"
         raise ArealError(f"train engine {cfg.name!r}: cannot load {path!r} as a {kind} model: {exc}") from exc
     model.config.use_cache = False
+    if attn == attention.NAME:
+        check_full_attention(model.config, f"train engine {cfg.name!r} (attn_implementation {attn!r})")
     return model
 
 

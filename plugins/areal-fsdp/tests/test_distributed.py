@@ -1,4 +1,5 @@
-"""Two FSDP ranks train exactly like one rank on the same global batch."""
+"""Two FSDP ranks train exactly like one rank on the same global batch (dense Qwen2 and Qwen3-MoE,
+whose fused expert tensors are sharded along the expert dimension)."""
 
 import socket
 
@@ -20,9 +21,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    model = str(make_tiny_model(tmp_path_factory.mktemp("model")))
+@pytest.fixture(scope="module", params=["qwen2", "qwen3_moe"])
+def runs(tmp_path_factory, request):
+    model = str(make_tiny_model(tmp_path_factory.mktemp("model"), arch=request.param))
     one, two = tmp_path_factory.mktemp("one_rank"), tmp_path_factory.mktemp("two_ranks")
     single = _scenario.run(model, str(one), OVERRIDES)
     mp.start_processes(_scenario.rank_main, args=(2, free_port(), model, str(two), OVERRIDES), nprocs=2,

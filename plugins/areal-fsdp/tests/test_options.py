@@ -172,3 +172,29 @@ def test_batch_without_loss_tokens_leaves_the_weights(make):
     stats = engine.train_batch(batch, nll_loss, mask_count)
     assert stats["update_skipped"] == 1.0 and stats["loss"] == 0.0
     torch.testing.assert_close(engine.forward(batch), before, atol=0, rtol=0)
+
+
+def test_sliding_window_model_is_refused_by_varlen_attention(tmp_path):
+    from areal_core.testing.tiny import with_sliding_window
+
+    model = with_sliding_window(make_tiny_model(tmp_path / "m", arch="qwen3"))
+    engine = FSDPEngine(FSDPEngineConfig(path=str(model)))
+    with pytest.raises(ArealError, match="areal_varlen_sdpa.*sliding-window.*sliding_window=16"):
+        engine.initialize()
+    assert engine.dist is None  # no process group left behind
+
+
+def test_path_may_be_a_hub_id_from_the_local_cache(tmp_path, monkeypatch, model_path):
+    from areal_core.testing.tiny import cache_as_hub_model
+
+    snapshot = cache_as_hub_model(model_path, tmp_path / "cache", "tiny-org/tiny")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    engine = FSDPEngine(FSDPEngineConfig(path="tiny-org/tiny"))
+    engine.initialize()
+    try:
+        assert engine.model_path == str(snapshot)
+    finally:
+        engine.destroy()
+    with pytest.raises(ArealError, match="'tiny-org/other' is not in the cache"):
+        FSDPEngine(FSDPEngineConfig(path="tiny-org/other")).initialize()

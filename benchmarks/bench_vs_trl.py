@@ -1,0 +1,174 @@
+"""areal against TRL's ``GRPOTrainer`` on the quickstart workload: samples/s and the greedy eval.
+
+    bash examples/quickstart.sh                       # once: the data and the SFT model under runs/quickstart
+    pip install -c constraints.txt trl                # TRL 1.16 installs beside areal's pins
+    python benchmarks/bench_vs_trl.py                 # 30 steps each, areal then TRL
+    python benchmarks/bench_vs_trl.py --steps 100 --repeats 2   # alternating areal, TRL, TRL, areal
+
+Both sides start from the same SFT model (``--model``) and train on the same prompts
+(``--data``/train.jsonl, shuffled by each side's seeded sampler) with the same recipe, the
+quickstart's (examples/quickstart.yaml):
+
+==========================  =====================================  ======================================
+                            areal (``areal train``)                 TRL ``GRPOTrainer``
+==========================  =====================================  ======================================
+per step                    16 prompts × 8 samples, 2 minibatches   generation batch 128 (8 per prompt),
+                            (2 optimizer steps)                     ``steps_per_generation=2`` (batch 64)
+completion                  ≤ 8 new tokens, temperature 1.0         ``max_completion_length=8``, 1.0
+advantage / loss            group mean/std, clip 0.2, token mean    ``scale_rewards="group"``, ε 0.2,
+                            over the minibatch, no KL               ``loss_type="dapo"``, ``beta=0``
+optimizer                   AdamW 3e-4, 10 warmup steps, linear     same (``lr_scheduler_type="linear"``);
+                            decay to 0 (``min_lr_ratio=0``), clip 1  ``max_grad_norm=1``
+reward                      ``arith`` (exact total)                 the same function
+generation                  embedded server, asynchronous (η = 1)   HF ``generate`` in the trainer process
+==========================  =====================================  ======================================
+
+(areal's quickstart decays to 0.1·lr; here both decay to 0, the schedule TRL offers.) Threads:
+both sides get the whole machine: TRL one process with ``--threads`` torch threads; areal one
+inference server with 1 thread beside a trainer with ``--threads`` torch threads (what the
+quickstart runs; they overlap in time). Each side runs in its own subprocess.
+
+Measured: samples/s = steps × 128 / the training loop's wall time (areal: the sum of
+``timing/step_s``, i.e. without server start and engine initialisation; TRL: ``trainer.train()``),
+and the greedy accuracy of each final model on ``--data``/valid.jsonl with one evaluator
+(``areal_arith.evaluate.greedy_accuracy``). The sides alternate in one invocation; with
+``--repeats`` > 1 the fastest run of each side counts, and the eval of each run is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+PROMPTS, SAMPLES, MAX_NEW, N_MINIBATCHES = 16, 8, 8, 2
+LR, WARMUP = 3e-4, 10
+
+
+def run_areal(args, out: Path) -> dict:
+    """One ``areal train`` run of the quickstart recipe (no in-run eval); the final export is the model."""
+    from areal_core.config.loader import load_config
+    from areal_core.metrics import read_metrics
+    from areal_core.trainer.entry import run_training
+
+    overrides = [f"fileroot={out}", "experiment_name=vs_trl", "trial_name=areal", f"model_path={args.model}",
+                 f"seed={args.seed}", f"train_dataset.path={args.data / 'train.jsonl'}", "valid_dataset=null",
+                 f"trainer.total_steps={args.steps}", "trainer.checkpoint_every=0", "actor.optimizer.min_lr_ratio=0",
+                 f"actor.optimizer.total_steps={args.steps * N_MINIBATCHES}", "logging.level=warning"]
+    cfg = load_config(config_path=REPO / "examples" / "quickstart.yaml", overrides=overrides, env_prefix=None)
+    run_dir = run_training(cfg)
+    rows = [r for r in read_metrics(run_dir) if "timing/step_s" in r]
+    return {"loop_s": sum(r["timing/step_s"] for r in rows), "samples": sum(r["train/n_seqs"] for r in rows),
+            "model": str(run_dir / "export" / f"step{args.steps}"),
+            "train_reward": sum(r["train/reward/mean"] for r in rows[-10:]) / len(rows[-10:])}
+
+
+def run_trl(args, out: Path) -> dict:
+    """TRL's GRPOTrainer with the same recipe (see the module docstring)."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import GRPOConfig, GRPOTrainer
+
+    from areal_arith.evaluate import read_rows
+    from areal_arith.reward import ArithReward, ArithRewardConfig
+
+    verifier = ArithReward(ArithRewardConfig(name="arith"))
+    rewards: list[float] = []
+
+    def arith(completions, answer, **_):
+        scores = [verifier("", c[0]["content"], {"answer": a}) for c, a in zip(completions, answer)]
+        rewards.extend(scores)
+        return scores
+
+    rows = read_rows(args.data / "train.jsonl")
+    data = Dataset.from_list([{"prompt": [{"role": "user", "content": r["prompt"]}], "answer": r["answer"]} for r in rows])
+    config = GRPOConfig(
+        output_dir=str(out / "trl"), use_cpu=True, seed=args.seed, bf16=False, report_to="none", save_strategy="no",
+        logging_steps=10, disable_dropout=True, dataloader_num_workers=0,
+        per_device_train_batch_size=PROMPTS * SAMPLES // N_MINIBATCHES, steps_per_generation=N_MINIBATCHES,
+        num_generations=SAMPLES, max_completion_length=MAX_NEW, temperature=1.0, num_iterations=1,
+        scale_rewards="group", loss_type="dapo", beta=0.0, epsilon=0.2,
+        learning_rate=LR, warmup_steps=WARMUP, lr_scheduler_type="linear", max_grad_norm=1.0, weight_decay=0.0,
+        max_steps=args.steps * N_MINIBATCHES)
+    model = AutoModelForCausalLM.from_pretrained(args.model)
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    trainer = GRPOTrainer(model=model, reward_funcs=arith, args=config, train_dataset=data, processing_class=tokenizer)
+    start = time.perf_counter()
+    trainer.train()
+    loop_s = time.perf_counter() - start
+    trainer.save_model(str(out / "trl" / "final"))
+    tokenizer.save_pretrained(str(out / "trl" / "final"))
+    tail = rewards[-10 * PROMPTS * SAMPLES:]
+    return {"loop_s": loop_s, "samples": float(len(rewards)), "model": str(out / "trl" / "final"),
+            "train_reward": sum(tail) / max(1, len(tail))}
+
+
+def side_main(args) -> int:
+    """In the subprocess: train one side, evaluate its final model, print one JSON line."""
+    import torch
+
+    from areal_arith.evaluate import greedy_accuracy
+
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    result = (run_areal if args.side == "areal" else run_trl)(args, out)
+    result["eval"] = greedy_accuracy(result["model"], args.data / "valid.jsonl")
+    print("RESULT " + json.dumps(result), flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", type=Path, default=REPO / "runs/quickstart/sft/export", help="the SFT model")
+    ap.add_argument("--data", type=Path, default=REPO / "runs/quickstart/data", help="train.jsonl + valid.jsonl")
+    ap.add_argument("--steps", type=int, default=30, help="RL steps (each 128 samples, 2 optimizer steps)")
+    ap.add_argument("--repeats", type=int, default=1, help="runs per side, alternating areal/TRL")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads of each side's trainer")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--side", choices=["areal", "trl"], help=argparse.SUPPRESS)
+    ap.add_argument("--out", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.side:
+        return side_main(args)
+    for path in (args.model / "config.json", args.data / "train.jsonl", args.data / "valid.jsonl"):
+        if not path.is_file():
+            raise SystemExit(f"bench_vs_trl: {path} does not exist; run examples/quickstart.sh first or pass --model/--data")
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+           "TOKENIZERS_PARALLELISM": "false"}
+    results: dict[str, list[dict]] = {"areal": [], "trl": []}
+    print(f"{args.steps} steps x {PROMPTS * SAMPLES} samples per side, {args.threads} trainer threads, "
+          f"model {args.model}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="vs_trl_") as tmp:
+        for r in range(args.repeats):
+            for side in ("areal", "trl") if r % 2 == 0 else ("trl", "areal"):
+                out = Path(tmp) / f"{side}{r}"
+                cmd = [sys.executable, __file__, "--side", side, "--out", str(out), "--model", str(args.model),
+                       "--data", str(args.data), "--steps", str(args.steps), "--threads", str(args.threads),
+                       "--seed", str(args.seed)]
+                proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+                lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+                if proc.returncode != 0 or not lines:
+                    raise SystemExit(f"bench_vs_trl: the {side} run failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+                res = json.loads(lines[-1][len("RESULT "):])
+                results[side].append(res)
+                print(f"{side:6} run {r}: {res['samples']:.0f} samples in {res['loop_s']:.1f} s = "
+                      f"{res['samples'] / res['loop_s']:.2f} samples/s; train reward (last 10 steps) "
+                      f"{res['train_reward']:.3f}; greedy eval {res['eval']:.3f}", flush=True)
+    best = {side: min(rs, key=lambda x: x["loop_s"]) for side, rs in results.items()}
+    rate = {side: b["samples"] / b["loop_s"] for side, b in best.items()}
+    print(f"\nsamples/s (fastest of {args.repeats}): areal {rate['areal']:.2f}, TRL {rate['trl']:.2f}, "
+          f"ratio areal/TRL {rate['areal'] / rate['trl']:.2f}x")
+    for side, rs in results.items():
+        print(f"greedy eval on {args.data / 'valid.jsonl'} ({side}): " + ", ".join(f"{x['eval']:.3f}" for x in rs))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
