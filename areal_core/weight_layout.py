@@ -33,6 +33,19 @@ if TYPE_CHECKING:
     import torch
 
 
+def _has_conversions(model: Any) -> bool:
+    """Whether ``save_pretrained`` renames or reshapes any of ``model``'s weights (the test
+    ``revert_weight_conversion`` itself makes before converting anything)."""
+    conversions = getattr(model, "_weight_conversions", None)
+    if conversions is None:
+        from transformers.conversion_mapping import get_model_conversion_mapping
+        from transformers.core_model_loading import PrefixChange
+
+        conversions = [c for c in get_model_conversion_mapping(model, add_legacy=False)
+                       if not isinstance(c, PrefixChange)]
+    return bool(conversions)
+
+
 def _revert(model: Any, name: str, tensor: torch.Tensor) -> dict[str, torch.Tensor]:
     from transformers.core_model_loading import revert_weight_conversion
 
@@ -57,10 +70,12 @@ class CheckpointLayout:
         self.shapes: dict[str, tuple[int, ...]] = {}
         self.dtypes: dict[str, torch.dtype] = {}
         self.converted: set[str] = set()  # memory names whose checkpoint form differs
+        convert = _has_conversions(model)
         for name, tensor in model.state_dict().items():
             shape = tuple(tensor.shape)
             self.memory_shapes[name] = shape
-            parts = _revert(model, name, torch.empty(shape, dtype=tensor.dtype, device="meta"))
+            meta = torch.empty(shape, dtype=tensor.dtype, device="meta")
+            parts = _revert(model, name, meta) if convert else {name: meta}
             if list(parts) != [name] or tuple(parts[name].shape) != shape:
                 self.converted.add(name)
             self.pieces[name] = list(parts)
