@@ -2,7 +2,7 @@
 
 A device is built as ``factory(config)``; ``type`` is the torch device type and
 ``comm_backend`` the ``torch.distributed`` backend for ranks on that device. Memory figures are
-GiB. torch is imported only when a CUDA device is asked something.
+GiB. torch is imported only when a device is asked for tensors, RNG state or memory.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import resource
 import sys
+from typing import Any
 
 from areal_core.config.base import ComponentConfig
 from areal_core.errors import ArealError
@@ -47,6 +48,21 @@ class CPUDevice:
             pass
         return stats
 
+    def torch_device(self, local_rank: int):
+        """Every rank computes on ``cpu`` (there is no current CPU to set)."""
+        import torch
+
+        return torch.device("cpu")
+
+    def rng_state(self) -> Any:
+        return None  # the CPU generator is torch's default one, which checkpoints save anyway
+
+    def set_rng_state(self, state: Any) -> None:
+        pass
+
+    def empty_cache(self) -> None:
+        pass
+
 
 class CUDADevice:
     """NVIDIA GPUs joined by NCCL. ``memory_stats`` describes the current CUDA device."""
@@ -77,3 +93,31 @@ class CUDADevice:
             "free_gib": free / GIB,
             "total_gib": total / GIB,
         }
+
+    def torch_device(self, local_rank: int):
+        """``cuda:<local_rank mod visible GPUs>``, made current."""
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ArealError("device 'cuda': no CUDA device is visible (torch.cuda.is_available() is False)")
+        device = torch.device("cuda", local_rank % torch.cuda.device_count())
+        torch.cuda.set_device(device)
+        return device
+
+    def rng_state(self) -> Any:
+        """The generator state of every visible GPU."""
+        import torch
+
+        return torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+
+    def set_rng_state(self, state: Any) -> None:
+        import torch
+
+        if state is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state)
+
+    def empty_cache(self) -> None:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()

@@ -21,7 +21,9 @@ engine splits a packed batch over ranks and token budgets) and what a scheduler 
 (``ClusterScheduler``, ``free_port``, ``die_with_parent``, ``wait_healthy``, ``log_tail``,
 ``describe_status``), and the model helpers every engine and server shares (``resolve_model_path``: a
 directory or hub id; ``CheckpointLayout``, ``checkpoint_named_parameters``: in-memory vs saved weight
-names; ``check_full_attention``). Test helpers live in
+names; ``check_full_attention``), and a train engine's device and process group (``engine_device``,
+``join_process_group``, ``leave_process_group``, ``DistInfo``, ``all_reduce_sum``: no engine names a
+device type or collective backend). Test helpers live in
 :mod:`areal_core.testing` (contract suites, tiny models).
 """
 
@@ -40,6 +42,7 @@ from areal_core.config.base import (
     WorkflowConfigBase,
 )
 from areal_core.data.microbatch import MicroBatchPlan, plan_micro_batches
+from areal_core.distributed import DistInfo, all_reduce_sum, engine_device, join_process_group, leave_process_group
 from areal_core.errors import ArealError
 from areal_core.files import disk_full_error, fsync_tree, require_free_space
 from areal_core.hookspecs import hookimpl
@@ -62,7 +65,8 @@ __all__ = [
     "disk_full_error", "fsync_tree", "require_free_space", "RewardRunner", "RewardOutcome", "RewardFailureRateError",
     "InferenceUnavailableError", "sample_id_of", "get_logger", "plan_micro_batches", "MicroBatchPlan", "ClusterScheduler",
     "die_with_parent", "free_port", "log_tail", "wait_healthy", "describe_status", "parse_weight_version",
-    "resolve_model_path", "CheckpointLayout", "check_full_attention", "checkpoint_named_parameters", *_api_all,
+    "resolve_model_path", "CheckpointLayout", "check_full_attention", "checkpoint_named_parameters", "DistInfo",
+    "engine_device", "join_process_group", "leave_process_group", "all_reduce_sum", *_api_all,
 ]
 
 

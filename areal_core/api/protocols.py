@@ -240,7 +240,11 @@ class MetricSink(Protocol):
 
 @runtime_checkable
 class Device(Protocol):
-    """A device type: where tensors live and which collective backend connects ranks."""
+    """A device type: where tensors live and which collective backend connects ranks.
+
+    Train engines take everything device-specific from here (which torch device a rank uses, the
+    process group's backend, the device RNG a checkpoint saves, freeing cached memory), so a new
+    accelerator plugs in as a device plugin without editing core or an engine."""
 
     type: str  # torch device type, e.g. "cuda"
     comm_backend: str  # "nccl", "gloo", "hccl"
@@ -248,6 +252,20 @@ class Device(Protocol):
     def is_available(self) -> bool: ...
 
     def memory_stats(self) -> dict[str, float]: ...
+
+    def torch_device(self, local_rank: int) -> torch.device:
+        """The device the process with node-local rank ``local_rank`` computes on, made this
+        process's current device (e.g. ``torch.cuda.set_device``)."""
+
+    def rng_state(self) -> Any:
+        """Picklable state of this device type's random generators (what a recovery checkpoint
+        saves beside torch's CPU generator); None when it has none of its own."""
+
+    def set_rng_state(self, state: Any) -> None:
+        """Restore what :meth:`rng_state` returned (None: nothing to restore)."""
+
+    def empty_cache(self) -> None:
+        """Give cached, unused memory back to the device (a no-op where nothing is cached)."""
 
 
 @runtime_checkable

@@ -218,6 +218,8 @@ class RunContext:
     ``parallel`` is how they are split (the actor part of ``scheduler.allocation``; pure data
     parallel, ``d = world_size``, when the run has none). Only an engine that is
     :class:`~areal_core.api.protocols.SupportsParallelLayout` for every dim > 1 of it is built.
+    ``device`` is the :class:`~areal_core.api.Device` the trainer ranks joined their process group
+    with; an engine whose config says ``device: auto`` computes on it.
     """
 
     model_path: str
@@ -228,6 +230,7 @@ class RunContext:
     world_size: int = 1
     weight_version: WeightVersion = field(default_factory=WeightVersion)
     parallel: ParallelLayout = field(default_factory=ParallelLayout)
+    device: Any = None  # the run's Device (its ``device:`` section); None outside a run (an engine then picks one)
 
     def __post_init__(self) -> None:
         if self.parallel == ParallelLayout():  # the default: every process a data-parallel rank

@@ -88,7 +88,7 @@ class RolloutClient:
                  dead_cooldown_s: float = 10.0, pause_poll_s: float = 0.05,
                  weight_version: WeightVersion | None = None, max_sticky_rids: int = 100_000,
                  control_timeout_s: float = 60.0, weight_update_timeout_s: float = 1800.0,
-                 on_server_lost: str = "continue"):
+                 on_server_lost: str = "continue", connect_timeout_s: float = 10.0):
         if not addrs:
             raise ArealError("RolloutClient needs at least one inference server address (got none)")
         if len(set(addrs)) != len(addrs):
@@ -99,6 +99,7 @@ class RolloutClient:
         self.addrs = list(addrs)
         self.request_timeout_s = float(request_timeout_s)
         self.control_timeout_s = float(control_timeout_s)
+        self.connect_timeout_s = float(connect_timeout_s)  # TCP connect to a server (loopback can stall under load)
         self.weight_update_timeout_s = float(weight_update_timeout_s)
         if on_server_lost not in ("restart", "continue", "stop"):
             raise ArealError(f"rollout.on_server_lost must be 'restart', 'continue' or 'stop' (got {on_server_lost!r})")
@@ -263,7 +264,7 @@ class RolloutClient:
         self._loop = loop
         # keepalive_expiry below the servers' idle timeout (uvicorn's default, SGLang's too, is 5 s):
         # with equal timeouts a request can go out on a connection the server is closing (ReadError)
-        self._http = httpx.AsyncClient(timeout=httpx.Timeout(None, connect=10.0), headers=auth_headers(),
+        self._http = httpx.AsyncClient(timeout=httpx.Timeout(None, connect=self.connect_timeout_s), headers=auth_headers(),
                                        limits=httpx.Limits(max_connections=None, max_keepalive_connections=256,
                                                            keepalive_expiry=KEEPALIVE_EXPIRY_S))
         self._resumed = asyncio.Event()

@@ -6,11 +6,14 @@ Subclass :class:`DeviceContract` and name the component::
         plugin = areal_npu.plugin
         component_name = "npu"
 
-Checked everywhere: ``type`` is a torch device type, ``comm_backend`` names a
+Checked everywhere: ``type`` is a torch device type (where available: an extension's type,
+such as ``npu``, exists in torch only once the extension loads), ``comm_backend`` names a
 ``torch.distributed`` backend, ``is_available()`` is a bool. Where the device is available:
 ``memory_stats()`` gives finite, non-negative GiB figures, a tensor round-trips through the
-device, and a one-rank process group over ``comm_backend`` all-reduces a tensor on it. Where
-it is not: ``memory_stats()`` raises ArealError (a clear message, not a driver crash).
+device, a one-rank process group over ``comm_backend`` all-reduces a tensor on it,
+``torch_device(0)`` is of ``type``, ``rng_state()`` round-trips through ``set_rng_state`` (random
+draws on the device repeat) and ``empty_cache()`` runs. Where it is not: ``memory_stats()``
+raises ArealError (a clear message, not a driver crash).
 """
 
 from __future__ import annotations
@@ -46,7 +49,8 @@ class DeviceContract(ComponentContract):
         import torch
 
         assert isinstance(component.type, str) and component.type
-        assert torch.device(component.type).type == component.type
+        if component.is_available():  # an extension's type (npu...) exists in torch once its extension loads
+            assert torch.device(component.type).type == component.type
 
     def test_comm_backend_is_named(self, component):
         assert isinstance(component.comm_backend, str) and component.comm_backend == component.comm_backend.lower()
@@ -90,3 +94,20 @@ class DeviceContract(ComponentContract):
             assert x.cpu().tolist() == [1.0, 1.0, 1.0]
         finally:
             dist.destroy_process_group()
+
+    def test_torch_device_is_of_its_type(self, available_device):
+        assert available_device.torch_device(0).type == available_device.type
+
+    def test_rng_state_round_trips(self, available_device):
+        import torch
+
+        device = available_device.torch_device(0)
+        cpu_state = torch.get_rng_state()
+        state = available_device.rng_state()
+        first = torch.rand(4, device=device).cpu()
+        torch.set_rng_state(cpu_state)
+        available_device.set_rng_state(state)
+        assert torch.equal(torch.rand(4, device=device).cpu(), first)
+
+    def test_empty_cache_runs(self, available_device):
+        available_device.empty_cache()

@@ -23,10 +23,12 @@ from areal_core.registry import Registry, build_registry
 
 
 def run_context(model_path: str | Path, *, seed: int = 1, total_steps: int = 100, run_dir: str | Path = ".",
-                rank: int = 0, world_size: int = 1, weight_version: WeightVersion | None = None) -> RunContext:
-    """A :class:`RunContext` as the trainer builds it (version 0 unless one is given)."""
+                rank: int = 0, world_size: int = 1, weight_version: WeightVersion | None = None,
+                device: Any = None) -> RunContext:
+    """A :class:`RunContext` as the trainer builds it (version 0 unless one is given; ``device``:
+    the run's Device, None as outside a run)."""
     return RunContext(str(model_path), seed, total_steps, Path(run_dir), rank, world_size,
-                      weight_version if weight_version is not None else WeightVersion())
+                      weight_version if weight_version is not None else WeightVersion(), device=device)
 
 
 def make_train_engine(name: str, section: dict[str, Any], run: RunContext, *, registry: Registry | None = None,

@@ -21,7 +21,10 @@ Checked: forward shapes and zeros at sequence starts; packed logprobs (with a te
 an unpacked Hugging Face forward of each sequence; train_batch's loss is the global token mean
 and decreases; the engine keeps its run context and never moves the weight version; save → load → continue equals uninterrupted training;
 export_hf loads with ``AutoModelForCausalLM`` and reproduces the engine's logprobs;
-``named_full_weights`` yields the exported weights under the saved files' names. Set ``tiny_arch``
+``named_full_weights`` yields the exported weights under the saved files' names; with its default
+``device: auto`` the engine computes on the run's :class:`~areal_core.api.Device` (``run.device``)
+and takes the rank's torch device, its RNG state (saved and restored by checkpoints) and cache
+release from it (a recording CPU device stands in for an accelerator plugin). Set ``tiny_arch``
 to run the suite on another model family.
 """
 
@@ -35,9 +38,33 @@ import torch
 from areal_core.api.protocols import TrainEngine
 from areal_core.api.types import RunContext
 from areal_core.data.batch import SequenceBatch
+from areal_core.devices import CPUDevice
 from areal_core.errors import ArealError
 from areal_core.testing.contract import ComponentContract
 from areal_core.testing.engines import run_context
+
+
+class RecordingCPUDevice(CPUDevice):
+    """The cpu device, recording which Device methods an engine called (``calls``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls: set[str] = set()
+
+    def torch_device(self, local_rank: int):
+        self.calls.add("torch_device")
+        return super().torch_device(local_rank)
+
+    def rng_state(self):
+        self.calls.add("rng_state")
+        return {"recorded": True}
+
+    def set_rng_state(self, state) -> None:
+        assert state == {"recorded": True}, f"set_rng_state got {state!r}, not what rng_state returned"
+        self.calls.add("set_rng_state")
+
+    def empty_cache(self) -> None:
+        self.calls.add("empty_cache")
 
 
 def random_batch(lengths: list[int], prompt_len: int = 3, vocab: int = 500, seed: int = 0) -> SequenceBatch:
@@ -181,6 +208,20 @@ class TrainEngineContract(ComponentContract):
         for b in (other, batch):
             resumed.train_batch(b, nll_loss, mask_count)
         torch.testing.assert_close(resumed.forward(batch), first.forward(batch), atol=self.resume_atol, rtol=0)
+
+    def test_engine_computes_on_the_run_device(self, record, config, model_path, batch, tmp_path):
+        device = RecordingCPUDevice()
+        engine = record.load_factory()(config, run=run_context(model_path, device=device))
+        engine.initialize()
+        try:
+            engine.train_batch(batch, nll_loss, mask_count)
+            engine.save(str(tmp_path / "ckpt"))
+            engine.load(str(tmp_path / "ckpt"))
+            assert engine.forward(batch).device.type == "cpu"
+        finally:
+            engine.destroy()
+        missing = {"torch_device", "rng_state", "set_rng_state", "empty_cache"} - device.calls
+        assert not missing, f"the engine did not use the run's Device for {sorted(missing)} (device-specific code?)"
 
     def test_load_of_a_non_checkpoint_is_a_clear_error(self, engine, tmp_path):
         with pytest.raises(ArealError):

@@ -78,7 +78,10 @@ def run_training(cfg: ResolvedConfig[RunConfig], registry=None) -> Path:
     run_dir = run_dir_of(cfg)
     _check_run_dir(run_dir, run.recover)
     reconcile_temperatures(cfg)
-    run.model_path = resolve_model_path(run.model_path)  # a hub id becomes its cached snapshot directory
+    try:
+        run.model_path = resolve_model_path(run.model_path)  # a hub id becomes its cached snapshot directory
+    except ArealError:
+        pass  # reported by the pre-flight check below, together with every other problem of the config
     _check_paths(cfg)
     allocation = apply_allocation(cfg)  # before the resolved config is saved: rank processes read it
     run_dir.mkdir(parents=True, exist_ok=True)

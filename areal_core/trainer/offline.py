@@ -114,7 +114,8 @@ class OfflineTrainer:
         self.valid_examples = (self._encode(load_rows(run.valid_dataset, "valid_dataset"), "valid_dataset")
                                if run.valid_dataset else None)
         self.context = RunContext(run.model_path, run.seed, run.trainer.total_steps, self.run_dir, self.rank,
-                                  self.world_size, parallel=layout_of(self.cfg, "actor", self.world_size))
+                                  self.world_size, parallel=layout_of(self.cfg, "actor", self.world_size),
+                                  device=self.cfg.create("device", registry=self.registry))
         self.actor = self.create("actor")
         self.objective.prepare(self)
         state = self._recover()

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from areal_core.errors import ArealError
+from areal_core.hub import resolve_model_path
 
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.safetensors.index.json", "*.bin.index.json")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
@@ -45,6 +46,10 @@ def check_run(cfg) -> None:
 def model_problems(model_path: str, field: str = "model_path") -> list[str]:
     path = Path(model_path).expanduser()
     if not path.is_dir():
+        try:  # a hub id that is not in the local cache: say why (offline, not cached, no such id)
+            resolve_model_path(model_path, field)
+        except ArealError as exc:
+            return [str(exc)]
         return [f"{field}: {model_path!r} is not a directory"]
     config_file = path / "config.json"
     if not config_file.is_file():

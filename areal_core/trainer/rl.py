@@ -177,7 +177,8 @@ class RLTrainer:
         run = self.run
         reconcile_temperatures(self.cfg)
         context = RunContext(run.model_path, run.seed, run.trainer.total_steps, self.run_dir, self.rank, self.world_size,
-                             self.weight_version, layout_of(self.cfg, "actor", self.world_size))
+                             self.weight_version, layout_of(self.cfg, "actor", self.world_size),
+                             device=self._create("device"))
         self.algorithm = self._create("algorithm")
         self.actor = create_train_engine(self.cfg, "actor", context, self.registry)
         if run.critic is not None:

@@ -82,8 +82,8 @@ def test_dataset_problems_are_all_reported(tmp_path, toy_registry):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
     message = start(tmp_path, toy_registry, tmp_path / "no-model", empty)
-    assert "model_path: " in message and "is not a directory" in message  # both problems at once
-    assert "train_dataset.path: " in message and "is empty (no rows)" in message
+    assert "model_path: " in message and "is not a Hugging Face model directory (no such directory)" in message
+    assert "train_dataset.path: " in message and "is empty (no rows)" in message  # both problems at once
 
 
 def test_rows_without_the_prompt_field(tmp_path, toy_registry, tiny):

@@ -3,14 +3,13 @@
 Fields that change nothing here (``logit_bias``, ``response_format``, ``presence_penalty``, ...)
 are accepted so unmodified clients work, and ignored; a field the API does not have is a 400
 naming it. ``tool_choice``: ``"none"`` hides the tools from the model; any other value lets the
-model decide (no constrained decoding forces a call). ``stream: true`` sends the finished answer
-as chunks (generation itself is not streamed token by token: a call can be interrupted and
-resumed across weight updates before its tokens are final).
+model decide (no constrained decoding forces a call). ``stream: true`` sends server-sent events:
+content deltas while the answer is generated (in rounds of ``stream_chunk_tokens``, see
+:mod:`areal_agent.streaming`), tool calls whole once it is finished.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -20,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from areal_agent.chat import ChatRequest
 from areal_agent.messages import normalize_messages, to_openai_message
 from areal_agent.session import CallRecord
+from areal_agent.streaming import TextStream, sse
 from areal_core.plugin import SamplingParams
 
 
@@ -90,21 +90,25 @@ def completion_json(records: list[CallRecord], model: str) -> dict[str, Any]:
             "usage": usage(records)}
 
 
-async def completion_events(records: list[CallRecord], model: str, include_usage: bool) -> AsyncIterator[str]:
-    """The answer as ``chat.completion.chunk`` events, ``data: [DONE]`` last."""
-    base = {"id": records[0].call_id, "object": "chat.completion.chunk", "created": int(time.time()), "model": model}
+async def completion_events(stream: TextStream, model: str, include_usage: bool) -> AsyncIterator[str]:
+    """The answer as ``chat.completion.chunk`` events: a role chunk per choice, content deltas as
+    they are generated, then per choice the rest of its content, its tool calls and its
+    finish_reason; the usage chunk (if asked) and ``data: [DONE]`` last."""
+    base: dict[str, Any] = {"id": stream.call_id, "object": "chat.completion.chunk", "created": int(time.time()), "model": model}
 
     def event(choices, **extra) -> str:
-        return f"data: {json.dumps(dict(base, choices=choices, **extra))}\n\n"
+        return sse(None, **base, choices=choices, **extra)
 
-    for i, r in enumerate(records):
-        msg = to_openai_message(r.message)
+    for i in range(stream.req.n):
         yield event([{"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
-        if msg["content"]:
-            yield event([{"index": i, "delta": {"content": msg["content"]}, "finish_reason": None}])
-        for j, tc in enumerate(msg.get("tool_calls", [])):
+    async for i, delta in stream:
+        yield event([{"index": i, "delta": {"content": delta}, "finish_reason": None}])
+    for i, r in enumerate(stream.records):
+        if rest := stream.remainder(i):
+            yield event([{"index": i, "delta": {"content": rest}, "finish_reason": None}])
+        for j, tc in enumerate(to_openai_message(r.message).get("tool_calls", [])):
             yield event([{"index": i, "delta": {"tool_calls": [dict(tc, index=j)]}, "finish_reason": None}])
         yield event([{"index": i, "delta": {}, "finish_reason": r.finish_reason}])
     if include_usage:
-        yield event([], usage=usage(records))
+        yield event([], usage=usage(stream.records))
     yield "data: [DONE]\n\n"

@@ -27,6 +27,7 @@ from areal_agent.api_chat import sampling_from
 from areal_agent.chat import ChatRequest
 from areal_agent.messages import normalize_message
 from areal_agent.session import CallRecord
+from areal_agent.streaming import TextStream, sse
 from areal_core.plugin import ArealError, SamplingParams
 
 
@@ -102,11 +103,18 @@ def input_messages(items: str | list[dict[str, Any]], instructions: str | None) 
     return messages
 
 
-def response_json(record: CallRecord, model: str, status: str = "completed") -> dict[str, Any]:
+def response_json_shell(call_id: str, model: str) -> dict[str, Any]:
+    """A response object without output or usage."""
+    return {"id": "resp_" + call_id.split("-", 1)[-1], "object": "response", "created_at": int(time.time()),
+            "status": "completed", "model": model, "output": [], "parallel_tool_calls": True, "tool_choice": "auto",
+            "tools": [], "error": None, "incomplete_details": None, "metadata": {}, "usage": None}
+
+
+def response_json(record: CallRecord, model: str, msg_id: str | None = None) -> dict[str, Any]:
     output: list[dict[str, Any]] = []
     msg = record.message
     if msg["content"] or not msg.get("tool_calls"):
-        output.append({"type": "message", "id": "msg_" + uuid.uuid4().hex[:24], "status": "completed",
+        output.append({"type": "message", "id": msg_id or "msg_" + uuid.uuid4().hex[:24], "status": "completed",
                        "role": "assistant",
                        "content": [{"type": "output_text", "text": msg["content"], "annotations": [], "logprobs": []}]})
     for tc in msg.get("tool_calls", []):
@@ -114,23 +122,54 @@ def response_json(record: CallRecord, model: str, status: str = "completed") -> 
                        "name": tc["function"]["name"], "status": "completed",
                        "arguments": json.dumps(tc["function"]["arguments"], ensure_ascii=False)})
     p, o = len(record.prompt_ids), len(record.completion_ids)
-    return {"id": "resp_" + record.call_id.split("-", 1)[-1], "object": "response", "created_at": int(time.time()),
-            "status": status, "model": model, "output": output, "parallel_tool_calls": True, "tool_choice": "auto",
-            "tools": [], "error": None, "incomplete_details": None, "metadata": {},
-            "usage": {"input_tokens": p, "input_tokens_details": {"cached_tokens": 0}, "output_tokens": o,
-                      "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": p + o}}
+    return dict(response_json_shell(record.call_id, model), output=output,
+                usage={"input_tokens": p, "input_tokens_details": {"cached_tokens": 0}, "output_tokens": o,
+                       "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": p + o})
 
 
-async def response_events(record: CallRecord, model: str) -> AsyncIterator[str]:
-    """The answer as Responses stream events: created, one added/done pair per item, completed."""
-    final = response_json(record, model)
+async def response_events(stream: TextStream, model: str) -> AsyncIterator[str]:
+    """The answer as Responses stream events: created; the message item with ``output_text.delta``
+    events as text is generated; one added/done pair per function call; completed."""
     seq = iter(range(1 << 30))
+    msg_id = "msg_" + uuid.uuid4().hex[:24]
 
     def event(kind: str, **body) -> str:
-        return f"event: {kind}\ndata: {json.dumps(dict(type=kind, sequence_number=next(seq), **body))}\n\n"
+        return sse(kind, type=kind, sequence_number=next(seq), **body)
 
-    yield event("response.created", response=dict(final, status="in_progress", output=[]))
-    for i, item in enumerate(final["output"]):
-        yield event("response.output_item.added", output_index=i, item=item)
-        yield event("response.output_item.done", output_index=i, item=item)
+    def part(text: str) -> dict[str, Any]:
+        return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+
+    def message(status: str, text: str | None) -> dict[str, Any]:
+        return {"type": "message", "id": msg_id, "status": status, "role": "assistant",
+                "content": [] if text is None else [part(text)]}
+
+    pending = dict(response_json_shell(stream.call_id, model), status="in_progress", output=[])
+    yield event("response.created", response=pending)
+    yield event("response.in_progress", response=pending)
+    opened = False
+    where = {"item_id": msg_id, "output_index": 0, "content_index": 0}
+    async for _, delta in stream:
+        if not opened:
+            yield event("response.output_item.added", output_index=0, item=message("in_progress", None))
+            yield event("response.content_part.added", **where, part=part(""))
+            opened = True
+        yield event("response.output_text.delta", **where, delta=delta, logprobs=[])
+    (record,) = stream.records
+    final = response_json(record, model, msg_id=msg_id)
+    items = final["output"]
+    if items and items[0]["type"] == "message":
+        text = items[0]["content"][0]["text"]
+        if not opened:
+            yield event("response.output_item.added", output_index=0, item=message("in_progress", None))
+            yield event("response.content_part.added", **where, part=part(""))
+        if rest := stream.remainder(0):
+            yield event("response.output_text.delta", **where, delta=rest, logprobs=[])
+        yield event("response.output_text.done", **where, text=text, logprobs=[])
+        yield event("response.content_part.done", **where, part=part(text))
+        yield event("response.output_item.done", output_index=0, item=items[0])
+    for i, item in enumerate(items):
+        if item["type"] == "function_call":
+            yield event("response.output_item.added", output_index=i, item=dict(item, status="in_progress", arguments=""))
+            yield event("response.function_call_arguments.done", item_id=item["id"], output_index=i, arguments=item["arguments"])
+            yield event("response.output_item.done", output_index=i, item=item)
     yield event("response.completed", response=final)

@@ -20,14 +20,15 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
 from areal_agent.messages import message_key
 from areal_agent.session import CallRecord, Session
 from areal_agent.templates import TEMPLATES
-from areal_agent.toolcalls import parse_tool_calls
-from areal_core.plugin import ArealError, InferenceEngine, ModelRequest, SamplingParams
+from areal_agent.toolcalls import TOOL_CALL_OPEN, parse_tool_calls
+from areal_core.plugin import ArealError, InferenceEngine, ModelRequest, ModelResponse, SamplingParams
 
 
 @dataclass
@@ -39,13 +40,15 @@ class ChatRequest:
     sampling: SamplingParams | None = None
     n: int = 1
     stop: list[str] | None = None
+    call_id: str | None = None  # id of the first choice's record (others get -1, -2, ...); default: random
 
 
 class ChatModel:
     """A tokenizer + chat template + engine. ``chat_template``: ``"tokenizer"`` (its own),
     ``"hermes"`` (:mod:`areal_agent.templates`) or a Jinja string."""
 
-    def __init__(self, tokenizer, chat_template: str = "tokenizer", default_max_tokens: int = 256):
+    def __init__(self, tokenizer, chat_template: str = "tokenizer", default_max_tokens: int = 256,
+                 stream_chunk_tokens: int = 8):
         self.tokenizer = tokenizer
         self.template = None if chat_template == "tokenizer" else TEMPLATES.get(chat_template, chat_template)
         if self.template is None and not getattr(tokenizer, "chat_template", None):
@@ -55,6 +58,9 @@ class ChatModel:
         self.eos_id = tokenizer.eos_token_id
         self.eos_text = tokenizer.eos_token
         self.default_max_tokens = default_max_tokens
+        if stream_chunk_tokens < 1:
+            raise ArealError(f"agent: stream_chunk_tokens must be >= 1 (got {stream_chunk_tokens})")
+        self.stream_chunk_tokens = stream_chunk_tokens
 
     # ------------------------------------------------------------------ rendering
     def render(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None, generation_prompt: bool) -> str:
@@ -64,6 +70,9 @@ class ChatModel:
 
     def encode(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
 
     def prompt_ids(self, session: Session | None, messages: list[dict[str, Any]],
                    tools: list[dict[str, Any]] | None) -> tuple[list[int], str | None]:
@@ -85,6 +94,13 @@ class ChatModel:
     async def complete(self, engine: InferenceEngine, session: Session | None, req: ChatRequest) -> list[CallRecord]:
         """Generate ``req.n`` answers; each becomes a CallRecord appended to the session."""
         prompt, parent = self.prompt_ids(session, req.messages, req.tools)
+        return await self.generate(engine, session, req, prompt, parent)
+
+    async def generate(self, engine: InferenceEngine, session: Session | None, req: ChatRequest, prompt: list[int],
+                       parent: str | None, on_text: Callable[[int, str], None] | None = None) -> list[CallRecord]:
+        """:meth:`complete` from a prompt already built; with ``on_text``, each answer is generated in
+        rounds of ``stream_chunk_tokens`` and ``on_text(choice, shown text)`` called after each
+        (areal_agent.streaming)."""
         sampling = req.sampling or SamplingParams(max_new_tokens=self.default_max_tokens)
         stops = list(sampling.stop_token_ids)
         for s in req.stop or []:
@@ -98,25 +114,69 @@ class ChatModel:
         if session:
             session.in_flight += 1
         try:
-            responses = await asyncio.gather(*(engine.agenerate(ModelRequest(input_ids=prompt, sampling=sampling, rid=rid))
-                                               for _ in range(req.n)))
+            responses = await asyncio.gather(*(self._generate_one(engine, req, ModelRequest(input_ids=prompt, sampling=sampling, rid=rid),
+                                                                  i, on_text) for i in range(req.n)))
         finally:
             if session:
                 session.in_flight -= 1
                 session.touch()
-        records = [self._record(req, prompt, parent, r.output_ids, r.output_logprobs, r.output_versions, r.finish_reason)
-                   for r in responses]
+        base = req.call_id or "chatcmpl-" + uuid.uuid4().hex[:24]
+        records = [self._record(req, base if i == 0 else f"{base}-{i}", prompt, parent, r.output_ids, r.output_logprobs,
+                                r.output_versions, r.finish_reason)
+                   for i, r in enumerate(responses)]
         if session:
             session.calls.extend(records)
         return records
 
-    def _record(self, req: ChatRequest, prompt, parent, ids, logprobs, versions, finish) -> CallRecord:
+    async def _generate_one(self, engine: InferenceEngine, req: ChatRequest, mreq: ModelRequest, index: int,
+                            on_text: Callable[[int, str], None] | None) -> ModelResponse:
+        if on_text is None:
+            return await engine.agenerate(mreq)
+        total = mreq.sampling.max_new_tokens
+        ids: list[int] = []
+        logprobs: list[float] = []
+        versions: list[int] = []
+        rounds = 0
+        while True:
+            seed = None if mreq.sampling.seed is None else mreq.sampling.seed + rounds
+            step = min(self.stream_chunk_tokens, total - len(ids))
+            r = await engine.agenerate(replace(mreq, input_ids=list(mreq.input_ids) + ids,
+                                               sampling=replace(mreq.sampling, max_new_tokens=step, seed=seed)))
+            ids += r.output_ids
+            logprobs += r.output_logprobs
+            versions += r.output_versions
+            rounds += 1
+            text = self.decode(ids)
+            stopped = any(s in text for s in req.stop or [])
+            on_text(index, self.shown_text(text, req))
+            if r.finish_reason != "length" or len(ids) >= total or stopped:
+                finish = "length" if r.finish_reason == "length" and len(ids) >= total else r.finish_reason
+                return ModelResponse(input_ids=list(mreq.input_ids), output_ids=ids, output_logprobs=logprobs,
+                                     output_versions=versions, finish_reason=finish)
+
+    def shown_text(self, text: str, req: ChatRequest) -> str:
+        """The part of a partial answer that is surely a prefix of its final ``content``: cut at a
+        stop string or ``<tool_call>``, then without a trailing partial tag / stop string, trailing
+        whitespace (tool answers' content is stripped) or a half UTF-8 character."""
+        holds = list(req.stop or []) + ([TOOL_CALL_OPEN] if req.tools else [])
+        for h in holds:
+            if h in text:
+                text = text[:text.index(h)]
+        for h in holds:
+            for k in range(min(len(h) - 1, len(text)), 0, -1):
+                if text.endswith(h[:k]):
+                    text = text[:-k]
+                    break
+        text = text.rstrip("\ufffd")
+        return text.strip() if req.tools else text
+
+    def _record(self, req: ChatRequest, call_id: str, prompt, parent, ids, logprobs, versions, finish) -> CallRecord:
         ids, logprobs, versions = list(ids), list(logprobs), list(versions)
         if req.stop:
             cut = self._stop_cut(ids, req.stop)
             if cut is not None:
                 ids, logprobs, versions, finish = ids[:cut], logprobs[:cut], versions[:cut], "stop"
-        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        text = self.decode(ids)
         for s in req.stop or []:
             if s in text:
                 text = text[:text.index(s)]
@@ -128,16 +188,16 @@ class ChatModel:
             finish = "tool_calls"
         elif finish == "abort":
             finish = "length"
-        return CallRecord(call_id="chatcmpl-" + uuid.uuid4().hex[:24], messages=req.messages, tools=req.tools,
+        return CallRecord(call_id=call_id, messages=req.messages, tools=req.tools,
                           prompt_ids=prompt, completion_ids=ids, logprobs=logprobs, versions=versions,
                           finish_reason=finish, message=message, parent=parent,
                           tool_call_errors=parsed.errors if parsed else [])
 
     def _stop_cut(self, ids: list[int], stops: list[str]) -> int | None:
         """Shortest prefix length whose decoded text contains a stop string, or None."""
-        if not any(s in self.tokenizer.decode(ids, skip_special_tokens=True) for s in stops):
+        if not any(s in self.decode(ids) for s in stops):
             return None
         for n in range(1, len(ids) + 1):
-            if any(s in self.tokenizer.decode(ids[:n], skip_special_tokens=True) for s in stops):
+            if any(s in self.decode(ids[:n]) for s in stops):
                 return n
         return None

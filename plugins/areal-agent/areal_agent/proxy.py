@@ -6,6 +6,7 @@ Endpoints (session key = ``Authorization: Bearer KEY`` or ``x-api-key: KEY``)::
     GET  /v1/models                       session key
     POST /v1/chat/completions             session key   (areal_agent.api_chat)
     POST /v1/responses                    session key   (areal_agent.api_responses)
+    POST /v1/messages                     session key   (areal_agent.api_messages: the Anthropic shape)
     POST /v1/rewards                      session key   {"reward": float, "call_id": optional}
     POST /admin/sessions                  admin key     -> {"session_id", "api_key"}
     GET  /admin/sessions                  admin key     -> [{"session_id", "n_calls", "idle_s"}]
@@ -36,10 +37,12 @@ from areal_agent.api_chat import (
     completion_events,
     completion_json,
 )
+from areal_agent.api_messages import MessagesRequest, message_events, message_json, stop_reason
 from areal_agent.api_responses import ResponsesRequest, response_events, response_json
 from areal_agent.chat import ChatModel
 from areal_agent.export import ExportMode, export_calls
 from areal_agent.session import Session, SessionStore
+from areal_agent.streaming import TextStream
 from areal_core.plugin import ArealError, InferenceEngine, InferenceUnavailableError, SamplingParams
 
 
@@ -195,24 +198,40 @@ class AgentProxy:
             session_of(request)
             return {"object": "list", "data": [{"id": self.model_name, "object": "model", "created": 0, "owned_by": "areal"}]}
 
+        async def streamed(session: Session, req) -> TextStream:
+            stream = TextStream(self.chat, self._engine_for(session), session, req)
+            await stream.start()
+            return stream
+
         @app.post("/v1/chat/completions")
         async def chat_completions(body: ChatCompletionRequest, request: Request):
             session = session_of(request)
-            records = await self.chat.complete(self._engine_for(session), session, body.to_chat(self.defaults))
-            model = body.model or self.model_name
+            req, model = body.to_chat(self.defaults), body.model or self.model_name
             if body.stream:
                 include_usage = bool((body.stream_options or {}).get("include_usage"))
-                return StreamingResponse(completion_events(records, model, include_usage), media_type="text/event-stream")
-            return completion_json(records, model)
+                return StreamingResponse(completion_events(await streamed(session, req), model, include_usage),
+                                         media_type="text/event-stream")
+            return completion_json(await self.chat.complete(self._engine_for(session), session, req), model)
 
         @app.post("/v1/responses")
         async def responses(body: ResponsesRequest, request: Request):
             session = session_of(request)
-            (record,) = await self.chat.complete(self._engine_for(session), session, body.to_chat(self.defaults))
-            model = body.model or self.model_name
+            req, model = body.to_chat(self.defaults), body.model or self.model_name
             if body.stream:
-                return StreamingResponse(response_events(record, model), media_type="text/event-stream")
+                return StreamingResponse(response_events(await streamed(session, req), model), media_type="text/event-stream")
+            (record,) = await self.chat.complete(self._engine_for(session), session, req)
             return response_json(record, model)
+
+        @app.post("/v1/messages")
+        async def messages(body: MessagesRequest, request: Request):
+            session = session_of(request)
+            req = body.to_chat(self.defaults)
+            decode = self.chat.decode
+            if body.stream:
+                return StreamingResponse(message_events(await streamed(session, req), body.model, req.stop, decode),
+                                         media_type="text/event-stream")
+            (record,) = await self.chat.complete(self._engine_for(session), session, req)
+            return message_json(record, body.model, stop_reason(record, req.stop, decode))
 
         @app.post("/v1/rewards")
         async def rewards(body: RewardBody, request: Request):

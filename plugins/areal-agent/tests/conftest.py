@@ -126,7 +126,7 @@ def engine(tool_model, tmp_path_factory):
     addr = f"127.0.0.1:{port}"
     log = tmp_path_factory.mktemp("log") / "server.log"
     with launched_server(backend.server_command(tool_model, "127.0.0.1", port), addr, 180, {"OMP_NUM_THREADS": "1"}, log):
-        yield RolloutClient(backend, [addr])
+        yield RolloutClient(backend, [addr], connect_timeout_s=60.0)  # a loaded machine stalls the loop for seconds
 
 
 @pytest.fixture(scope="session")

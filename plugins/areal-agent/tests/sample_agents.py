@@ -9,6 +9,11 @@ import sys
 
 from openai import AsyncOpenAI
 
+# The SDKs' default connect timeout is 5 s; on a loaded 2-core machine the event loop that serves
+# the proxy (or runs the client) can stall longer than that. A number sets every phase, connect
+# included (the SDKs take a number or their own HTTP library's Timeout type).
+TIMEOUT = 600.0
+
 ADD = {"type": "function", "function": {"name": "add", "description": "Add two integers.",
                                         "parameters": {"type": "object", "properties": {"a": {"type": "integer"},
                                                                                         "b": {"type": "integer"}}}}}
@@ -16,7 +21,7 @@ ADD = {"type": "function", "function": {"name": "add", "description": "Add two i
 
 async def calculator_agent(sample, base_url, api_key):
     """Ask, run the add tool the model calls, return 1.0 if the final answer has the sum."""
-    client = AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=0)
+    client = AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=TIMEOUT)
     messages = [{"role": "user", "content": sample["prompt"]}]
     for _ in range(3):
         resp = await client.chat.completions.create(model="areal", messages=messages, tools=[ADD], max_tokens=64)
@@ -32,12 +37,12 @@ async def calculator_agent(sample, base_url, api_key):
 
 async def plain_agent(sample, base_url, api_key):
     """One chat call; returns None so the workflow's reward plugin scores the answer."""
-    client = AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=0)
+    client = AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=TIMEOUT)
     await client.chat.completions.create(model="areal", messages=[{"role": "user", "content": sample["prompt"]}])
 
 
 async def raising_agent(sample, base_url, api_key):
-    client = AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=0)
+    client = AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=TIMEOUT)
     await client.chat.completions.create(model="areal", messages=[{"role": "user", "content": "hi"}], max_tokens=4)
     raise RuntimeError("the agent broke")
 
@@ -53,7 +58,7 @@ def black_box_main() -> None:
     base_url, key = os.environ["OPENAI_BASE_URL"], os.environ["OPENAI_API_KEY"]
 
     async def main():
-        client = AsyncOpenAI(max_retries=0)  # base_url and key from the environment, as any OpenAI app
+        client = AsyncOpenAI(max_retries=0, timeout=TIMEOUT)  # base_url and key from the environment, as any OpenAI app
         resp = await client.chat.completions.create(model="x", messages=[{"role": "user", "content": "2+3?"}], max_tokens=4)
         async with httpx.AsyncClient() as http:
             r = await http.post(base_url + "/rewards", json={"reward": 0.25, "call_id": resp.id},

@@ -113,3 +113,19 @@ def test_brief_template_lists_tools_by_name_and_splices_the_same_way():
     m2 = m1 + [dict(c1.message), {"role": "tool", "tool_call_id": "x", "content": "5"}]
     c2 = answer(chat, s, m2, "5")
     assert c2.parent == "c1" and c2.prompt_ids[:len(c1.full_ids)] == c1.full_ids
+
+
+def test_streamed_text_is_a_prefix_of_the_final_content(chat):
+    """What a stream shows of a partial answer: no tool-call tag (even half of one), no stop
+    string or its start, no trailing whitespace when tools are on (content is stripped)."""
+    from areal_agent.chat import ChatRequest
+
+    tools = ChatRequest(messages=[], tools=[ADD_TOOL])
+    plain = ChatRequest(messages=[], stop=["STOP"])
+    assert chat.shown_text("Let me add. <tool_call>\n{\"na", tools) == "Let me add."
+    assert chat.shown_text("Let me add. <tool_c", tools) == "Let me add."
+    assert chat.shown_text("  The answer ", tools) == "The answer"
+    assert chat.shown_text("The answer is 5. STOP and more", plain) == "The answer is 5. "
+    assert chat.shown_text("The answer is 5. ST", plain) == "The answer is 5. "
+    assert chat.shown_text("The answer <tool_c", plain) == "The answer <tool_c"  # no tools: no tag to hold
+    assert chat.shown_text("caf\ufffd", plain) == "caf"  # half a UTF-8 character

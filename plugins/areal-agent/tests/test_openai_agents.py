@@ -21,6 +21,7 @@ from areal_agent.proxy import AgentProxy
 from areal_agent.session import SessionStore
 from areal_core.api.types import SamplingParams
 from conftest import FINAL
+from sample_agents import TIMEOUT
 
 
 def test_agents_sdk_runs_a_tool_through_the_proxy(engine, tokenizer):
@@ -38,7 +39,7 @@ def test_agents_sdk_runs_a_tool_through_the_proxy(engine, tokenizer):
         session = proxy.store.open()
         try:
             set_tracing_disabled(True)  # traces would go to api.openai.com
-            set_default_openai_client(AsyncOpenAI(base_url=proxy.base_url, api_key=session.api_key, max_retries=0),
+            set_default_openai_client(AsyncOpenAI(base_url=proxy.base_url, api_key=session.api_key, max_retries=0, timeout=TIMEOUT),
                                       use_for_tracing=False)
             agent = Agent(name="calc", instructions="You add numbers with the add tool.", tools=[add],
                           model="areal", model_settings=ModelSettings(temperature=0.0))

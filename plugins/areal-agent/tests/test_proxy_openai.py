@@ -15,6 +15,7 @@ from areal_agent.proxy import AgentProxy
 from areal_agent.session import SessionStore
 from areal_core.api.types import SamplingParams
 from conftest import ADD_TOOL, FINAL
+from sample_agents import TIMEOUT
 
 GREEDY = SamplingParams(max_new_tokens=64, temperature=0.0)
 
@@ -22,7 +23,8 @@ GREEDY = SamplingParams(max_new_tokens=64, temperature=0.0)
 def with_proxy(engine, tokenizer, fn, **kw):
     """Run ``fn(proxy, session)`` against a proxy serving in this event loop."""
     async def main():
-        proxy = AgentProxy(ChatModel(tokenizer, "hermes"), SessionStore(**kw.pop("store", {})), GREEDY, **kw)
+        chat = ChatModel(tokenizer, "hermes", stream_chunk_tokens=kw.pop("chunk", 8))
+        proxy = AgentProxy(chat, SessionStore(**kw.pop("store", {})), GREEDY, **kw)
         await proxy.start(engine)
         try:
             return await fn(proxy, proxy.store.open())
@@ -33,7 +35,7 @@ def with_proxy(engine, tokenizer, fn, **kw):
 
 
 def client(proxy, session) -> AsyncOpenAI:
-    return AsyncOpenAI(base_url=proxy.base_url, api_key=session.api_key, max_retries=0)
+    return AsyncOpenAI(base_url=proxy.base_url, api_key=session.api_key, max_retries=0, timeout=TIMEOUT)
 
 
 def test_plain_chat_records_the_call(engine, tokenizer):
@@ -88,6 +90,28 @@ def test_streaming_matches_the_plain_answer(engine, tokenizer):
     assert json.loads(calls[0].function.arguments) == json.loads(plain.choices[0].message.tool_calls[0].function.arguments)
     assert [choice.finish_reason for ch in chunks for choice in ch.choices if choice.finish_reason] == ["tool_calls"]
     assert chunks[-1].usage.completion_tokens == plain.usage.completion_tokens
+    assert not [choice.delta.content for ch in chunks for choice in ch.choices if choice.delta.content]  # no tag text
+
+
+def test_streaming_sends_text_as_it_is_generated(engine, tokenizer):
+    """Rounds of 2 tokens: the final answer arrives in several deltas, and the recorded call is the
+    same token sequence as an unstreamed one."""
+    async def scenario(proxy, session):
+        c = client(proxy, session)
+        messages = [{"role": "user", "content": "add"},
+                    {"role": "assistant", "tool_calls": [{"id": "c1", "type": "function",
+                                                          "function": {"name": "add", "arguments": '{"a": 2, "b": 3}'}}]},
+                    {"role": "tool", "tool_call_id": "c1", "content": "5"}]
+        plain = await c.chat.completions.create(model="areal", messages=messages, tools=[ADD_TOOL], temperature=0)
+        stream = await c.chat.completions.create(model="areal", messages=messages, tools=[ADD_TOOL], temperature=0, stream=True)
+        deltas = [choice.delta.content async for ch in stream for choice in ch.choices if choice.delta.content]
+        return plain, deltas, session
+
+    plain, deltas, session = with_proxy(engine, tokenizer, scenario, chunk=2)
+    assert plain.choices[0].message.content == FINAL == "".join(deltas)
+    assert len(deltas) >= 3
+    a, b = session.calls
+    assert a.completion_ids == b.completion_ids and a.prompt_ids == b.prompt_ids and len(b.logprobs) == len(b.completion_ids)
 
 
 def test_n_samples_and_models(engine, tokenizer):
@@ -108,7 +132,7 @@ def test_wrong_key_is_401_and_sessions_are_isolated(engine, tokenizer):
     async def scenario(proxy, session):
         other = proxy.store.open()
         await client(proxy, other).chat.completions.create(model="a", messages=[{"role": "user", "content": "x"}], max_tokens=2)
-        bad = AsyncOpenAI(base_url=proxy.base_url, api_key="sk-wrong", max_retries=0)
+        bad = AsyncOpenAI(base_url=proxy.base_url, api_key="sk-wrong", max_retries=0, timeout=TIMEOUT)
         with pytest.raises(openai.AuthenticationError):
             await bad.chat.completions.create(model="a", messages=[{"role": "user", "content": "x"}])
         with pytest.raises(openai.AuthenticationError):
@@ -150,7 +174,7 @@ def test_reward_endpoint_and_admin_export(engine, tokenizer):
         root = proxy.base_url.removesuffix("/v1")
         async with httpx.AsyncClient() as http:
             opened = (await http.post(root + "/admin/sessions", headers=admin)).json()
-            c = AsyncOpenAI(base_url=proxy.base_url, api_key=opened["api_key"], max_retries=0)
+            c = AsyncOpenAI(base_url=proxy.base_url, api_key=opened["api_key"], max_retries=0, timeout=TIMEOUT)
             resp = await c.chat.completions.create(model="a", messages=[{"role": "user", "content": "x"}], max_tokens=3)
             r = await http.post(proxy.base_url + "/rewards", json={"reward": 0.5, "call_id": resp.id},
                                 headers={"Authorization": f"Bearer {opened['api_key']}"})
@@ -163,3 +187,25 @@ def test_reward_endpoint_and_admin_export(engine, tokenizer):
     assert {"session_id": opened["session_id"], "n_calls": 1} in [{k: s[k] for k in ("session_id", "n_calls")} for s in listed]
     (traj,) = ended["trajectories"]
     assert traj["reward"] == 0.5 and sum(traj["loss_mask"]) == len([v for v in traj["versions"] if v >= 0])
+
+
+def test_responses_stream_text_deltas_and_function_calls(engine, tokenizer):
+    async def scenario(proxy, session):
+        c = client(proxy, session)
+        tool = {"type": "function", "name": "add", "parameters": ADD_TOOL["function"]["parameters"]}
+        call_events = [e async for e in await c.responses.create(model="m", input="add", tools=[tool], stream=True)]
+        answer = [{"role": "user", "content": "add"},
+                  {"type": "function_call", "call_id": "c1", "name": "add", "arguments": '{"a": 2, "b": 3}'},
+                  {"type": "function_call_output", "call_id": "c1", "output": "5"}]
+        text_events = [e async for e in await c.responses.create(model="m", input=answer, tools=[tool], stream=True)]
+        return call_events, text_events
+
+    call_events, text_events = with_proxy(engine, tokenizer, scenario, chunk=2)
+    (done,) = [e for e in call_events if e.type == "response.completed"]
+    (fc,) = done.response.output
+    assert fc.type == "function_call" and fc.name == "add" and json.loads(fc.arguments) == {"a": 2, "b": 3}
+    deltas = [e.delta for e in text_events if e.type == "response.output_text.delta"]
+    assert "".join(deltas) == FINAL and len(deltas) >= 3
+    assert [e.type for e in text_events][:2] == ["response.created", "response.in_progress"]
+    assert text_events[-1].type == "response.completed" and text_events[-1].response.output_text == FINAL
+    assert [e.sequence_number for e in text_events] == list(range(len(text_events)))

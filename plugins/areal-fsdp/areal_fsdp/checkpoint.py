@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from areal_core.plugin import disk_full_error, fsync_tree, require_free_space
+from areal_core.plugin import Device, disk_full_error, fsync_tree, require_free_space
 from areal_fsdp.config import FSDPEngineConfig
 
 
@@ -65,18 +65,15 @@ def write_atomically(path: str | Path, needed: int, what: str, write: Callable[[
     publish(path)
 
 
-def rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
+def rng_state(device: Device) -> dict:
+    """torch's CPU generator, Python's, and the device's own (``Device.rng_state``)."""
+    return {"torch": torch.get_rng_state(), "python": random.getstate(), "device": device.rng_state()}
 
 
-def set_rng_state(state: dict) -> None:
+def set_rng_state(device: Device, state: dict) -> None:
     torch.set_rng_state(state["torch"])
     random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    device.set_rng_state(state.get("device"))
 
 
 def _skeleton(hf_config, critic: bool) -> torch.nn.Module:

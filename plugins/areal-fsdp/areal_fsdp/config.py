@@ -47,7 +47,8 @@ class FSDPEngineConfig(ComponentConfig):
     path: str | None = Field(None, description="local HF model directory or hub id (org/name); unset: the run's model_path")
     critic: bool = Field(False, description="load a token-classification head with one label (value model, "
                                             "forward returns values [T]) instead of a causal LM")
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when available, else cpu")
+    device: str = Field("auto", description="a registered device name (cpu, cuda, npu...); auto: the run's `device` "
+                                            "section, standalone: cuda when available, else cpu")
     dtype: Literal["float32", "bfloat16", "float16"] = Field(
         "float32", description="dtype of the stored (sharded) parameters and optimizer state")
     mixed_precision: bool = Field(

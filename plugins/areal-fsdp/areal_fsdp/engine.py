@@ -13,8 +13,9 @@ averages gradients over the R ranks, so each rank back-propagates ``R · loss_fn
 The engine reads the run's :class:`~areal_core.plugin.RunContext` (the factory's ``run``):
 ``model_path`` (used when ``config.path`` is unset), ``seed`` (when ``config.seed`` is unset),
 ``total_steps`` (LR schedule length when ``optimizer.total_steps`` is unset). It never sets the
-weight version (the trainer owns it). Rank and world size come from ``torch.distributed`` (see
-:mod:`areal_fsdp.dist`). Built without a run (standalone use), it makes one from its config.
+weight version (the trainer owns it). Rank and world size come from ``torch.distributed``; the device, its
+collective backend and RNG from the :class:`~areal_core.plugin.Device` that ``config.device``
+names (``auto``: the run's), so an accelerator plugin needs no change here. Built without a run (standalone use), it makes one from its config.
 """
 
 from __future__ import annotations
@@ -42,17 +43,21 @@ from torch.distributed.tensor import DTensor
 from areal_core.plugin import (
     ArealError,
     CheckpointLayout,
+    DistInfo,
     LossFn,
     LossWeightFn,
     RunContext,
     SequenceBatch,
+    all_reduce_sum,
+    engine_device,
+    join_process_group,
+    leave_process_group,
     plan_micro_batches,
     resolve_model_path,
 )
 from areal_fsdp import checkpoint
 from areal_fsdp import model as model_lib
 from areal_fsdp.config import FSDPEngineConfig
-from areal_fsdp.dist import DistInfo, all_reduce_sum, setup, teardown
 from areal_fsdp.logprobs import packed_logprobs_entropy
 from areal_fsdp.schedule import build_scheduler
 
@@ -94,7 +99,7 @@ class FSDPEngine:
             raise ArealError(f"train engine {cfg.name!r}: optimizer.lr_scheduler={cfg.optimizer.lr_scheduler!r} "
                              f"needs optimizer.total_steps (or a run context with total_steps)")
         model_lib.check_model_dir(cfg, self.model_path)
-        self.dist = setup(cfg.device)
+        self.dist = join_process_group(engine_device(cfg.device, self.run, cfg.name))
         try:
             self._build(total_steps)
         except BaseException:
@@ -132,10 +137,9 @@ class FSDPEngine:
         if self.dist is None:
             return
         self.model = self.optimizer = self.scheduler = None
-        teardown()
+        leave_process_group()
+        self.dist.accelerator.empty_cache()
         self.dist = None
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
 
     # --------------------------------------------------------------- forward
     @torch.no_grad()
@@ -219,7 +223,7 @@ class FSDPEngine:
         tmp = checkpoint.temp_dir_for(path)
         model_sd, optim_sd = get_state_dict(self.model, self.optimizer)
         dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(tmp / DCP_SUBDIR))
-        torch.save(checkpoint.rng_state(), tmp / f"rng_rank{rank}.pt")
+        torch.save(checkpoint.rng_state(self.dist.accelerator), tmp / f"rng_rank{rank}.pt")
         if rank == 0:
             torch.save({"scheduler": self.scheduler.state_dict(),
                         "world_size": self.dist.world_size}, tmp / ENGINE_STATE_FILE)
@@ -244,7 +248,7 @@ class FSDPEngine:
         self.scheduler.load_state_dict(meta["scheduler"])
         rng_file = root / f"rng_rank{self.dist.rank}.pt"
         if rng_file.is_file():
-            checkpoint.set_rng_state(torch.load(rng_file, weights_only=False))
+            checkpoint.set_rng_state(self.dist.accelerator, torch.load(rng_file, weights_only=False))
 
     def export_hf(self, path: str) -> None:
         """Write an HF directory (safetensors, config, tokenizer); LoRA: merged or adapter per config."""

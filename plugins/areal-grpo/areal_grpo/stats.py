@@ -51,7 +51,8 @@ class StatSums:
         tops = torch.tensor([float(self.maxima.get(n, float("-inf"))) for n in maxima])
         if distributed:
             dist = torch.distributed
-            device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+            # gloo reduces CPU tensors; an accelerator's backend (nccl, hccl...) its own device's
+            device = "cpu" if dist.get_backend() == "gloo" else torch.accelerator.current_accelerator()
             both, tops = torch.cat([sums, counts]).to(device), tops.to(device)
             dist.all_reduce(both)
             dist.all_reduce(tops, op=dist.ReduceOp.MAX)

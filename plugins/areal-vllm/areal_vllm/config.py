@@ -32,8 +32,8 @@ class VLLMConfig(InferenceConfigBase):
     host_ip: str = Field("127.0.0.1", description="address of this node for vLLM's internal sockets (VLLM_HOST_IP)")
     keep_alive_s: int = Field(
         60, ge=1, description="idle HTTP connections stay open this long (VLLM_HTTP_TIMEOUT_KEEP_ALIVE; vLLM's default "
-                              "is 5 s): far above the rollout client's 2 s pool expiry, so a loaded machine cannot "
-                              "make it send a request on a connection the server is closing (ReadError)")
+                              "is 5 s): far above the rollout client's 2 s pool expiry, so no request goes out on a "
+                              "connection the server is closing")
     log_level: Literal["debug", "info", "warning", "error"] = Field("warning", description="server log level")
     extra_args: list[str] = Field(default_factory=list, description="further api_server flags, passed as given")
     extra_env: dict[str, str] = Field(default_factory=dict, description="further environment variables of the server")

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, cast
 
-from areal_core.plugin import ArealError, FinishReason, ModelRequest, ModelResponse
+from areal_core.plugin import ArealError, FinishReason, ModelRequest, ModelResponse, get_logger
 
 if TYPE_CHECKING:
     import httpx
+
+log = get_logger(__name__)
 
 # vLLM's finish reasons -> areal's. "repetition" is vLLM's repetition detector ending the
 # sequence, a normal stop for the trainer.
@@ -48,10 +50,38 @@ def _hint(endpoint: str, status_code: int) -> str:
     return ""
 
 
+# A connection the server reset or closed under a request, while the server itself still answers:
+# seen on loaded machines (a LoRA run stopped on it twice, the server's log clean, the next
+# requests fine). The call is sent again on a fresh connection, at most this many times.
+RESET_RETRIES = 2
+
+
 async def request(client: httpx.AsyncClient, addr: str, method: str, endpoint: str, *,
                   body: dict[str, Any] | None = None, params: dict[str, Any] | None = None,
                   timeout: float | None = None) -> Any:
-    """One call; the decoded JSON body (None when empty). Non-200 raises :class:`ServerRequestError`."""
+    """One call; the decoded JSON body (None when empty). Non-200 raises :class:`ServerRequestError`.
+
+    A reset connection (``httpx.ReadError``, ``WriteError``, ``RemoteProtocolError``) is retried up to
+    :data:`RESET_RETRIES` times; a server that cannot be connected to fails at once (``ConnectError``),
+    so failover to another server is not delayed. Retrying a ``/v1/completions`` call is safe: a
+    completion the server had started is simply generated again.
+    """
+    import httpx
+
+    attempt = 0
+    while True:
+        try:
+            return await _request_once(client, addr, method, endpoint, body, params, timeout)
+        except (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError) as exc:
+            attempt += 1
+            if attempt > RESET_RETRIES:
+                raise
+            log.warning("vLLM connection reset; sending the request again", addr=addr, endpoint=endpoint,
+                        error=f"{type(exc).__name__}: {exc}", cause=repr(exc.__context__), attempt=attempt)
+
+
+async def _request_once(client: httpx.AsyncClient, addr: str, method: str, endpoint: str,
+                        body: dict[str, Any] | None, params: dict[str, Any] | None, timeout: float | None) -> Any:
     kwargs: dict[str, Any] = {}
     if body is not None:
         kwargs["json"] = body

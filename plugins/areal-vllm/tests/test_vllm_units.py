@@ -137,3 +137,55 @@ def test_untied_checkpoint_is_left_alone(tmp_path):
     before = sorted(os.listdir(path))
     assert add_tied_lm_head(path) is False
     assert sorted(os.listdir(path)) == before
+
+
+def _resetting_server_run(resets: int):
+    """``request`` against a real socket whose first ``resets`` connections are reset (RST) after
+    the request arrives; later ones answer 200. Returns (result or exception, requests seen)."""
+    import asyncio
+    import socket
+    import struct
+
+    import httpx
+
+    from areal_vllm.protocol import request
+
+    async def main():
+        seen = []
+
+        async def handle(reader, writer):
+            await reader.readuntil(b"\r\n\r\n")
+            seen.append(1)
+            if len(seen) <= resets:
+                writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                writer.transport.abort()
+                return
+            body = b'{"weight_version": "3"}'
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
+                         % (len(body), body))
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with server, httpx.AsyncClient(timeout=10) as client:
+            try:
+                result = await request(client, f"127.0.0.1:{port}", "GET", "/weight_info")
+            except httpx.TransportError as exc:
+                result = exc
+        return result, len(seen)
+
+    return asyncio.run(main())
+
+
+def test_a_reset_connection_is_sent_again():
+    assert _resetting_server_run(resets=1) == ({"weight_version": "3"}, 2)
+
+
+def test_a_server_that_keeps_resetting_fails_after_the_retries():
+    import httpx
+
+    from areal_vllm.protocol import RESET_RETRIES
+
+    error, seen = _resetting_server_run(resets=RESET_RETRIES + 1)
+    assert isinstance(error, (httpx.ReadError, httpx.RemoteProtocolError)) and seen == RESET_RETRIES + 1

@@ -38,6 +38,8 @@ class ChatWorkflowConfig(WorkflowConfigBase):
     prompt_field: str = Field("prompt", description="sample field with the task text (a user message)")
     messages_field: str = Field("messages", description="sample field with chat messages (wins when present)")
     system_prompt: str | None = Field(None, description="system message put before the sample's messages")
+    stream_chunk_tokens: int = Field(8, ge=1, description="a streamed call (stream: true) is generated and sent in rounds of "
+                                                          "this many tokens (each round re-submits the prompt)")
 
 
 def sampling_of(config: ChatWorkflowConfig) -> SamplingParams:
@@ -67,7 +69,7 @@ def first_messages(config: ChatWorkflowConfig, sample: dict[str, Any]) -> tuple[
 
 
 def chat_model(config: ChatWorkflowConfig, tokenizer) -> ChatModel:
-    return ChatModel(tokenizer, config.chat_template, config.max_new_tokens)
+    return ChatModel(tokenizer, config.chat_template, config.max_new_tokens, config.stream_chunk_tokens)
 
 
 def group_ids(sample: dict[str, Any]) -> tuple[str, str]:

@@ -1,0 +1,441 @@
+"""The ``megatron`` train engine: an HF decoder converted to a megatron-core GPTModel, trained with
+tensor (t), pipeline (p) and data (d = world / (t·p)) parallelism through megatron's
+forward-backward schedules (1F1B when p > 1).
+
+SPMD: every rank calls every method with the same global batch. The batch is planned with
+:func:`~areal_core.plugin.plan_micro_batches` over the d data-parallel replicas (sequences
+balanced by tokens, then micro-batches of at most ``max_tokens_per_mb`` tokens); the ranks of one
+replica (its t·p tensor/pipeline ranks) run the same micro-batches. A micro-batch is a [b, s]
+block of its sequences, right-padded to the longest (megatron's local attention is causal over
+[s, s]; pads come after every real token, so no real token sees one, and their outputs are dropped).
+
+Loss normalisation, as in the fsdp engine: with ``W = Σ_m loss_weight_fn(m)`` over all
+micro-batches of all replicas, the objective is ``Σ_m loss_fn(m) / W``. Each replica
+back-propagates ``loss_fn(m) / W`` and gradients are summed over replicas (all-reduce over the
+data-parallel group), then over the embedding group for tied embeddings split across stages.
+The gradient norm is the global L2 norm (tensor-parallel shards summed, replicated parameters
+counted once); clipping and AdamW run on each rank's local shards.
+
+Logprobs: the last stage's vocab-parallel logits are all-gathered over the tensor-parallel group
+(its backward hands each rank its slice of the gradient), then turned into per-token logprobs and
+entropy by :func:`areal_fsdp.logprobs.packed_logprobs_entropy`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from areal_core.plugin import (
+    ArealError,
+    DistInfo,
+    LossFn,
+    LossWeightFn,
+    RunContext,
+    SequenceBatch,
+    all_reduce_sum,
+    engine_device,
+    join_process_group,
+    leave_process_group,
+    plan_micro_batches,
+)
+from areal_fsdp import checkpoint as files
+from areal_fsdp.logprobs import packed_logprobs_entropy
+from areal_fsdp.schedule import build_scheduler
+from areal_megatron import checkpoint, sharding
+from areal_megatron import model as model_lib
+from areal_megatron.config import MegatronEngineConfig
+from areal_megatron.convert import Layout, megatron_to_hf
+
+
+def create_engine(config: MegatronEngineConfig, run: RunContext | None = None) -> MegatronEngine:
+    """Registry factory: ``factory(config, run)``."""
+    return MegatronEngine(config, run)
+
+
+class MegatronEngine:
+    """Implements :class:`areal_core.plugin.TrainEngine` on megatron-core, and
+    :class:`areal_core.plugin.SupportsParallelLayout` for the allocation's t and p."""
+
+    parallel_dims = frozenset("tp")
+
+    def __init__(self, config: MegatronEngineConfig, run: RunContext | None = None):
+        self.config = config
+        self.run = run if run is not None else RunContext(model_path=config.path or "", seed=config.seed or 1,
+                                                          total_steps=config.optimizer.total_steps or 0,
+                                                          run_dir=Path("."))
+        self.model: Any = None  # megatron GPTModel of this pipeline stage
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.scheduler: torch.optim.lr_scheduler.LambdaLR | None = None
+        self.dist: DistInfo | None = None
+        self.hf_config: Any = None
+        self.layout: Layout = None  # type: ignore[assignment]  # set by initialize()
+        self.model_path = ""
+        self._joined_model_parallel = False
+
+    # ------------------------------------------------------------------ setup
+    def initialize(self) -> None:
+        from transformers import AutoConfig
+
+        cfg = self.config
+        self.model_path = cfg.path or self.run.model_path
+        if not self.model_path or not Path(self.model_path, "config.json").is_file():
+            raise ArealError(f"train engine {cfg.name!r}: path {self.model_path!r} is not a Hugging Face model "
+                             f"directory (no config.json)")
+        total_steps = cfg.optimizer.total_steps or self.run.total_steps
+        if cfg.optimizer.lr_scheduler != "constant" and not total_steps:
+            raise ArealError(f"train engine {cfg.name!r}: optimizer.lr_scheduler={cfg.optimizer.lr_scheduler!r} "
+                             f"needs optimizer.total_steps (or a run context with total_steps)")
+        self.config = cfg = _with_run_layout(cfg, self.run)
+        self.hf_config = AutoConfig.from_pretrained(self.model_path)
+        self.layout = Layout.of(self.hf_config, "te" if cfg.layer_spec == "transformer_engine" else "local")
+        device = engine_device(cfg.device, self.run, cfg.name)
+        self.dist = join_process_group(device)
+        try:
+            model_lib.check_divisible(cfg, self.layout, self.dist.world_size)
+            _check_megatron_runs_on(self.dist.device, cfg.name)
+            self._build(total_steps)
+        except BaseException:
+            self.destroy()
+            raise
+
+    def _build(self, total_steps: int | None) -> None:
+        from megatron.core.tensor_parallel.random import model_parallel_cuda_manual_seed
+
+        cfg = self.config
+        _join_model_parallel(cfg)
+        self._joined_model_parallel = True
+        seed = int(cfg.seed if cfg.seed is not None else self.run.seed)
+        torch.manual_seed(seed)
+        model_parallel_cuda_manual_seed(seed)
+        self.model = model_lib.build(self.hf_config, self.layout, cfg)
+        model_lib.load_hf_weights(self.model, model_lib.read_hf_state(self.model_path), self.layout, cfg)
+        self.model.to(self.dist.device)
+        opt = cfg.optimizer
+        self.optimizer = torch.optim.AdamW(list(self.model.parameters()), lr=opt.lr, betas=opt.betas, eps=opt.eps,
+                                           weight_decay=opt.weight_decay)
+        checkpoint.materialise_optimizer_state(self.optimizer)
+        self.scheduler = build_scheduler(self.optimizer, opt, total_steps)
+
+    def destroy(self) -> None:
+        if self.dist is None:
+            return
+        self.model = self.optimizer = self.scheduler = None
+        if self._joined_model_parallel:
+            _leave_model_parallel()
+            self._joined_model_parallel = False
+        leave_process_group()
+        self.dist.accelerator.empty_cache()
+        self.dist = None
+
+    # ------------------------------------------------------ parallel layout
+    @property
+    def _dp(self) -> tuple[int, int]:
+        from megatron.core import parallel_state as ps
+
+        return ps.get_data_parallel_rank(), ps.get_data_parallel_world_size()
+
+    @property
+    def _reports(self) -> bool:
+        """Whether this rank holds the replica's outputs: last pipeline stage, tensor rank 0."""
+        from megatron.core import parallel_state as ps
+
+        return ps.is_pipeline_last_stage() and ps.get_tensor_model_parallel_rank() == 0
+
+    def _my_micro_batches(self, batch: SequenceBatch) -> tuple[tuple[int, ...], ...]:
+        rank, size = self._dp
+        plan = plan_micro_batches(batch.seqlens.tolist(), self.config.max_tokens_per_mb, size)
+        return tuple(ix for ix in plan.ranks[rank] if ix)
+
+    # --------------------------------------------------------------- forward
+    @torch.no_grad()
+    def forward(self, batch: SequenceBatch, *, temperature: float = 1.0) -> torch.Tensor:
+        """[T] logprobs of ``input_ids[t]`` given its prefix (0 at sequence starts)."""
+        self._require_initialized()
+        self.model.eval()
+        micro = self._my_micro_batches(batch)
+        out = torch.zeros(batch.num_tokens, dtype=torch.float32, device=self.dist.device)
+
+        def consume(mb: SequenceBatch, values: torch.Tensor, entropy: torch.Tensor):
+            return values.sum() * 0.0, {"values": values.detach()}
+
+        results = self._schedule(batch, micro, consume, temperature, forward_only=True)
+        if self._reports:
+            for ix, reduced in zip(micro, results):
+                out[_token_positions(batch, ix).to(out.device)] = reduced["values"].float()
+        dist.all_reduce(out)  # replicas hold disjoint tokens; only reporting ranks wrote any
+        return out.to(batch.cu_seqlens.device)
+
+    # ----------------------------------------------------------------- train
+    def train_batch(self, batch: SequenceBatch, loss_fn: LossFn, loss_weight_fn: LossWeightFn) -> dict[str, float]:
+        """One optimizer step on ``batch``; returns loss, grad_norm, lr and loss_fn's stats."""
+        from megatron.core import parallel_state as ps
+
+        self._require_initialized()
+        self.model.train()
+        micro = self._my_micro_batches(batch)
+        weights = [float(loss_weight_fn(batch.select(ix))) for ix in micro]
+        total_weight, = all_reduce_sum([sum(weights)], self.dist.device, ps.get_data_parallel_group())
+        scale = 1.0 / total_weight if total_weight > 0 else 0.0
+
+        def objective(mb: SequenceBatch, values: torch.Tensor, entropy: torch.Tensor):
+            loss, stats = loss_fn(values, entropy, mb)
+            return loss * scale, {"loss": float(loss.detach()), **{k: float(v) for k, v in (stats or {}).items()}}
+
+        self.optimizer.zero_grad(set_to_none=False)
+        reduced = self._schedule(batch, micro, objective, self.config.temperature, forward_only=False)
+        self._reduce_gradients()
+        grad_norm = self._clip_gradients()
+        lr = float(self.scheduler.get_last_lr()[0])
+        update = math.isfinite(grad_norm) and total_weight > 0
+        if update:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=False)
+        self.scheduler.step()
+
+        stat_sums: dict[str, float] = defaultdict(float)
+        stat_weights: dict[str, float] = defaultdict(float)
+        for weight, stats in zip(weights, reduced):
+            for key, value in stats.items():
+                stat_sums[key] += value if key == "loss" else weight * value
+                stat_weights[key] += weight
+        stats = self._reduce_stats(stat_sums, stat_weights)
+        loss_total = stats.pop("loss_sum", 0.0)
+        return {"loss": loss_total / total_weight if total_weight > 0 else 0.0, "grad_norm": grad_norm, "lr": lr,
+                "update_skipped": 0.0 if update else 1.0, "loss_weight": total_weight,
+                "n_tokens": float(batch.num_tokens), "n_seqs": float(batch.num_seqs),
+                "n_micro_batches": float(len(micro)), **stats}
+
+    def _schedule(self, batch: SequenceBatch, micro: tuple[tuple[int, ...], ...], consume, temperature: float,
+                  forward_only: bool) -> list[dict[str, Any]]:
+        """Run ``micro`` through megatron's forward-backward schedule; ``consume(mb, logprobs,
+        entropy) -> (loss, stats)`` on the last stage. Returns the stats per micro-batch there."""
+        from megatron.core.pipeline_parallel import get_forward_backward_func
+        from megatron.core.tensor_parallel import gather_from_tensor_model_parallel_region
+
+        micro_data: list[tuple[SequenceBatch | None, torch.Tensor, torch.Tensor]]
+        if not micro:  # a replica with no sequence still takes part in the collectives
+            micro_data = [(None, *_padded_rows(batch, (0,), self.dist.device, rows_only=True))]
+        else:
+            micro_data = [(batch.select(ix).to(self.dist.device), *_padded_rows(batch, ix, self.dist.device))
+                          for ix in micro]
+        rows = max(d[1].shape[0] for d in micro_data)
+        length = max(d[1].shape[1] for d in micro_data)
+        if self.config.pipeline_parallel > 1:  # stages exchange activations of one fixed shape
+            micro_data = [(mb, *_pad_to(ids, lengths, rows, length)) for mb, ids, lengths in micro_data]
+        vocab = self.hf_config.vocab_size
+
+        def loss_func(mb, lengths, logits):
+            full = gather_from_tensor_model_parallel_region(logits)[..., :vocab]  # [b, s, V]
+            packed = torch.cat([full[r, :n] for r, n in enumerate(lengths.tolist())])
+            if mb is None:
+                return packed.sum() * 0.0, torch.tensor(0), {}
+            values, entropy = packed_logprobs_entropy(packed, mb["input_ids"], mb.position_ids == 0, temperature,
+                                                      self.config.logprob_chunk_tokens)
+            loss, stats = consume(mb, values, entropy)
+            return loss, torch.tensor(mb.num_tokens), stats
+
+        def forward_step(data_iterator, model):
+            mb, ids, lengths = next(data_iterator)
+            positions = torch.arange(ids.shape[1], device=ids.device).expand_as(ids)
+            return model(ids, positions, None), partial(loss_func, mb, lengths)
+
+        out = get_forward_backward_func()(
+            forward_step_func=forward_step, data_iterator=iter(micro_data), model=[self.model],
+            num_microbatches=len(micro_data), seq_length=length, micro_batch_size=rows, forward_only=forward_only)
+        return list(out)[:len(micro)] if micro else []
+
+    def _reduce_gradients(self) -> None:
+        """Sum gradients over data-parallel replicas, and tied embeddings over the first and last stage."""
+        from megatron.core import parallel_state as ps
+
+        if self._dp[1] > 1:
+            for p in self.model.parameters():
+                dist.all_reduce(p.grad, group=ps.get_data_parallel_group())
+        if self.layout.tied and self.config.pipeline_parallel > 1 and \
+                (ps.is_pipeline_first_stage() or ps.is_pipeline_last_stage()):
+            shared = self.model.shared_embedding_or_output_weight()
+            dist.all_reduce(shared.grad, group=ps.get_embedding_group())
+
+    def _clip_gradients(self) -> float:
+        """Global L2 norm of the gradient (each parameter counted once across t·p ranks); clip to
+        ``optimizer.gradient_clipping``."""
+        from megatron.core import parallel_state as ps
+
+        tp_rank = ps.get_tensor_model_parallel_rank()
+        duplicate = None
+        if self.layout.tied and self.config.pipeline_parallel > 1 and ps.is_pipeline_last_stage() \
+                and not ps.is_pipeline_first_stage():
+            duplicate = self.model.shared_embedding_or_output_weight()  # the first stage counts it
+        params = list(self.model.parameters())
+        counted = [p for p in params if p is not duplicate and (tp_rank == 0 or getattr(p, "tensor_model_parallel", False))]
+        square = torch.zeros((), dtype=torch.float64, device=self.dist.device)
+        for p in counted:
+            square += p.grad.double().pow(2).sum()
+        dist.all_reduce(square, group=ps.get_model_parallel_group())
+        norm = float(square.sqrt())
+        limit = self.config.optimizer.gradient_clipping
+        if limit is not None and math.isfinite(norm) and norm > limit:
+            for p in params:
+                p.grad.mul_(limit / (norm + 1e-6))
+        return norm
+
+    def _reduce_stats(self, sums: dict[str, float], weights: dict[str, float]) -> dict[str, float]:
+        """``loss_sum`` and the loss-weighted means of loss_fn's stats over every replica."""
+        gathered: list = [None] * self.dist.world_size
+        dist.all_gather_object(gathered, (dict(sums), dict(weights)) if self._reports else ({}, {}))
+        total_s: dict[str, float] = defaultdict(float)
+        total_w: dict[str, float] = defaultdict(float)
+        for s, w in gathered:
+            for k in s:
+                total_s[k] += s[k]
+                total_w[k] += w[k]
+        out = {k: total_s[k] / total_w[k] if total_w[k] > 0 else 0.0 for k in sorted(total_s) if k != "loss"}
+        out["loss_sum"] = total_s.get("loss", 0.0)
+        return out
+
+    # ------------------------------------------------------- checkpointing
+    def save(self, path: str) -> None:
+        """Recovery checkpoint: model and AdamW state with ``dist_checkpointing`` (loadable at another
+        t/p layout), LR schedule, per-rank RNG."""
+        self._require_initialized()
+        checkpoint.save(self, path)
+
+    def load(self, path: str) -> None:
+        """Restore what :meth:`save` wrote, at this engine's (possibly different) parallel layout."""
+        self._require_initialized()
+        checkpoint.load(self, path)
+
+    # -------------------------------------------------------------- export
+    def named_full_weights(self) -> Iterator[tuple[str, torch.Tensor]]:
+        """Full weights in HF names; collective on every rank, yields on rank 0 only."""
+        self._require_initialized()
+        yield from self.gathered_hf(lambda p: p)
+
+    def gathered_hf(self, of: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[tuple[str, torch.Tensor]]:
+        """``of(parameter)`` for every parameter (the weight itself, its gradient...) gathered to
+        full tensors under HF names; collective on every rank, yields on rank 0 only."""
+        state = self._full_megatron_state(of)
+        if self.dist.rank == 0:
+            yield from megatron_to_hf(state, self.layout)
+
+    def export_hf(self, path: str) -> None:
+        """Write an HF directory (safetensors, config, tokenizer, generation config); rank 0 writes."""
+        self._require_initialized()
+        weights = dict(self.named_full_weights())
+        if self.dist.rank == 0:
+            needed = sum(t.numel() * t.element_size() for t in weights.values()) + (1 << 20)
+            files.write_atomically(path, needed, f"weight export {Path(path).name}",
+                                   lambda tmp: checkpoint.write_hf_dir(weights, self.hf_config, tmp, self.model_path))
+        dist.barrier()
+
+    def _full_megatron_state(self, of: Callable[[torch.Tensor], torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Full CPU tensors under global megatron names on rank 0 ({} elsewhere). Collective:
+        tensor-parallel all-gather per parameter, then each stage's part to the first stage."""
+        from megatron.core import parallel_state as ps
+
+        cfg, lay = self.config, self.layout
+        layers = sharding.layer_range(lay.num_layers, cfg.pipeline_parallel, ps.get_pipeline_model_parallel_rank())
+        keep = ps.get_tensor_model_parallel_rank() == 0 and self._dp[0] == 0
+        state = {}
+        for name, param in self.model.named_parameters():
+            full = sharding.gather(name, of(param), param, cfg.tensor_parallel, ps.get_tensor_model_parallel_group(),
+                                   gated=True)
+            if keep and not (lay.tied and name == "output_layer.weight"):
+                state[sharding.to_global_name(name, layers)] = sharding.unpad(name, full, self.hf_config.vocab_size).cpu().clone()
+        if cfg.pipeline_parallel > 1:
+            stages: list = [None] * cfg.pipeline_parallel
+            dist.all_gather_object(stages, state, group=ps.get_pipeline_model_parallel_group())
+            state = {k: v for part in stages for k, v in part.items()} if keep else {}
+        return state if self.dist.rank == 0 else {}
+
+    # ------------------------------------------------------------- helpers
+    def _require_initialized(self) -> None:
+        if self.model is None:
+            raise ArealError(f"train engine {self.config.name!r}: call initialize() first")
+
+
+def _with_run_layout(cfg: MegatronEngineConfig, run: RunContext) -> MegatronEngineConfig:
+    """The config with t and p from the run's allocation part (``run.parallel``) where it sets them."""
+    update = {}
+    for field, size in (("tensor_parallel", run.parallel.tensor), ("pipeline_parallel", run.parallel.pipeline)):
+        mine = getattr(cfg, field)
+        if size > 1 and mine not in (1, size):
+            raise ArealError(f"train engine {cfg.name!r}: {field}={mine} but the allocation part "
+                             f"{run.parallel.part or run.parallel!r} says {size}; set one of them")
+        if size > 1:
+            update[field] = size
+    return cfg.model_copy(update=update)
+
+
+_model_parallel_users = 0  # engines in this process sharing megatron's (global) parallel groups
+
+
+def _join_model_parallel(cfg: MegatronEngineConfig) -> None:
+    """Create megatron's tensor/pipeline/data-parallel groups, or share the existing ones (an actor
+    and a reference engine in one process) when their layout is the same."""
+    from megatron.core import parallel_state as ps
+
+    global _model_parallel_users
+    if ps.model_parallel_is_initialized():
+        have = (ps.get_tensor_model_parallel_world_size(), ps.get_pipeline_model_parallel_world_size())
+        if have != (cfg.tensor_parallel, cfg.pipeline_parallel):
+            raise ArealError(f"train engine {cfg.name!r}: tensor_parallel/pipeline_parallel = {cfg.tensor_parallel}/"
+                             f"{cfg.pipeline_parallel}, but another megatron engine in this process uses {have[0]}/"
+                             f"{have[1]} (megatron's parallel groups are per process: give every engine the same layout)")
+    else:
+        ps.initialize_model_parallel(tensor_model_parallel_size=cfg.tensor_parallel,
+                                     pipeline_model_parallel_size=cfg.pipeline_parallel)
+    _model_parallel_users += 1
+
+
+def _leave_model_parallel() -> None:
+    from megatron.core import parallel_state as ps
+
+    global _model_parallel_users
+    _model_parallel_users -= 1
+    if _model_parallel_users == 0 and ps.model_parallel_is_initialized():
+        ps.destroy_model_parallel()
+
+
+def _check_megatron_runs_on(device: torch.device, engine: str) -> None:
+    """megatron-core 0.16 calls CUDA directly (``torch.cuda.current_device()`` and more): on a
+    machine without CUDA it cannot run unless those calls are redirected (the plugin's tests do)."""
+    if device.type == "cuda":
+        return
+    try:
+        torch.cuda.current_device()
+    except (AssertionError, RuntimeError) as exc:
+        raise ArealError(f"train engine {engine!r}: megatron-core calls CUDA directly and cannot run on device "
+                         f"{device.type!r} ({exc}); use device: cuda (see docs/megatron.md)") from None
+
+
+def _padded_rows(batch: SequenceBatch, ix: tuple[int, ...], device: torch.device,
+                 rows_only: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sequences ``ix`` of ``batch`` as right-padded rows [b, s] and their lengths [b]
+    (``rows_only``: one 1-token row of token 0, for a replica without sequences)."""
+    if rows_only:
+        return torch.zeros(1, 1, dtype=torch.long, device=device), torch.ones(1, dtype=torch.long)
+    seqs = [batch["input_ids"][batch.cu_seqlens[i]:batch.cu_seqlens[i + 1]] for i in ix]
+    lengths = torch.tensor([len(s) for s in seqs])
+    ids = torch.nn.utils.rnn.pad_sequence(seqs, batch_first=True, padding_value=0)
+    return ids.to(device), lengths
+
+
+def _pad_to(ids: torch.Tensor, lengths: torch.Tensor, rows: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``ids`` [b, s] padded with token 0 to [rows, length]; extra rows have length 0."""
+    out = ids.new_zeros(rows, length)
+    out[:ids.shape[0], :ids.shape[1]] = ids
+    return out, torch.cat([lengths, lengths.new_zeros(rows - len(lengths))])
+
+
+def _token_positions(batch: SequenceBatch, indices: tuple[int, ...]) -> torch.Tensor:
+    cu = batch.cu_seqlens.tolist()
+    return torch.cat([torch.arange(cu[i], cu[i + 1]) for i in indices])
