@@ -137,6 +137,7 @@ class RolloutController:
         self._dataloader: Any = None
         self._iterator: Iterator[Any] | None = None
         self._workflow: Workflow | None = None
+        self._workflows_used: dict[int, Workflow] = {}  # closed at shutdown when they hold resources (an HTTP proxy)
         self._position = _DataPosition()
         self._skip_on_resume = 0  # items of the restored epoch already taken before the checkpoint
         self._admitting = True
@@ -443,6 +444,7 @@ class RolloutController:
 
     async def _set_source(self, dataloader: Iterable, workflow: Workflow) -> None:
         self._workflow = workflow
+        self._workflows_used[id(workflow)] = workflow
         if dataloader is not self._dataloader:
             self._dataloader = dataloader
             self._iterator = self._epoch_iterator()
@@ -454,6 +456,7 @@ class RolloutController:
 
     async def _submit(self, sample: dict[str, Any], workflow: Workflow) -> None:
         self._pending.append(_Episode(sample, sample_id_of(sample), workflow))
+        self._workflows_used[id(workflow)] = workflow
         self._wake.set()
 
     async def _pause(self) -> None:
@@ -502,6 +505,9 @@ class RolloutController:
                 task.cancel()
             await asyncio.wait(list(self._tasks), timeout=1.0)
         self._ready_changed.set()
+        for workflow in self._workflows_used.values():  # on this loop: what they serve runs on it
+            if isinstance(workflow, SupportsAclose):
+                await workflow.aclose()
         if isinstance(self.engine, SupportsAclose):
             await self.engine.aclose()
 

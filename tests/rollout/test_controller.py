@@ -283,3 +283,24 @@ def test_timeout_names_the_counters(make_controller):
     ctl = make_controller(batch_size=2)
     with pytest.raises(ArealError, match=r"not ready after 0.2s \(version 0, running"):
         ctl.wait(2, timeout_s=0.2)
+
+
+def test_shutdown_closes_workflows_that_hold_resources(make_controller):
+    """A workflow with ``aclose`` (e.g. one serving an HTTP proxy) is closed once, on the controller's
+    loop, when the controller shuts down; whether it ran a batch or a submitted sample."""
+
+    class ClosingWorkflow(ScriptedWorkflow):
+        def __init__(self):
+            super().__init__(n=2)
+            self.closed_on: list[asyncio.AbstractEventLoop] = []
+
+        async def aclose(self):
+            self.closed_on.append(asyncio.get_running_loop())
+
+    ctl = make_controller(batch_size=1)
+    batch_wf, submitted_wf = ClosingWorkflow(), ClosingWorkflow()
+    ctl.prepare_batch(dataset(4), batch_wf, timeout_s=10)
+    ctl.submit({"id": "extra"}, submitted_wf)
+    ctl.close()
+    assert len(batch_wf.closed_on) == 1 and len(submitted_wf.closed_on) == 1
+    assert batch_wf.closed_on[0] is submitted_wf.closed_on[0] is not None

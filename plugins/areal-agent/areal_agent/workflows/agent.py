@@ -90,6 +90,11 @@ class AgentWorkflow:
         self.counts = {"agent_runs": 0, "agent_errors": 0, "sessions_expired": 0}
         self.recent_errors: collections.deque[str] = collections.deque(maxlen=32)  # newest last
 
+    async def aclose(self) -> None:
+        """Stop the proxy's HTTP server (the rollout controller calls this at shutdown, on the loop
+        the proxy serves from)."""
+        await self.proxy.stop()
+
     def stats(self) -> dict[str, float]:
         return dict(self.counts)
 
