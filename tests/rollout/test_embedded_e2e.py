@@ -201,9 +201,12 @@ async def test_interruption_switches_weights_mid_generation(server, models):
     out = resp.output_ids
     assert out[:k] == pred_old[:k], "tokens before the update are the base model's greedy choices"
     assert out[k:] == pred_new[k:], "tokens after the update are the perturbed model's greedy choices"
-    assert pred_old[k:] != out[k:], "the perturbed model really decodes differently (the check has teeth)"
     lp_old = old_lp[torch.arange(P - 1, P - 1 + k), torch.tensor(out[:k])]
     lp_new = new_lp[torch.arange(P - 1 + k, len(full) - 1), torch.tensor(out[k:])]
     served = torch.tensor(resp.output_logprobs)
     torch.testing.assert_close(served[:k], lp_old, atol=1e-4, rtol=0)
     torch.testing.assert_close(served[k:], lp_new, atol=1e-4, rtol=0)
+    # the check has teeth: the base model scores the tokens after the update differently (both models
+    # may pick the same tokens once a tiny model has fallen into repeating one, so compare logprobs)
+    base_after = old_lp[torch.arange(P - 1 + k, len(full) - 1), torch.tensor(out[k:])]
+    assert (served[k:] - base_after).abs().max() > 1e-2, "the perturbed weights must change the served logprobs"
