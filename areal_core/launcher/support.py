@@ -30,6 +30,7 @@ LOG_TAIL_CHARS = 3000
 # Ports free_port hands out: above Ray's worker ports (10002-19999 by default), below the
 # kernel's ephemeral range (read from /proc; 32768 on a default Linux).
 PORT_FLOOR = 20000
+_PORT_DRAW = random.SystemRandom()
 EPHEMERAL_RANGE_FILE = "/proc/sys/net/ipv4/ip_local_port_range"
 
 
@@ -45,7 +46,9 @@ def free_port(host: str = "127.0.0.1", avoid: Collection[int] = ()) -> int:
     """
     low = _ephemeral_low()
     if low - PORT_FLOOR >= 1000:
-        for port in random.sample(range(PORT_FLOOR, low), 64):
+        # drawn from the OS's entropy, not the global ``random`` that engines seed for
+        # reproducibility: seeded, every run on a node would draw the same ports
+        for port in _PORT_DRAW.sample(range(PORT_FLOOR, low), 64):
             if port not in avoid and _bindable(host, port):
                 return port
     with socket.socket() as s:

@@ -80,8 +80,22 @@ def test_free_ports_are_outside_the_range_the_kernel_hands_out(monkeypatch):
     with socket.socket() as s:
         s.bind(("127.0.0.1", port))  # it is free
     # every port drawn is one to avoid: the OS picks instead (from the ephemeral range)
-    monkeypatch.setattr(support.random, "sample", lambda population, k: [port] * k)
+    monkeypatch.setattr(support._PORT_DRAW, "sample", lambda population, k: [port] * k)
     assert support.free_port(avoid=[port]) >= low
+
+
+def test_free_ports_do_not_follow_the_seeded_global_random():
+    """Engines seed ``random`` with the run's seed; two runs on one node (or one run's later draws)
+    must still get different ports (a seeded draw made concurrent runs collide: EADDRINUSE)."""
+    import random
+
+    from areal_core.launcher import support
+
+    draws = []
+    for _ in range(3):
+        random.seed(1)
+        draws.append(tuple(support.free_port() for _ in range(4)))
+    assert len(set(draws)) == 3
 
 
 def test_a_server_that_dies_while_starting_is_reported_with_its_log(tmp_path):
