@@ -19,20 +19,14 @@ raises ArealError (a clear message, not a driver crash).
 from __future__ import annotations
 
 import math
-import socket
 from datetime import timedelta
 
 import pytest
 
 from areal_core.api.protocols import Device
 from areal_core.errors import ArealError
+from areal_core.launcher.support import free_port
 from areal_core.testing.contract import ComponentContract
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class DeviceContract(ComponentContract):

@@ -41,7 +41,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -56,6 +55,7 @@ from areal_core.api.types import ModelRequest, SamplingParams, WeightUpdateMeta
 from areal_core.auth import auth_headers
 from areal_core.checksum import tensors_checksum
 from areal_core.errors import ArealError
+from areal_core.launcher.support import free_port
 from areal_core.registry import build_registry, get_registry
 from areal_core.testing.contract import ComponentContract, run_async
 from areal_core.weight_layout import checkpoint_named_parameters
@@ -151,11 +151,6 @@ def max_gap(a: list[float], b: list[float]) -> float:
     assert len(a) == len(b) and a, (len(a), len(b))
     return max(abs(x - y) for x, y in zip(a, b))
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @contextlib.contextmanager

@@ -3,7 +3,6 @@ interruption across a weight update, the controller with the real rlvr workflow,
 
 import asyncio
 import os
-import socket
 import subprocess
 import threading
 
@@ -14,18 +13,12 @@ torch = pytest.importorskip("torch")
 
 from areal_core.api.types import ModelRequest, SamplingParams, WeightUpdateMeta
 from areal_core.config.schema import RolloutConfig
+from areal_core.launcher.support import free_port
 from areal_core.rollout.client import InferenceUnavailableError, RolloutClient
 from areal_core.rollout.controller import RolloutController
 from areal_core.rollout.reward_runner import RewardRunner
 from areal_core.rollout.rlvr import RLVRConfig, RLVRWorkflow
 from areal_sglang.protocol import get_weight_version
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 
 async def push_from_disk(client: RolloutClient, model_dir, version: int) -> None:
