@@ -8,7 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 
 from areal_core.testing.train_engine import mask_count, nll_loss, random_batch
 from areal_fsdp.config import FSDPEngineConfig
@@ -35,13 +34,8 @@ def run(model_path: str, out_dir: str, overrides: dict) -> dict:
     return {"stats": stats, "logprobs": logprobs, "weights": weights}
 
 
-def rank_main(rank: int, world: int, port: int, model_path: str, out_dir: str, overrides: dict) -> None:
-    """Entry point of one spawned rank: join the group, run, rank 0 writes result.pt."""
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
-    try:
-        result = run(model_path, out_dir, overrides)
-        if rank == 0:
-            torch.save(result, Path(out_dir) / "result.pt")
-    finally:
-        dist.destroy_process_group()
+def rank_main(rank: int, model_path: str, out_dir: str, overrides: dict) -> None:
+    """One rank under ``areal_core.testing.ranks.run_ranks``: run; rank 0 writes result.pt."""
+    result = run(model_path, out_dir, overrides)
+    if rank == 0:
+        torch.save(result, Path(out_dir) / "result.pt")

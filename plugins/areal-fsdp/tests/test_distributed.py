@@ -1,13 +1,11 @@
 """Two FSDP ranks train exactly like one rank on the same global batch (dense Qwen2 and Qwen3-MoE,
 whose fused expert tensors are sharded along the expert dimension)."""
 
-import socket
-
 import pytest
 import torch
-import torch.multiprocessing as mp
 
 import _scenario
+from areal_core.testing.ranks import run_ranks
 from areal_core.testing.tiny import make_tiny_model
 from areal_fsdp.config import FSDPEngineConfig
 from areal_fsdp.engine import FSDPEngine
@@ -15,19 +13,12 @@ from areal_fsdp.engine import FSDPEngine
 OVERRIDES = {"optimizer": {"lr": 1e-3, "warmup_steps": 1}, "max_tokens_per_mb": 32}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module", params=["qwen2", "qwen3_moe"])
 def runs(tmp_path_factory, request):
     model = str(make_tiny_model(tmp_path_factory.mktemp("model"), arch=request.param))
     one, two = tmp_path_factory.mktemp("one_rank"), tmp_path_factory.mktemp("two_ranks")
     single = _scenario.run(model, str(one), OVERRIDES)
-    mp.start_processes(_scenario.rank_main, args=(2, free_port(), model, str(two), OVERRIDES), nprocs=2,
-                       join=True, start_method="spawn")
+    run_ranks(_scenario.rank_main, 2, model, str(two), OVERRIDES)
     double = torch.load(two / "result.pt", weights_only=False)
     return model, single, double, two
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 
 from areal_core.data.batch import SequenceBatch
 from areal_core.testing.algorithm import make_trajectories
@@ -31,19 +30,12 @@ def run(model_path: str) -> dict[str, float]:
     return stats
 
 
-def rank_main(rank: int, world: int, port: int, model_path: str, out_dir: str) -> None:
-    """One spawned rank: join the group, run, rank 0 writes stats.pt; each rank writes disjoint{rank}.pt."""
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
-    try:
-        stats = run(model_path)
-        if rank == 0:
-            torch.save(stats, Path(out_dir) / "stats.pt")
-        torch.save(disjoint_stats(rank), Path(out_dir) / f"disjoint{rank}.pt")
-        dist.barrier()  # leave together: a rank tearing down gloo while the other still uses it aborts
-    finally:
-        dist.destroy_process_group()
-
+def rank_main(rank: int, model_path: str, out_dir: str) -> None:
+    """One rank under ``areal_core.testing.ranks.run_ranks``: rank 0 writes stats.pt; each rank disjoint{rank}.pt."""
+    stats = run(model_path)
+    if rank == 0:
+        torch.save(stats, Path(out_dir) / "stats.pt")
+    torch.save(disjoint_stats(rank), Path(out_dir) / f"disjoint{rank}.pt")
 
 
 def disjoint_stats(rank: int) -> dict[str, float]:

@@ -4,27 +4,18 @@ Checks the global token-mean loss normaliser and the all-reduce of the loss func
 each rank only sees its share of the micro-batches (and a rank may report names the other lacks).
 """
 
-import socket
-
 import pytest
 import torch
-import torch.multiprocessing as mp
 
 import _grpo_ranks
+from areal_core.testing.ranks import run_ranks
 from areal_core.testing.tiny import make_tiny_model
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_two_ranks_report_the_same_stats(tmp_path):
     model = str(make_tiny_model(tmp_path / "model"))
     single = _grpo_ranks.run(model)
-    mp.start_processes(_grpo_ranks.rank_main, args=(2, free_port(), model, str(tmp_path)), nprocs=2, join=True,
-                       start_method="spawn")
+    run_ranks(_grpo_ranks.rank_main, 2, model, str(tmp_path))
     double = torch.load(tmp_path / "stats.pt", weights_only=False)
     assert single.keys() == double.keys()
     for key in single:
