@@ -1,6 +1,6 @@
 """The trainer's torch thread count beside a pinned inference server: ``trainer.torch_threads``.
 
-    python benchmarks/bench_trainer_threads.py                    # all cores vs the default, 6 steps, 2 rounds
+    python benchmarks/bench_trainer_threads.py                    # unpinned, all, auto: 6 steps, 2 rounds
     python benchmarks/bench_trainer_threads.py --threads 1,2,auto --steps 8 --rounds 3
 
 Every run is the quickstart's RL stage (examples/quickstart.yaml: grpo, 16 prompts × 8 samples,
@@ -9,7 +9,8 @@ data of ``areal-arith prepare``, with the one embedded server pinned to the firs
 (``inference.cpus``, 1 thread) and the trainer (this process) free to run on every core. Only
 ``trainer.torch_threads`` differs between runs: a number, or ``auto`` (unset: the cores not pinned
 to the server, see areal_core/trainer/threads.py). torch's own default, what the trainer used
-before that setting, is one thread per core: ``--threads`` ``all`` stands for it.
+before that setting, is one thread per core: ``--threads`` ``all`` stands for it. ``unpinned`` is
+the quickstart as it ships: the server not pinned and the trainer at torch's default.
 
 The runs alternate round by round in this one invocation (so a busy machine slows all of them
 alike). Printed per setting: the median over runs of the mean ``timing/train_s`` and
@@ -33,11 +34,11 @@ def run_once(root: Path, data: Path, threads: str, args, trial: str) -> dict[str
     from areal_core.metrics import read_metrics
     from areal_core.trainer.entry import run_training
 
-    server_core = min(os.sched_getaffinity(0))
-    value = {"auto": "null", "all": str(len(os.sched_getaffinity(0)))}.get(threads, threads)
+    pin = "null" if threads == "unpinned" else f"[{min(os.sched_getaffinity(0))}]"
+    value = {"auto": "null", "unpinned": "null", "all": str(len(os.sched_getaffinity(0)))}.get(threads, threads)
     overrides = [f"fileroot={root}", "experiment_name=bench_threads", f"trial_name={trial}",
                  f"model_path={data / 'model'}", f"train_dataset.path={data / 'train.jsonl'}", "valid_dataset=null",
-                 f"inference.cpus=[{server_core}]", f"trainer.torch_threads={value}",
+                 f"inference.cpus={pin}", f"trainer.torch_threads={value}",
                  f"trainer.total_steps={args.steps}", "trainer.checkpoint_every=0", "logging.level=warning"]
     cfg = load_config(config_path=REPO / "examples" / "quickstart.yaml", overrides=overrides, env_prefix=None)
     rows = [r for r in read_metrics(run_training(cfg)) if "timing/step_s" in r][1:]
@@ -48,8 +49,9 @@ def run_once(root: Path, data: Path, threads: str, args, trial: str) -> dict[str
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--threads", default="all,auto", help="comma list of trainer.torch_threads values: N, all "
-                                                         "(one per core: torch's default) or auto (unset)")
+    ap.add_argument("--threads", default="unpinned,all,auto",
+                    help="comma list of trainer.torch_threads values: N, all (one per core: torch's default), auto "
+                         "(unset), or unpinned (no inference.cpus, torch's default threads)")
     ap.add_argument("--steps", type=int, default=6, help="RL steps per run (the first is not counted)")
     ap.add_argument("--rounds", type=int, default=2, help="runs per setting, alternating")
     args = ap.parse_args(argv)
