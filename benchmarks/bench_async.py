@@ -120,7 +120,8 @@ def run_once(root: Path, model: Path, eta: int, args, registry, trial: str) -> d
     overrides = [
         "experiment_name=bench_async", f"trial_name={trial}", f"fileroot={root / 'runs'}", f"model_path={model}",
         "actor={name: fsdp, max_tokens_per_mb: 8192, optimizer: {lr: 1.0e-4}}", "algorithm={name: grpo}",
-        f"inference={{name: embedded, n_servers: 1, threads: {args.server_threads}, max_batch: 64, "
+        f"inference={{name: embedded, n_servers: 1, threads: {args.server_threads}, "
+        f"max_batch: {args.max_batch}, "
         f"cpus: {json.dumps(sorted(args.server_cpus)) if args.server_cpus else 'null'}}}",
         f"workflow={{name: bench_longtail, n_samples: {args.n_samples}}}", "reward={name: bench_letter}",
         f"rollout.batch_size={args.batch}", f"rollout.max_head_offpolicyness={eta}", "rollout.max_concurrent_rollouts=64",
@@ -179,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=2,
                         help="alternate sync and async runs this many times and keep the fastest of each (shared machine)")
     parser.add_argument("--server-threads", type=int, default=1)
+    parser.add_argument("--max-batch", type=int, default=64, help="the server's decode batch (inference.max_batch)")
     parser.add_argument("--trainer-threads", type=int, default=1)
     parser.add_argument("--server-cpus", type=parse_cpus, help="cores of the inference server, e.g. 0 (default: the first)")
     parser.add_argument("--trainer-cpus", type=parse_cpus, help="cores of the trainer, e.g. 1 (default: the rest)")
