@@ -19,7 +19,7 @@ with warmup and linear decay over the run, two minibatches, disk weight sync):
 
 Measured per run: the greedy eval reward on the 200 held-out problems (the trainer's in-run eval)
 at step 0, mid-run and at the end, the mean training reward of the first and last 5 steps, the
-step-mean ``actor/approx_kl`` (k3 estimate of KL(π_prox‖π_θ) over the trained tokens: how far the
+step-mean ``train/actor/approx_kl`` (k3 estimate of KL(π_prox‖π_θ) over the trained tokens: how far the
 updates moved the policy) and the wall time. "learns" = the final eval is above the step-0 eval.
 Writes ``--out``/matrix.md (the table), matrix.json and matrix.png (the eval curves). Runs
 already in ``--out``/matrix.json with the same ``--steps`` are not run again (their rows are re-read from their run directories), so an
@@ -67,6 +67,7 @@ def train(name: str, args, out: Path) -> dict:
                  f"seed={args.seed}", f"train_dataset.path={args.data / 'train.jsonl'}",
                  f"valid_dataset.path={args.data / 'valid.jsonl'}", f"algorithm.name={algorithm}",
                  "algorithm.n_minibatches=2", f"rollout.max_head_offpolicyness={eta}",
+                 f"actor.optimizer.total_steps={2 * args.steps}",  # the lr schedule spans this run, not 100 steps
                  f"trainer.total_steps={args.steps}", f"trainer.eval_every={max(1, args.steps // 2)}",
                  "trainer.checkpoint_every=0", "logging.level=warning", *extra]
     if args.pin_server:  # server on the first core, the trainer's threads on the rest (trainer.torch_threads unset)
@@ -91,7 +92,7 @@ def summarize(name: str, run_dir: Path, steps: int, wall_s: float) -> dict:
             "evals": evals, "eval_start": evals[0][1], "eval_end": evals[-1][1],
             "train_first": sum(train_rewards[:k]) / k, "train_last": sum(train_rewards[-k:]) / k,
             "lag": sum(r.get("rollout/version_lag_mean", 0.0) for r in rows) / max(1, len(train_rewards)),
-            "approx_kl": sum(r.get("actor/approx_kl", 0.0) for r in rows) / max(1, len(train_rewards)),
+            "approx_kl": sum(r.get("train/actor/approx_kl", 0.0) for r in rows) / max(1, len(train_rewards)),
             "wall_s": wall_s}
 
 
