@@ -50,10 +50,6 @@ from areal_core.hub import resolve_model_path
 from areal_core.launcher.liveness import describe_status
 from areal_core.launcher.support import ClusterScheduler, die_with_parent, free_port, log_tail, wait_healthy
 from areal_core.logging import get_logger
-from areal_core.registry import Component
-from areal_core.rollout.client import InferenceUnavailableError
-from areal_core.rollout.reward_runner import RewardFailureRateError, RewardOutcome, RewardRunner
-from areal_core.rollout.sample_ids import sample_id_of
 from areal_core.multimodal import (
     concat_inputs,
     decode_image,
@@ -64,6 +60,10 @@ from areal_core.multimodal import (
     rope_positions,
     uses_rope_index,
 )
+from areal_core.registry import Component
+from areal_core.rollout.client import InferenceUnavailableError
+from areal_core.rollout.reward_runner import RewardFailureRateError, RewardOutcome, RewardRunner
+from areal_core.rollout.sample_ids import sample_id_of
 from areal_core.weight_layout import CheckpointLayout, check_full_attention, checkpoint_named_parameters
 
 if TYPE_CHECKING:  # at run time, loaded lazily by __getattr__ below

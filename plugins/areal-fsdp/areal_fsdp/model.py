@@ -53,13 +53,25 @@ def enable_activation_checkpointing(model: torch.nn.Module) -> None:
 
 
 def load_hf_model(cfg: FSDPEngineConfig, path: str, attn: str) -> torch.nn.Module:
-    """The unsharded HF model on CPU: a causal LM, or a 1-label token classifier (critic)."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForTokenClassification
+    """The unsharded HF model on CPU: a causal LM, a vision-language model (image-text-to-text;
+    its vision tower attends with plain ``sdpa``: packed attention is for the text), or a 1-label
+    token classifier (critic)."""
+    from transformers import (
+        AutoConfig,
+        AutoModelForCausalLM,
+        AutoModelForImageTextToText,
+        AutoModelForTokenClassification,
+    )
 
     check_model_dir(cfg, path)
     kwargs: dict[str, Any] = dict(dtype=DTYPES[cfg.dtype], attn_implementation=attn, trust_remote_code=cfg.trust_remote_code)
+    config = AutoConfig.from_pretrained(path, trust_remote_code=cfg.trust_remote_code)
+    vision = getattr(config, "vision_config", None) is not None
     try:
-        if cfg.critic:
+        if vision and not cfg.critic:
+            kwargs["attn_implementation"] = {"text_config": attn, "vision_config": "sdpa", "": attn}
+            model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
+        elif cfg.critic:
             # no dropout before the value head (transformers defaults it to 0.1): values in train_batch
             # must be the ones forward() gives, for GAE targets and for pair losses alike
             config = AutoConfig.from_pretrained(path, num_labels=1, trust_remote_code=cfg.trust_remote_code)
@@ -68,7 +80,7 @@ def load_hf_model(cfg: FSDPEngineConfig, path: str, attn: str) -> torch.nn.Modul
         else:
             model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except (ValueError, KeyError) as exc:
-        kind = "token classification (critic)" if cfg.critic else "causal LM"
+        kind = "token classification (critic)" if cfg.critic else "vision-language" if vision else "causal LM"
         raise ArealError(f"train engine {cfg.name!r}: cannot load {path!r} as a {kind} model: {exc}") from exc
     model.config.use_cache = False
     if attn == attention.NAME:
