@@ -121,8 +121,14 @@ def rope_positions(model: Any, input_ids: Any, inputs: dict[str, Any]) -> tuple[
         return torch.arange(ids.shape[1]).expand(3, -1).clone(), 0
     config = owner.config
     token_types = (ids == config.image_token_id).int()
+    grid = torch.as_tensor(grid, dtype=torch.long)
+    merge = getattr(getattr(config, "vision_config", None), "spatial_merge_size", 1)
+    expected, found = int((grid.prod(-1) // (merge * merge)).sum()), int(token_types.sum())
+    if found != expected:
+        raise ArealError(f"a sequence holds {found} image tokens (id {config.image_token_id}) but its images "
+                         f"{grid.tolist()} take {expected}: was an image token generated?")
     positions, deltas = owner.get_rope_index(ids, mm_token_type_ids=token_types,
-                                             image_grid_thw=torch.as_tensor(grid, dtype=torch.long))
+                                             image_grid_thw=grid)
     return positions[:, 0].cpu(), int(deltas.reshape(-1)[0])
 
 

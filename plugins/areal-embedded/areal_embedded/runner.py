@@ -71,6 +71,9 @@ class ModelRunner:
         self.model = model_class.from_pretrained(model_path, dtype=self.dtype, attn_implementation="sdpa")
         self.image_processor = _image_processor(model_path) if self.vision else None
         self.image_token_id = getattr(config, "image_token_id", None)
+        # placeholder tokens stand for pixels: never sampled (a completion holding one would have
+        # no image behind it in the trainer's forward)
+        self.unsampled = [t for t in (self.image_token_id, getattr(config, "video_token_id", None)) if t is not None]
         self.mrope = uses_rope_index(self.model)
         self.layout = CheckpointLayout(self.model)  # weight updates carry the saved files' names
         self.model.to(self.device).eval().requires_grad_(False)  # type: ignore[arg-type]  # transformers' stub of .to
@@ -115,7 +118,7 @@ class ModelRunner:
         self.cache.begin_forward(row_start, slots.expand(len(prompts), -1), longest)
         out = self.model(input_ids=ids, position_ids=positions, attention_mask=visible.unsqueeze(1),
                          cache=self.cache, use_cache=True, logits_to_keep=1, **extra)
-        return out.logits[:, -1, :], starts, offsets
+        return self._sampleable(out.logits[:, -1, :]), starts, offsets
 
     @torch.inference_mode()
     def decode(self, tokens: torch.Tensor, starts: torch.Tensor, ends: torch.Tensor,
@@ -128,7 +131,13 @@ class ModelRunner:
         positions = ends - starts if offsets is None else ends - starts + offsets
         out = self.model(input_ids=tokens.unsqueeze(1), position_ids=positions.unsqueeze(1),
                          attention_mask=visible[:, None, None, :], cache=self.cache, use_cache=True)
-        return out.logits[:, -1, :]
+        return self._sampleable(out.logits[:, -1, :])
+
+    def _sampleable(self, logits: torch.Tensor) -> torch.Tensor:
+        """``logits [N, V]`` with the image placeholder tokens at -inf (vision-language models)."""
+        if self.unsampled:
+            logits[:, self.unsampled] = float("-inf")
+        return logits
 
     # -- weights -------------------------------------------------------------------------------
 

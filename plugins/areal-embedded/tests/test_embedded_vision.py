@@ -85,3 +85,19 @@ def test_bad_images_are_refused(server, model_dir):
         generate(server, [ModelRequest(input_ids=ids, image_data=["not an image"])])
     with pytest.raises(Exception, match="image tokens"):  # a picture of another size needs other tokens
         generate(server, [request(ids, [random_picture(0, (200, 200))], "x")])
+
+
+def test_image_placeholders_are_never_sampled(model_dir):
+    """A completion holding ``<|image_pad|>`` would have no picture behind it in the trainer's
+    forward: the runner gives the placeholder tokens -inf logits on prefill and decode."""
+    from areal_embedded.runner import ModelRunner
+
+    runner = ModelRunner(model_dir, max_rows=2, device="cpu", dtype="float32")
+    ids, inputs = vision_prompt(model_dir, "How many?", [random_picture(0)])
+    logits, starts, offsets = runner.prefill([ids], 0, [inputs])
+    assert offsets[0] != 0  # the picture's 3-D positions end below its token count
+    blocked = [runner.model.config.image_token_id, runner.model.config.video_token_id]
+    assert torch.isinf(logits[0, blocked]).all() and torch.isfinite(logits[0, :blocked[0]]).all()
+    step = runner.decode(torch.tensor([int(logits[0].argmax())]), torch.tensor(starts), torch.tensor([len(ids)]),
+                         torch.tensor(offsets))
+    assert torch.isinf(step[0, blocked]).all()
