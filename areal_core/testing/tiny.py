@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import string
 from pathlib import Path
+from typing import Any
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n{% endfor %}"
@@ -215,11 +216,12 @@ def vision_prompt(model_dir: str | Path, text: str, images: list) -> tuple[list[
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     processor = AutoImageProcessor.from_pretrained(model_dir)
-    content = [{"type": "image"} for _ in images] + [{"type": "text", "text": text}]
-    ids = tokenizer.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True,
-                                        tokenize=True, return_dict=False)
+    content: list[dict[str, str]] = [{"type": "image"} for _ in images] + [{"type": "text", "text": text}]
+    messages: Any = [{"role": "user", "content": content}]
+    prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    ids = list(tokenizer(prompt, add_special_tokens=False)["input_ids"])
     if not images:
-        return list(ids), {}
+        return ids, {}
     inputs = image_inputs(processor, images)
-    image_token = tokenizer.convert_tokens_to_ids("<|image_pad|>")
-    return expand_image_tokens(list(ids), image_token, image_token_counts(processor, inputs)), inputs
+    image_token = int(tokenizer.convert_tokens_to_ids("<|image_pad|>"))  # type: ignore[arg-type]  # one token: an int
+    return expand_image_tokens(ids, image_token, image_token_counts(processor, inputs)), inputs

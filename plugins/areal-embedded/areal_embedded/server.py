@@ -251,7 +251,7 @@ class EmbeddedServer:
         placeholder tokens the processor gives these images."""
         if image_data is None or image_data == []:
             return {}
-        if self.runner.image_processor is None:
+        if self.runner.image_processor is None or self.runner.image_token_id is None:
             raise BadRequest(f"image_data given, but model {self.runner.model_path!r} is not a vision-language model")
         if len(prompts) != 1:
             raise BadRequest("image_data is supported for a single prompt per request")

@@ -326,9 +326,10 @@ class FSDPEngine:
         ids, positions = mb["input_ids"], mb.position_ids[None]
         kwargs.update(concat_inputs(mb.multimodal))
         if self._mrope:  # text rows too: the text positions tell the model where documents restart
-            cu = mb.cu_seqlens.tolist()
+            bounds = mb.cu_seqlens.tolist()
             media = mb.multimodal or [{}] * mb.num_seqs
-            rope = [rope_positions(self.model, ids[cu[i]:cu[i + 1]].cpu(), inputs)[0] for i, inputs in enumerate(media)]
+            rope = [rope_positions(self.model, ids[bounds[i]:bounds[i + 1]].cpu(), inputs)[0]
+                    for i, inputs in enumerate(media)]
             positions = torch.cat([positions, torch.cat(rope, 1).to(ids.device)])[:, None]  # [4, 1, t]
         out = self.model(input_ids=ids[None], position_ids=positions, use_cache=False, **kwargs)
         return out.logits[0]
