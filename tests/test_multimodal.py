@@ -16,8 +16,8 @@ from areal_core.testing.tiny import random_picture
 def test_images_round_trip_as_base64_and_data_urls():
     picture = random_picture(3)
     text = encode_image(picture)
-    assert list(decode_image(text).getdata()) == list(picture.getdata())  # PNG: lossless
-    assert list(decode_image("data:image/png;base64," + text).getdata()) == list(picture.getdata())
+    assert list(decode_image(text).tobytes()) == list(picture.tobytes())  # PNG: lossless
+    assert list(decode_image("data:image/png;base64," + text).tobytes()) == list(picture.tobytes())
     with pytest.raises(ArealError, match="image_data\\[2\\]: not a base64-encoded image"):
         decode_image("aGVsbG8=", "image_data[2]")  # base64 of "hello"
 
