@@ -119,6 +119,10 @@ class FSDPEngine:
 
         self._attn = model_lib.attention_implementation(cfg, self.dist.device)
         model = model_lib.load_hf_model(cfg, self.model_path, self._attn)
+        if model_lib.is_vision_language(model.config) and self.dist.world_size > 1:
+            # a rank whose micro-batch has no pixels would skip the vision tower's all-gathers
+            raise ArealError(f"train engine {cfg.name!r}: vision-language models train on one rank for now "
+                             f"(world size {self.dist.world_size}); see docs/models.md")
         self.hf_config = model.config
         self._mrope = uses_rope_index(model)  # multi-axis rotary positions (Qwen2-VL family)
         self.layout = CheckpointLayout(model)  # before LoRA and sharding: the HF model's own names
