@@ -8,7 +8,8 @@ experts fused in memory and per expert in the saved files) or ``qwen2_5_vl`` (a 
 model: a 2-block ViT whose merged 28×28-pixel patches become ``<|image_pad|>`` tokens of a 0.2m
 text model with multi-axis rotary positions; the directory also holds the image processor, so
 ``AutoImageProcessor`` loads it, and a chat template that renders ``{"type": "image"}`` items as
-``<|vision_start|><|image_pad|><|vision_end|>``).
+``<|vision_start|><|image_pad|><|vision_end|>``) or ``qwen3_vl`` (the same for Qwen3-VL: 16-pixel
+patches, interleaved multi-axis rotary positions, deepstack features from the first ViT block).
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ CHATML_TEMPLATE = (
 )
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
-ARCHS = ("qwen2", "qwen3", "qwen3_moe", "qwen2_5_vl")
+ARCHS = ("qwen2", "qwen3", "qwen3_moe", "qwen2_5_vl", "qwen3_vl")
+VL_ARCHS = ("qwen2_5_vl", "qwen3_vl")
+VL_PATCH = {"qwen2_5_vl": 14, "qwen3_vl": 16}  # ViT patch side in pixels (a token merges 2x2 patches)
 VISION_TOKENS = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
 # a chat template whose messages may hold [{"type": "image"}, {"type": "text", "text": ...}] lists
 VL_CHAT_TEMPLATE = (
@@ -33,8 +36,7 @@ VL_CHAT_TEMPLATE = (
     "{% elif item['type'] == 'text' %}{{ item['text'] }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
-# images are resized to between 2x2 and 4x4 merged 28-pixel patches: 4..16 image tokens
-VL_MIN_PIXELS, VL_MAX_PIXELS = 56 * 56, 112 * 112
+# images are resized to between 2x2 and 4x4 merged patches: 4..16 image tokens
 SIZES = {
     # name: (hidden, layers, heads, kv_heads, head_dim, intermediate)
     "0.2m": (64, 2, 2, 1, 32, 256),
@@ -92,8 +94,8 @@ def tiny_config(arch: str, size: str, vocab_size: int, tie_word_embeddings: bool
     """The transformers config of a tiny ``arch`` model of ``size`` (see :data:`ARCHS`, :data:`SIZES`)."""
     from transformers import Qwen2Config, Qwen3Config, Qwen3MoeConfig
 
-    if arch == "qwen2_5_vl":
-        return _vl_config(size, vocab_size, tie_word_embeddings, **extra)
+    if arch in VL_ARCHS:
+        return _vl_config(arch, size, vocab_size, tie_word_embeddings, **extra)
     if arch not in ARCHS:
         raise ValueError(f"arch {arch!r} is not one of {ARCHS}")
     hidden, layers, heads, kv, head_dim, inter = SIZES[size]
@@ -106,22 +108,30 @@ def tiny_config(arch: str, size: str, vocab_size: int, tie_word_embeddings: bool
     return (Qwen3Config if arch == "qwen3" else Qwen2Config)(**common)
 
 
-def _vl_config(size: str, vocab_size: int, tie_word_embeddings: bool, **extra):
-    """A tiny Qwen2.5-VL config; ``extra`` must name the vision token ids (``image_token_id``...)."""
-    from transformers import Qwen2_5_VLConfig
+def _vl_config(arch: str, size: str, vocab_size: int, tie_word_embeddings: bool, **extra):
+    """A tiny Qwen2.5-VL / Qwen3-VL config; ``extra`` must name the vision token ids (``image_token_id``...)."""
+    from transformers import Qwen2_5_VLConfig, Qwen3VLConfig
 
     hidden, layers, heads, kv, head_dim, inter = SIZES[size]
     token_ids = {k: extra.pop(k) for k in ("image_token_id", "video_token_id", "vision_start_token_id",
                                            "vision_end_token_id")}
     # mrope splits head_dim/2 rotary frequencies over (time, height, width)
     half = head_dim // 2
-    section = [half - 2 * (half * 3 // 8), half * 3 // 8, half * 3 // 8]
+    rope = {"rope_type": "default", "rope_theta": 10000.0,
+            "mrope_section": [half - 2 * (half * 3 // 8), half * 3 // 8, half * 3 // 8]}
     text = dict(vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
                 num_key_value_heads=kv, intermediate_size=inter, max_position_embeddings=2048,
-                tie_word_embeddings=tie_word_embeddings, bos_token_id=None,
-                rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": section}, **extra)
-    vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=hidden, patch_size=14,
-                  spatial_merge_size=2, temporal_patch_size=2, window_size=56, fullatt_block_indexes=[1])
+                tie_word_embeddings=tie_word_embeddings, bos_token_id=None, rope_parameters=rope, **extra)
+    vision: dict[str, Any] = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2,
+                                  out_hidden_size=hidden, patch_size=VL_PATCH[arch], spatial_merge_size=2,
+                                  temporal_patch_size=2)
+    if arch == "qwen3_vl":
+        rope["mrope_interleaved"] = True
+        text["head_dim"] = head_dim
+        vision.update(num_position_embeddings=64, deepstack_visual_indexes=[0])
+        return Qwen3VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=tie_word_embeddings,
+                             **token_ids)
+    vision.update(window_size=56, fullatt_block_indexes=[1])
     return Qwen2_5_VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=tie_word_embeddings,
                             **token_ids)
 
@@ -137,7 +147,7 @@ def make_tiny_model(path: str | Path, size: str = "0.2m", vocab_size: int = 512,
     path.mkdir(parents=True, exist_ok=True)
     tokenizer = make_tokenizer(vocab_size, corpus)
     extra = {}
-    if arch == "qwen2_5_vl":
+    if arch in VL_ARCHS:
         tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", *VISION_TOKENS]})
         tokenizer.chat_template = VL_CHAT_TEMPLATE
         ids = tokenizer.convert_tokens_to_ids(VISION_TOKENS)
@@ -146,11 +156,13 @@ def make_tiny_model(path: str | Path, size: str = "0.2m", vocab_size: int = 512,
     config = tiny_config(arch, size, len(tokenizer), tie_word_embeddings, eos_token_id=tokenizer.eos_token_id,
                          pad_token_id=tokenizer.pad_token_id, **extra)
     torch.manual_seed(seed)
-    if arch == "qwen2_5_vl":
+    if arch in VL_ARCHS:
         from transformers import Qwen2VLImageProcessorPil
 
         model = AutoModelForImageTextToText.from_config(config)
-        Qwen2VLImageProcessorPil(min_pixels=VL_MIN_PIXELS, max_pixels=VL_MAX_PIXELS).save_pretrained(path)
+        token_side = 2 * VL_PATCH[arch]
+        Qwen2VLImageProcessorPil(patch_size=VL_PATCH[arch], min_pixels=(2 * token_side) ** 2,
+                                 max_pixels=(4 * token_side) ** 2).save_pretrained(path)
     else:
         model = AutoModelForCausalLM.from_config(config)
     model.save_pretrained(path)

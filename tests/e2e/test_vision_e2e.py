@@ -1,7 +1,8 @@
-"""End to end on a tiny Qwen2.5-VL: `areal train` with the ``vision_rlvr`` workflow on the
+"""End to end on a tiny Qwen2.5-VL (and Qwen3-VL): `areal train` with the ``vision_rlvr`` workflow on the
 shape-counting pictures of examples/vision/shapes.py (real PIL images, base64 in the dataset),
 the embedded server generating from picture + text, the fsdp engine training with the pixels,
-and weight syncs (disk and distributed) whose server checksums equal the trainer's. The reward is
+and weight syncs (Qwen2.5-VL by disk, Qwen3-VL by broadcast) whose server checksums equal the
+trainer's. The reward is
 the completion's length in characters / 64 (the random tiny model's completions vary in it, so GRPO
 gets non-zero advantages; its counting accuracy is ~0, see docs/models.md)."""
 
@@ -60,12 +61,12 @@ def registry():
     set_registry(None)
 
 
-@pytest.mark.parametrize("sync", ["disk", "distributed"])
-def test_vision_rlvr_run_trains_and_syncs(tmp_path, registry, sync):
+@pytest.mark.parametrize("arch,sync", [("qwen2_5_vl", "disk"), ("qwen3_vl", "distributed")])
+def test_vision_rlvr_run_trains_and_syncs(tmp_path, registry, arch, sync):
     shapes = shapes_module()
     shapes.main([str(tmp_path), "--train", "8", "--valid", "2"])
-    model = make_tiny_model(tmp_path / "model", arch="qwen2_5_vl")
-    cfg = support.run_config(tmp_path, model, f"vision-{sync}",
+    model = make_tiny_model(tmp_path / "model", arch=arch)
+    cfg = support.run_config(tmp_path, model, f"vision-{arch}-{sync}",
                              workflow={"name": "vision_rlvr", "n_samples": 2, "max_new_tokens": 8, "temperature": 1.0},
                              reward={"name": REWARD_NAME})
     path = support.write_config(tmp_path / "run.yaml", cfg)

@@ -1,4 +1,4 @@
-"""The embedded server with a tiny Qwen2.5-VL: greedy completions of image + text prompts equal
+"""The embedded server with a tiny Qwen2.5-VL and Qwen3-VL: greedy completions of image + text prompts equal
 Hugging Face's (argmax of a full forward with the pixels per step), alone and batched with other
 prompts; malformed or mismatched images are refused by name. Real PIL pictures, not placeholders."""
 
@@ -14,15 +14,15 @@ from transformers import AutoModelForImageTextToText
 from areal_core.api.types import ModelRequest, SamplingParams
 from areal_core.multimodal import encode_image
 from areal_core.testing.inference_backend import free_port, launched_server
-from areal_core.testing.tiny import make_tiny_model, random_picture, vision_prompt
+from areal_core.testing.tiny import VL_ARCHS, make_tiny_model, random_picture, vision_prompt
 from areal_embedded.backend import EmbeddedBackend, EmbeddedConfig
 
 NEW_TOKENS = 6
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return str(make_tiny_model(tmp_path_factory.mktemp("vl") / "m", arch="qwen2_5_vl"))
+@pytest.fixture(scope="module", params=VL_ARCHS)
+def model_dir(request, tmp_path_factory):
+    return str(make_tiny_model(tmp_path_factory.mktemp("vl") / "m", arch=request.param))
 
 
 @pytest.fixture(scope="module")

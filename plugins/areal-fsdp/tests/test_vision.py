@@ -1,4 +1,4 @@
-"""The fsdp engine on a tiny Qwen2.5-VL with real PIL pictures: logprobs of packed image + text
+"""The fsdp engine on a tiny Qwen2.5-VL and Qwen3-VL with real PIL pictures: logprobs of packed image + text
 sequences equal Hugging Face's forward of each sequence alone with its pixels, and a train step
 with pixels changes the vision tower's weights (the gradient reaches it)."""
 
@@ -9,15 +9,15 @@ import torch
 from transformers import AutoModelForImageTextToText
 
 from areal_core.data.batch import SequenceBatch
-from areal_core.testing.tiny import make_tiny_model, random_picture, vision_prompt
+from areal_core.testing.tiny import VL_ARCHS, make_tiny_model, random_picture, vision_prompt
 from areal_core.testing.train_engine import mask_count, nll_loss
 from areal_fsdp.config import FSDPEngineConfig
 from areal_fsdp.engine import FSDPEngine
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return str(make_tiny_model(tmp_path_factory.mktemp("vl") / "m", arch="qwen2_5_vl"))
+@pytest.fixture(scope="module", params=VL_ARCHS)
+def model_dir(request, tmp_path_factory):
+    return str(make_tiny_model(tmp_path_factory.mktemp("vl") / "m", arch=request.param))
 
 
 @pytest.fixture(scope="module")
