@@ -1,6 +1,7 @@
-"""2 gloo ranks against one: tensor parallel (t=2), pipeline parallel (p=2, 1F1B) and data
-parallel (d=2) give the single-rank logprobs, loss, gradient norm and gradients (full, in HF
-names); a checkpoint saved at t=2 loads at t=1 and at t=2 and continues identically."""
+"""2 gloo ranks against one: tensor parallel (t=2), pipeline parallel (p=2, 1F1B), data
+parallel (d=2) and, for Qwen3-MoE, expert parallel (e=2, allgather dispatcher) give the
+single-rank logprobs, loss, gradient norm and gradients (full, in HF names, streamed in small
+buckets); a checkpoint saved at t=2 loads at t=1 and at t=2 and continues identically."""
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ from areal_core.testing.engines import make_train_engine, run_context
 from areal_core.testing.train_engine import mask_count, nll_loss, random_batch
 
 pytestmark = pytest.mark.timeout(600)
-CONFIG = {"optimizer": {"lr": 1e-2}, "max_tokens_per_mb": 40}
+CONFIG = {"optimizer": {"lr": 1e-2}, "max_tokens_per_mb": 40, "weight_bucket_bytes": 100_000}  # several buckets
 
 
 def batch():
@@ -50,8 +51,7 @@ def model_dir(tmp_path_factory):
     return make_model(tmp_path_factory.mktemp("qwen2"), "qwen2_tied", layers=2)
 
 
-@pytest.fixture(scope="module")
-def single(model_dir):
+def one_rank(model_dir) -> dict:
     engine = make_train_engine("megatron", CONFIG, run_context(model_dir))
     try:
         return step_and_record(engine)
@@ -59,9 +59,27 @@ def single(model_dir):
         engine.destroy()
 
 
+@pytest.fixture(scope="module")
+def single(model_dir):
+    return one_rank(model_dir)
+
+
 @pytest.mark.parametrize("layout", [{"tensor_parallel": 2}, {"pipeline_parallel": 2}, {}],
                          ids=["tp2", "pp2", "dp2"])
 def test_two_ranks_equal_one(model_dir, single, layout, tmp_path):
+    assert_two_ranks_equal(model_dir, single, layout, tmp_path)
+
+
+def test_expert_parallel_two_ranks_equal_one(tmp_path):
+    """Qwen3-MoE (4 experts, top 2): e=2 (2 experts per rank, tokens exchanged by the allgather
+    dispatcher, micro-batches of one shape on both ranks) = one rank with all 4 experts."""
+    from areal_core.testing.tiny import make_tiny_model
+
+    moe_dir = make_tiny_model(tmp_path / "moe", arch="qwen3_moe")
+    assert_two_ranks_equal(moe_dir, one_rank(moe_dir), {"expert_parallel": 2}, tmp_path)
+
+
+def assert_two_ranks_equal(model_dir, single, layout, tmp_path):
     run_ranks(_worker, 2, str(model_dir), layout, tmp_path / "rank0.pt")
     got = torch.load(tmp_path / "rank0.pt", weights_only=False)
     torch.testing.assert_close(got["before"], single["before"], atol=1e-6, rtol=0)
