@@ -348,9 +348,10 @@ class MegatronEngine:
         tied_copy = "output_layer.weight" if self.layout.tied else None
         for bucket in streaming.stream(self.model, self.layout, self.hf_config.vocab_size, of,
                                        self.config.weight_bucket_bytes, skip=lambda name: name == tied_copy):
-            for name, tensor in bucket:
+            while bucket:  # emptied as it goes: no tensor of this bucket is held while the next gathers
+                name, tensor = bucket.pop(0)
                 yield from to_hf(name, tensor, self.layout)
-            del bucket
+                del name, tensor
 
     def export_hf(self, path: str) -> None:
         """Write an HF directory (safetensors, config, tokenizer, generation config); rank 0 writes."""

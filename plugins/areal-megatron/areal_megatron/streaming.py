@@ -102,36 +102,46 @@ def _gather_unit(unit: Unit, param: torch.Tensor, local: torch.Tensor, vocab: in
 def stream(model: torch.nn.Module, lay, vocab: int, of: Callable[[torch.Tensor], torch.Tensor], limit: int,
            skip: Callable[[str], bool]) -> Iterator[list[tuple[str, torch.Tensor]]]:
     """Buckets of (global megatron name, full tensor of ``of(parameter)``) on global rank 0; empty
-    lists elsewhere. Collective on every rank."""
+    lists elsewhere. Collective on every rank. Holds no tensor between buckets (empty each list
+    you receive, e.g. with ``pop``, to free a bucket before the next is gathered)."""
     from megatron.core import parallel_state as ps
 
-    stage = ps.get_pipeline_model_parallel_rank()
-    collects = ps.get_tensor_model_parallel_rank() == 0 and ps.get_data_parallel_rank() == 0
-    stage_ranks = dist.get_process_group_ranks(ps.get_pipeline_model_parallel_group()) \
-        if ps.get_pipeline_model_parallel_world_size() > 1 else [dist.get_rank()]
+    place = _Place(
+        stage=ps.get_pipeline_model_parallel_rank(),
+        collects=ps.get_tensor_model_parallel_rank() == 0 and ps.get_data_parallel_rank() == 0,
+        stage_ranks=dist.get_process_group_ranks(ps.get_pipeline_model_parallel_group())
+        if ps.get_pipeline_model_parallel_world_size() > 1 else [dist.get_rank()])
     params = dict(model.named_parameters())
     for bucket in buckets(plan(model, lay, vocab, skip), limit):
-        held: dict[str, list[torch.Tensor]] = {}
-        for unit in bucket:
-            if unit.stage == stage:
-                param = params[unit.local]
-                held[unit.local] = _gather_unit(unit, param, of(param).detach(), vocab)
-        out: list[tuple[str, torch.Tensor]] = []
-        if collects:
-            for unit in bucket:
-                if unit.stage == 0:
-                    tensors = held.pop(unit.local) if stage == 0 else []
-                elif stage == 0:
-                    tensors = [torch.empty(shape, dtype=unit.dtype, device=next(iter(params.values())).device)
-                               for _, shape in unit.tensors]
-                    for t in tensors:
-                        dist.recv(t, src=stage_ranks[unit.stage])
-                else:
-                    tensors = []
-                    if unit.stage == stage:
-                        for t in held.pop(unit.local):
-                            dist.send(t.contiguous(), dst=stage_ranks[0])
-                out.extend(zip((n for n, _ in unit.tensors), tensors))
-        del held
-        yield out if dist.get_rank() == 0 else []
-        del out
+        yield _bucket(bucket, place, params, of, vocab)
+
+
+@dataclass(frozen=True)
+class _Place:
+    stage: int  # this rank's pipeline stage
+    collects: bool  # tensor- and data-parallel rank 0: in the pipeline group of global rank 0
+    stage_ranks: list[int]  # global rank of each stage in this rank's pipeline group
+
+
+def _bucket(bucket: list[Unit], place: _Place, params: dict[str, torch.Tensor],
+            of: Callable[[torch.Tensor], torch.Tensor], vocab: int) -> list[tuple[str, torch.Tensor]]:
+    """One bucket's full tensors on global rank 0 ([] elsewhere)."""
+    held = {unit.local: _gather_unit(unit, params[unit.local], of(params[unit.local]).detach(), vocab)
+            for unit in bucket if unit.stage == place.stage}
+    out: list[tuple[str, torch.Tensor]] = []
+    if not place.collects:
+        return out
+    device = next(iter(params.values())).device
+    for unit in bucket:
+        if place.stage == 0:
+            if unit.stage == 0:
+                tensors = held.pop(unit.local)
+            else:
+                tensors = [torch.empty(shape, dtype=unit.dtype, device=device) for _, shape in unit.tensors]
+                for t in tensors:
+                    dist.recv(t, src=place.stage_ranks[unit.stage])
+            out.extend(zip((n for n, _ in unit.tensors), tensors))
+        elif unit.stage == place.stage:
+            for t in held.pop(unit.local):
+                dist.send(t.contiguous(), dst=place.stage_ranks[0])
+    return out if dist.get_rank() == 0 else []
