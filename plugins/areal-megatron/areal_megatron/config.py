@@ -28,8 +28,10 @@ class MegatronEngineConfig(ComponentConfig):
     layer_spec: Literal["local", "transformer_engine"] = Field(
         "local", description="megatron layer implementation: local (plain torch) or transformer_engine (needs TE, GPU)")
     dtype: Literal["float32", "bfloat16"] = Field("float32", description="dtype of parameters and compute")
-    max_tokens_per_mb: int = Field(8192, ge=1, description="token budget of one micro-batch (sequences padded to the "
-                                                           "longest one in it)")
+    max_tokens_per_mb: int = Field(8192, ge=1, description="token budget of one micro-batch")
+    pack_sequences: bool = Field(True, description="pack a micro-batch's sequences several to a row (rows as long "
+                                                   "as its longest sequence) under a block-diagonal causal mask; "
+                                                   "false: one sequence per row, right-padded")
     logprob_chunk_tokens: int = Field(1024, ge=1, description="tokens per chunk when turning logits into logprobs/entropy")
     temperature: float = Field(1.0, gt=0, description="logits are divided by this in train_batch; set it to the "
                                                       "rollout sampling temperature")

@@ -6,8 +6,8 @@ SPMD: every rank calls every method with the same global batch. The batch is pla
 :func:`~areal_core.plugin.plan_micro_batches` over the d data-parallel replicas (sequences
 balanced by tokens, then micro-batches of at most ``max_tokens_per_mb`` tokens); the ranks of one
 replica (its t·p tensor/pipeline ranks) run the same micro-batches. A micro-batch is a [b, s]
-block of its sequences, right-padded to the longest (megatron's local attention is causal over
-[s, s]; pads come after every real token, so no real token sees one, and their outputs are dropped).
+block of its sequences, one per row right-padded to the longest, or (``pack_sequences``) several
+per row under a block-diagonal causal mask (see :mod:`areal_megatron.rows`); pad outputs are dropped.
 With e > 1 the ranks of an expert-parallel group exchange tokens in every MoE layer (megatron's
 ``allgather`` dispatcher needs the same [b, s] on each), so all ranks run the same number of
 micro-batches of one shape (empty ones where a replica has fewer); dropless routing keeps pad
@@ -57,6 +57,7 @@ from areal_fsdp.logprobs import packed_logprobs_entropy
 from areal_fsdp.schedule import build_scheduler
 from areal_megatron import checkpoint, sharding, streaming
 from areal_megatron import model as model_lib
+from areal_megatron import rows as rows_lib
 from areal_megatron.config import MegatronEngineConfig
 from areal_megatron.convert import Layout, to_hf
 
@@ -236,20 +237,20 @@ class MegatronEngine:
         from megatron.core.tensor_parallel import gather_from_tensor_model_parallel_region
 
         # a replica with no sequence (or an empty micro-batch) still takes part in the collectives
-        micro_data: list[tuple[SequenceBatch | None, torch.Tensor, torch.Tensor]] = [
-            (batch.select(ix).to(self.dist.device) if ix else None,
-             *_padded_rows(batch, ix or (0,), self.dist.device, rows_only=not ix)) for ix in micro or ((),)]
-        rows = max(d[1].shape[0] for d in micro_data)
-        length = max(d[1].shape[1] for d in micro_data)
+        device, pack = self.dist.device, self.config.pack_sequences
+        micro_data: list[tuple[SequenceBatch | None, rows_lib.Rows]] = [
+            (batch.select(ix).to(device), rows_lib.build(batch, ix, device, pack)) if ix
+            else (None, rows_lib.empty(device)) for ix in micro or ((),)]
+        rows = max(r.ids.shape[0] for _, r in micro_data)
+        length = max(r.ids.shape[1] for _, r in micro_data)
         if self._exchanges_tokens:  # expert-parallel ranks exchange tokens of one shape
-            rows, length = (int(v) for v in _all_max([rows, length], self.dist.device))
+            rows, length = (int(v) for v in _all_max([rows, length], device))
         if self.config.pipeline_parallel > 1 or self._exchanges_tokens:  # one fixed shape
-            micro_data = [(mb, *_pad_to(ids, lengths, rows, length)) for mb, ids, lengths in micro_data]
+            micro_data = [(mb, r.padded_to(rows, length)) for mb, r in micro_data]
         vocab = self.hf_config.vocab_size
 
-        def loss_func(mb, lengths, logits):
-            full = gather_from_tensor_model_parallel_region(logits)[..., :vocab]  # [b, s, V]
-            packed = torch.cat([full[r, :n] for r, n in enumerate(lengths.tolist())])
+        def loss_func(mb, placed, logits):
+            packed = placed.select(gather_from_tensor_model_parallel_region(logits)[..., :vocab])  # [T, V]
             if mb is None:
                 return packed.sum() * 0.0, torch.tensor(0), {}
             values, entropy = packed_logprobs_entropy(packed, mb["input_ids"], mb.position_ids == 0, temperature,
@@ -258,9 +259,8 @@ class MegatronEngine:
             return loss, torch.tensor(mb.num_tokens), stats
 
         def forward_step(data_iterator, model):
-            mb, ids, lengths = next(data_iterator)
-            positions = torch.arange(ids.shape[1], device=ids.device).expand_as(ids)
-            return model(ids, positions, None), partial(loss_func, mb, lengths)
+            mb, placed = next(data_iterator)
+            return model(placed.ids, placed.positions(), placed.mask), partial(loss_func, mb, placed)
 
         out = get_forward_backward_func()(
             forward_step_func=forward_step, data_iterator=iter(micro_data), model=[self.model],
@@ -428,30 +428,11 @@ def _check_megatron_runs_on(device: torch.device, engine: str) -> None:
                          f"{device.type!r} ({exc}); use device: cuda (see docs/megatron.md)") from None
 
 
-def _padded_rows(batch: SequenceBatch, ix: tuple[int, ...], device: torch.device,
-                 rows_only: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sequences ``ix`` of ``batch`` as right-padded rows [b, s] and their lengths [b]
-    (``rows_only``: one 1-token row of token 0, for a replica without sequences)."""
-    if rows_only:
-        return torch.zeros(1, 1, dtype=torch.long, device=device), torch.ones(1, dtype=torch.long)
-    seqs = [batch["input_ids"][batch.cu_seqlens[i]:batch.cu_seqlens[i + 1]] for i in ix]
-    lengths = torch.tensor([len(s) for s in seqs])
-    ids = torch.nn.utils.rnn.pad_sequence(seqs, batch_first=True, padding_value=0)
-    return ids.to(device), lengths
-
-
 def _all_max(values: list[int], device: torch.device) -> list[int]:
     """Element-wise maximum of ``values`` over all ranks."""
     t = torch.tensor(values, dtype=torch.long, device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return t.tolist()
-
-
-def _pad_to(ids: torch.Tensor, lengths: torch.Tensor, rows: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``ids`` [b, s] padded with token 0 to [rows, length]; extra rows have length 0."""
-    out = ids.new_zeros(rows, length)
-    out[:ids.shape[0], :ids.shape[1]] = ids
-    return out, torch.cat([lengths, lengths.new_zeros(rows - len(lengths))])
 
 
 def _token_positions(batch: SequenceBatch, indices: tuple[int, ...]) -> torch.Tensor:
