@@ -70,7 +70,7 @@ def main() -> None:
                                                         "optimizer": {"lr": 1e-4, "gradient_clipping": 1.0}},
                                            run_context(path))
                    for side in ("padded", "packed")}
-        shapes = {side: [] for side in engines}
+        shapes: dict[str, list[tuple[int, ...]]] = {side: [] for side in engines}
 
         def step(side):
             from areal_megatron import rows

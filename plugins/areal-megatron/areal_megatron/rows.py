@@ -77,7 +77,7 @@ def build(batch: SequenceBatch, ix: tuple[int, ...], device: torch.device, pack:
         ids[row, offset:offset + length] = seq
     ids = ids.to(device)
     shared = len(fill) < len(seqs)  # some row holds several sequences
-    return Rows(ids, place, _block_causal_mask(_segments(place, *ids.shape, device)) if shared else None)
+    return Rows(ids, place, _block_causal_mask(_segments(place, ids.shape[0], ids.shape[1], device)) if shared else None)
 
 
 def empty(device: torch.device) -> Rows:

@@ -18,7 +18,7 @@ Collective: every rank must iterate :func:`stream` to the end; other ranks get e
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -123,7 +123,7 @@ class _Place:
     stage_ranks: list[int]  # global rank of each stage in this rank's pipeline group
 
 
-def _bucket(bucket: list[Unit], place: _Place, params: dict[str, torch.Tensor],
+def _bucket(bucket: list[Unit], place: _Place, params: Mapping[str, torch.Tensor],
             of: Callable[[torch.Tensor], torch.Tensor], vocab: int) -> list[tuple[str, torch.Tensor]]:
     """One bucket's full tensors on global rank 0 ([] elsewhere)."""
     held = {unit.local: _gather_unit(unit, params[unit.local], of(params[unit.local]).detach(), vocab)
