@@ -25,6 +25,10 @@ class MegatronEngineConfig(ComponentConfig):
                                                       "of e data-parallel ranks holds E/e of every layer's experts "
                                                       "(divides the expert count and world/(t·p)); the allocation "
                                                       "part (e) sets it too")
+    moe_token_dispatcher: Literal["allgather", "alltoall"] = Field(
+        "allgather", description="how expert-parallel ranks exchange tokens in a MoE layer: allgather (runs on gloo "
+                                 "too; every rank sees every token) or alltoall (each token to its experts' ranks; "
+                                 "NCCL)")
     layer_spec: Literal["local", "transformer_engine"] = Field(
         "local", description="megatron layer implementation: local (plain torch) or transformer_engine (needs TE, GPU)")
     dtype: Literal["float32", "bfloat16"] = Field("float32", description="dtype of parameters and compute")

@@ -7,8 +7,8 @@ routed experts, their router and the gated shared expert); fused kernels that ne
 
 Mixture of experts: dropless (no capacity factor), no auxiliary load-balancing loss (HF adds its
 router loss only when asked for router logits; areal's fsdp engine does not add it either), the
-``allgather`` token dispatcher (the one that runs over gloo) and one ``SequentialMLP`` per layer,
-its experts split over the ``expert_parallel`` ranks.
+``moe_token_dispatcher`` the config names (``allgather``, the one that runs over gloo, or
+``alltoall``) and one ``SequentialMLP`` per layer, its experts split over the ``expert_parallel`` ranks.
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ def moe_options(hf_config, lay: Layout, cfg: MegatronEngineConfig) -> dict[str, 
         # HF: softmax over all experts, top k, renormalised if norm_topk_prob (see convert.py)
         moe_router_pre_softmax=not hf_config.norm_topk_prob, moe_router_score_function="softmax",
         moe_router_dtype="fp32", moe_router_load_balancing_type="none", moe_aux_loss_coeff=0.0,
-        moe_token_dispatcher_type="allgather", moe_grouped_gemm=False, moe_permute_fusion=False,
+        moe_token_dispatcher_type=cfg.moe_token_dispatcher, moe_grouped_gemm=False, moe_permute_fusion=False,
         moe_shared_expert_intermediate_size=shared, moe_shared_expert_gate=shared is not None,
         expert_model_parallel_size=cfg.expert_parallel)
 
