@@ -56,3 +56,14 @@ def test_neither_a_directory_nor_a_hub_id(tmp_path):
                                             ("/abs/path", False), ("name", False), ("a/b/c", False)])
 def test_hub_id_shape(value, expected):
     assert looks_like_hub_id(value) is expected
+
+
+def test_preflight_checks_a_hub_ids_snapshot(cache):
+    """The pre-flight check reads a cached id's snapshot (its config.json); an id that does not
+    resolve is reported by name."""
+    from areal_core.trainer.preflight import model_problems
+
+    (cache / "config.json").write_text('{"model_type": "qwen9"}')
+    assert any("config.json has model_type 'qwen9'" in p for p in model_problems("tiny-org/tiny-model"))
+    (problem,) = model_problems("tiny-org/not-there", field="actor.path")
+    assert problem.startswith("actor.path: 'tiny-org/not-there' is not a local directory")

@@ -15,7 +15,10 @@ Each process writes stdout+stderr to ``<log_dir>/<name>-<i>.log``. No orphans:
 * :meth:`LocalScheduler.stop_all` (also on ``with`` exit and at interpreter exit) sends SIGTERM
   to each child's process group, waits ``stop_timeout_s``, then SIGKILLs what is left.
 
-Servers get free ports on ``host``; a server that exits while starting, or is not healthy after
+Servers get free ports on ``host``. A port is free when drawn but only taken when the server
+binds it, so another process can take it in between: a server that exits while starting with
+"address already in use" in its log is started again on another port (``PORT_RETRIES`` times).
+A server that exits while starting for any other reason, or is not healthy after
 ``server_start_timeout_s``, fails the start with an ArealError quoting the end of its log.
 """
 
@@ -25,6 +28,7 @@ import asyncio
 import atexit
 import functools
 import os
+import re
 import signal
 import subprocess
 import time
@@ -42,6 +46,8 @@ from areal_core.logging import get_logger
 
 log = get_logger(__name__)
 LOST_LOG_TAIL_CHARS = 1000
+PORT_RETRIES = 3
+PORT_TAKEN = re.compile(r"address already in use|EADDRINUSE|Errno 98\b", re.IGNORECASE)
 
 
 class LocalSchedulerConfig(SchedulerConfigBase):
@@ -64,6 +70,7 @@ class LocalProcess:
     index: int
     popen: subprocess.Popen
     log_path: Path
+    log_start: int = 0  # where this process's output begins in log_path (a restart appends to the file)
 
     @property
     def pid(self) -> int:
@@ -73,7 +80,8 @@ class LocalProcess:
         return self.popen.poll() is None
 
     def log_tail(self, chars: int = LOG_TAIL_CHARS) -> str:
-        return log_tail(self.log_path, chars)
+        """The end of what this process wrote (not what an earlier process of the same name did)."""
+        return log_tail(self.log_path, chars, start=self.log_start)
 
 
 class LocalScheduler:
@@ -114,13 +122,14 @@ class LocalScheduler:
             full_env = {**os.environ, **(env or {}), **(envs[i] if envs else {})}
             log_path = self.log_dir / f"{name}-{i}.log"
             with open(log_path, "ab") as out:
+                log_start = out.tell()
                 try:
                     popen = subprocess.Popen([str(a) for a in argv], stdout=out, stderr=subprocess.STDOUT,
                                              stdin=subprocess.DEVNULL, env=full_env, start_new_session=True,
                                              preexec_fn=die_with_parent)
                 except OSError as exc:
                     raise ArealError(f"scheduler local: cannot start {name} ({argv[0]!r}): {exc}") from None
-            proc = LocalProcess(name, i, popen, log_path)
+            proc = LocalProcess(name, i, popen, log_path, log_start)
             self.processes.append(proc)
             started.append(proc)
             log.info("started process", name=f"{name}-{i}", pid=popen.pid, log=str(log_path))
@@ -147,20 +156,43 @@ class LocalScheduler:
         ports: list[int] = []
         for _ in range(n):
             ports.append(free_port(host, avoid=ports))
-        devices = self.config.server_visible_devices
-        procs = []
         for i, port in enumerate(ports):
-            server_env = dict(env or {})
-            if devices:
-                server_env["CUDA_VISIBLE_DEVICES"] = devices[i % len(devices)]
-            argv = backend.server_command(model_path, host, port)
-            procs += self.launch(f"server{i}", argv, server_env)
-            self._server_launch[f"{host}:{port}"] = (backend, argv, server_env)
+            self._launch_server(i, backend, model_path, port, env)
+        for attempt in range(PORT_RETRIES + 1):
+            try:
+                asyncio.run(self._wait_healthy(backend, [(f"{host}:{port}", self.servers[f"{host}:{port}"])
+                                                         for port in ports]))
+                break
+            except ArealError:
+                lost = [i for i, port in enumerate(ports) if self._lost_its_port(f"{host}:{port}")]
+                if not lost or attempt == PORT_RETRIES:
+                    raise
+            for i in lost:
+                old = f"{host}:{ports[i]}"
+                ports[i] = free_port(host, avoid=ports)
+                log.warning("inference server lost its port to another process; starting it on another",
+                            old=old, new=f"{host}:{ports[i]}")
+                del self.servers[old], self._server_launch[old]
+                self._launch_server(i, backend, model_path, ports[i], env)
         addrs = [f"{host}:{port}" for port in ports]
-        self.servers.update(zip(addrs, procs))
-        asyncio.run(self._wait_healthy(backend, list(zip(addrs, procs))))
         log.info("inference servers ready", addrs=addrs)
         return addrs
+
+    def _launch_server(self, i: int, backend: InferenceBackend, model_path: str, port: int,
+                       env: dict[str, str] | None) -> None:
+        host = self.config.host
+        server_env = dict(env or {})
+        if devices := self.config.server_visible_devices:
+            server_env["CUDA_VISIBLE_DEVICES"] = devices[i % len(devices)]
+        argv = backend.server_command(model_path, host, port)
+        (proc,) = self.launch(f"server{i}", argv, server_env)
+        self.servers[f"{host}:{port}"] = proc
+        self._server_launch[f"{host}:{port}"] = (backend, argv, server_env)
+
+    def _lost_its_port(self, addr: str) -> bool:
+        """Whether the server at ``addr`` exited because another process had bound its port."""
+        proc = self.servers[addr]
+        return not proc.alive() and bool(PORT_TAKEN.search(proc.log_tail()))
 
     def describe_server(self, addr: str) -> str:
         """``server0 127.0.0.1:PORT (pid N) was killed by SIGKILL; end of LOG: ...`` (the log tail

@@ -83,10 +83,12 @@ def die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
-def log_tail(path: Path, chars: int = LOG_TAIL_CHARS) -> str:
-    """The last ``chars`` characters of a process log (for error messages)."""
+def log_tail(path: Path, chars: int = LOG_TAIL_CHARS, start: int = 0) -> str:
+    """The last ``chars`` characters of a process log from byte ``start`` on (for error messages)."""
     try:
-        return Path(path).read_text(encoding="utf-8", errors="replace")[-chars:]
+        with open(path, "rb") as f:
+            f.seek(start)
+            return f.read().decode("utf-8", errors="replace")[-chars:]
     except OSError:
         return "(no log)"
 

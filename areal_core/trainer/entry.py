@@ -78,11 +78,8 @@ def run_training(cfg: ResolvedConfig[RunConfig], registry=None) -> Path:
     run_dir = run_dir_of(cfg)
     _check_run_dir(run_dir, run.recover)
     reconcile_temperatures(cfg)
-    try:
-        run.model_path = resolve_model_path(run.model_path)  # a hub id becomes its cached snapshot directory
-    except ArealError:
-        pass  # reported by the pre-flight check below, together with every other problem of the config
-    _check_paths(cfg)
+    _check_paths(cfg)  # a model_path that does not resolve is reported with every other problem of the config
+    run.model_path = resolve_model_path(run.model_path)  # a hub id becomes its cached snapshot directory
     allocation = apply_allocation(cfg)  # before the resolved config is saved: rank processes read it
     run_dir.mkdir(parents=True, exist_ok=True)
     configure_logging(level=run.logging.level, json_logs=run.logging.json_logs, file=run_dir / "log.jsonl")

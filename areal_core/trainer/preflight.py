@@ -44,12 +44,11 @@ def check_run(cfg) -> None:
 
 
 def model_problems(model_path: str, field: str = "model_path") -> list[str]:
-    path = Path(model_path).expanduser()
+    try:  # a hub id is checked in its cached snapshot; one that does not resolve says why (offline, not cached, ...)
+        path = Path(resolve_model_path(model_path, field))
+    except ArealError as exc:
+        return [str(exc)]
     if not path.is_dir():
-        try:  # a hub id that is not in the local cache: say why (offline, not cached, no such id)
-            resolve_model_path(model_path, field)
-        except ArealError as exc:
-            return [str(exc)]
         return [f"{field}: {model_path!r} is not a directory"]
     config_file = path / "config.json"
     if not config_file.is_file():

@@ -66,6 +66,25 @@ def test_servers_start_on_free_ports_and_report_health(tmp_path):
     assert sorted(p.name for p in (tmp_path / "logs").iterdir()) == ["server0-0.log", "server1-0.log"]
 
 
+def test_a_server_whose_port_was_taken_meanwhile_starts_on_another(tmp_path, monkeypatch):
+    """The race free_port cannot close: the port is taken after it was drawn, before the server binds
+    it. The server exits with EADDRINUSE; the scheduler starts it again on another port."""
+    import socket
+
+    from areal_core.launcher import local, support
+
+    taker = socket.socket()  # the other process, listening on the port drawn for server0
+    taker.bind(("127.0.0.1", 0))
+    taker.listen()
+    drawn = iter([taker.getsockname()[1]])
+    monkeypatch.setattr(local, "free_port", lambda host, avoid=(): next(drawn, None) or support.free_port(host, avoid))
+    with taker, LocalScheduler(LocalSchedulerConfig(server_start_timeout_s=30), log_dir=tmp_path / "logs") as scheduler:
+        (addr,) = scheduler.start_inference_servers(HttpServerBackend(), str(tmp_path), 1)
+        assert addr != f"127.0.0.1:{taker.getsockname()[1]}"
+        assert scheduler.servers[addr].alive() and "already in use" not in scheduler.servers[addr].log_tail()
+    assert "Address already in use" in (tmp_path / "logs" / "server0-0.log").read_text()
+
+
 def test_free_ports_are_outside_the_range_the_kernel_hands_out(monkeypatch):
     """Ports for processes about to start lie below the ephemeral range (outgoing connections
     cannot take them meanwhile) and above Ray's worker ports; ``avoid`` is honoured."""

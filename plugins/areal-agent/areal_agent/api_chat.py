@@ -2,8 +2,9 @@
 
 Fields that change nothing here (``logit_bias``, ``response_format``, ``presence_penalty``, ...)
 are accepted so unmodified clients work, and ignored; a field the API does not have is a 400
-naming it. ``tool_choice``: ``"none"`` hides the tools from the model; any other value lets the
-model decide (no constrained decoding forces a call). ``stream: true`` sends server-sent events:
+naming it. ``tool_choice``: ``"none"`` hides the tools from the model, ``"auto"`` (the default)
+lets it decide, ``"required"`` or ``{"type": "function", "function": {"name": ...}}`` makes the
+answer a call (of that tool): see :mod:`areal_agent.chat`. ``stream: true`` sends server-sent events:
 content deltas while the answer is generated (in rounds of ``stream_chunk_tokens``, see
 :mod:`areal_agent.streaming`), tool calls whole once it is finished.
 """
@@ -16,11 +17,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from areal_agent.chat import ChatRequest
+from areal_agent.chat import ChatRequest, choose_tools
 from areal_agent.messages import normalize_messages, to_openai_message
 from areal_agent.session import CallRecord
 from areal_agent.streaming import TextStream, sse
-from areal_core.plugin import SamplingParams
+from areal_core.plugin import ArealError, SamplingParams
 
 
 class ChatCompletionRequest(BaseModel):
@@ -58,11 +59,23 @@ class ChatCompletionRequest(BaseModel):
     verbosity: str | None = None
 
     def to_chat(self, defaults: SamplingParams) -> ChatRequest:
-        tools = None if self.tool_choice == "none" else openai_tools(self.tools)
         stop = [self.stop] if isinstance(self.stop, str) else self.stop
-        return ChatRequest(messages=normalize_messages(self.messages), tools=tools, n=self.n, stop=stop or None,
+        return ChatRequest(messages=normalize_messages(self.messages), n=self.n, stop=stop or None,
                            sampling=sampling_from(defaults, self.temperature, self.top_p,
-                                                  self.max_completion_tokens or self.max_tokens, self.seed))
+                                                  self.max_completion_tokens or self.max_tokens, self.seed),
+                           **choose_tools(*tool_mode(self.tool_choice), openai_tools(self.tools)))
+
+
+def tool_mode(choice: str | dict[str, Any] | None) -> tuple[str, str | None]:
+    """(mode, tool name) of a chat-completions or Responses ``tool_choice`` (see choose_tools)."""
+    if choice is None or choice in ("none", "auto", "required"):
+        return choice or "auto", None
+    if isinstance(choice, dict) and choice.get("type") == "function":
+        name = choice.get("name", choice.get("function", {}).get("name"))  # Responses: flat; chat: nested
+        if isinstance(name, str):
+            return "required", name
+    raise ArealError(f"tool_choice: {choice!r} is not supported: use 'none', 'auto', 'required' or a function "
+                     "tool by name")
 
 
 def openai_tools(tools: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:

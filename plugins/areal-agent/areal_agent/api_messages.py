@@ -14,8 +14,9 @@ Request content becomes chat messages (:mod:`areal_agent.messages` normal form):
 
 The answer is a ``message`` with ``text`` and ``tool_use`` blocks; ``stop_reason`` is ``tool_use``
 (the model called a tool), ``max_tokens``, ``stop_sequence`` (with ``stop_sequence`` set) or
-``end_turn``. ``tool_choice`` ``{"type": "none"}`` hides the tools; ``auto`` / ``any`` / ``tool``
-let the model decide (no constrained decoding forces a call). Images, documents and server tools
+``end_turn``. ``tool_choice`` ``{"type": "none"}`` hides the tools, ``auto`` (the default) lets the
+model decide, ``any`` / ``{"type": "tool", "name": ...}`` make the answer a call (of that tool): see
+:mod:`areal_agent.chat`. Images, documents and server tools
 are a 400 naming the block.
 """
 
@@ -28,7 +29,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from areal_agent.api_chat import sampling_from
-from areal_agent.chat import ChatRequest
+from areal_agent.chat import ChatRequest, choose_tools
 from areal_agent.session import CallRecord
 from areal_agent.streaming import TextStream, sse
 from areal_core.plugin import ArealError, SamplingParams
@@ -63,14 +64,23 @@ class MessagesRequest(BaseModel):
     workspace_id: str | None = None
 
     def to_chat(self, defaults: SamplingParams) -> ChatRequest:
-        tools = None
-        if self.tools and (self.tool_choice or {}).get("type") != "none":
-            tools = [function_tool(t, f"tools[{i}]") for i, t in enumerate(self.tools)]
+        tools = [function_tool(t, f"tools[{i}]") for i, t in enumerate(self.tools or [])] or None
         sampling = sampling_from(defaults, self.temperature, self.top_p, self.max_tokens, None)
         if self.top_k:
             sampling.top_k = self.top_k
-        return ChatRequest(messages=chat_messages(self.system, self.messages), tools=tools,
-                           stop=list(self.stop_sequences) if self.stop_sequences else None, sampling=sampling)
+        return ChatRequest(messages=chat_messages(self.system, self.messages),
+                           stop=list(self.stop_sequences) if self.stop_sequences else None, sampling=sampling,
+                           **choose_tools(*tool_mode(self.tool_choice), tools))
+
+
+def tool_mode(choice: dict[str, Any] | None) -> tuple[str, str | None]:
+    """(mode, tool name) of a Messages ``tool_choice`` (see choose_tools)."""
+    kind = (choice or {"type": "auto"}).get("type")
+    if kind in ("none", "auto", "any"):
+        return {"any": "required"}.get(kind, kind), None
+    if kind == "tool" and isinstance((choice or {}).get("name"), str):
+        return "required", (choice or {})["name"]
+    raise ArealError(f"tool_choice: {choice!r} is not supported: use type 'none', 'auto', 'any' or 'tool' with a name")
 
 
 def function_tool(tool: dict[str, Any], where: str) -> dict[str, Any]:

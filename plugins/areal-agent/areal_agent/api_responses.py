@@ -23,8 +23,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from areal_agent.api_chat import sampling_from
-from areal_agent.chat import ChatRequest
+from areal_agent.api_chat import sampling_from, tool_mode
+from areal_agent.chat import ChatRequest, choose_tools
 from areal_agent.messages import normalize_message
 from areal_agent.session import CallRecord
 from areal_agent.streaming import TextStream, sse
@@ -68,12 +68,11 @@ class ResponsesRequest(BaseModel):
                              "send the whole conversation in input")
         if self.background:
             raise ArealError("responses: background=true is not supported")
-        tools = None
-        if self.tools and self.tool_choice != "none":
-            tools = [{"type": "function", "function": {k: t[k] for k in ("name", "description", "parameters") if k in t}}
-                     for t in self.tools if t.get("type") == "function"] or None
-        return ChatRequest(messages=input_messages(self.input, self.instructions), tools=tools,
-                           sampling=sampling_from(defaults, self.temperature, self.top_p, self.max_output_tokens, None))
+        tools = [{"type": "function", "function": {k: t[k] for k in ("name", "description", "parameters") if k in t}}
+                 for t in self.tools or [] if t.get("type") == "function"] or None
+        return ChatRequest(messages=input_messages(self.input, self.instructions),
+                           sampling=sampling_from(defaults, self.temperature, self.top_p, self.max_output_tokens, None),
+                           **choose_tools(*tool_mode(self.tool_choice), tools))
 
 
 def input_messages(items: str | list[dict[str, Any]], instructions: str | None) -> list[dict[str, Any]]:

@@ -12,6 +12,12 @@ where the text comes from rendering the whole conversation with the chat templat
 call's sequence is then an exact token prefix of the new one (what concat export relies on). A
 request that continues nothing (or an earlier answer cut by ``length``) is rendered from scratch.
 
+**Forced tool calls.** ``tool_choice`` "required" (any tool) or naming a tool makes the answer
+begin with a tool call: :func:`areal_agent.toolcalls.forced_call_prefix` is appended to the
+prompt (so those tokens are prompt, never trained on) and parsed together with the completion.
+The model still writes the call (the name unless forced, the arguments always); a call it breaks
+is reported like any broken call, there is no constrained decoding.
+
 **Stop strings** are applied after generation: the completion is cut at the shortest token prefix
 whose text contains a stop string (a stop string of exactly one token also stops the server).
 """
@@ -27,7 +33,7 @@ from typing import Any
 from areal_agent.messages import message_key
 from areal_agent.session import CallRecord, Session
 from areal_agent.templates import TEMPLATES
-from areal_agent.toolcalls import TOOL_CALL_OPEN, parse_tool_calls
+from areal_agent.toolcalls import TOOL_CALL_OPEN, forced_call_prefix, parse_tool_calls
 from areal_core.plugin import ArealError, InferenceEngine, ModelRequest, ModelResponse, SamplingParams
 
 
@@ -41,6 +47,28 @@ class ChatRequest:
     n: int = 1
     stop: list[str] | None = None
     call_id: str | None = None  # id of the first choice's record (others get -1, -2, ...); default: random
+    force_tool: bool = False  # tool_choice required / a named tool: the answer starts with a tool call
+    tool_name: str | None = None  # with force_tool: the tool it calls (None: the model chooses)
+
+    def forced_text(self) -> str:
+        """What the answer is made to begin with ("" unless a tool call is forced)."""
+        return forced_call_prefix(self.tool_name) if self.force_tool else ""
+
+
+def choose_tools(mode: str, name: str | None, tools: list[dict[str, Any]] | None,
+                 where: str = "tool_choice") -> dict[str, Any]:
+    """ChatRequest fields for a tool choice: ``mode`` "none" (the model is shown no tools), "auto"
+    (it decides) or "required" (it must call ``name``, or any tool when ``name`` is None)."""
+    if mode == "none" or not (tools or mode == "required"):
+        return {"tools": None}
+    if mode == "auto":
+        return {"tools": tools}
+    names = [t["function"]["name"] for t in tools or []]
+    if not names:
+        raise ArealError(f"{where}: a tool call is required but the request has no tools")
+    if name is not None and name not in names:
+        raise ArealError(f"{where}: no tool named {name!r} in tools (have {names})")
+    return {"tools": tools, "force_tool": True, "tool_name": name}
 
 
 class ChatModel:
@@ -91,9 +119,15 @@ class ChatModel:
         return self.encode(full), None
 
     # ------------------------------------------------------------------ generation
+    def call_prompt(self, session: Session | None, req: ChatRequest) -> tuple[list[int], str | None]:
+        """:meth:`prompt_ids` of the request, followed by the start of a forced tool call, if any."""
+        prompt, parent = self.prompt_ids(session, req.messages, req.tools)
+        forced = req.forced_text()
+        return (prompt + self.encode(forced) if forced else prompt), parent
+
     async def complete(self, engine: InferenceEngine, session: Session | None, req: ChatRequest) -> list[CallRecord]:
         """Generate ``req.n`` answers; each becomes a CallRecord appended to the session."""
-        prompt, parent = self.prompt_ids(session, req.messages, req.tools)
+        prompt, parent = self.call_prompt(session, req)
         return await self.generate(engine, session, req, prompt, parent)
 
     async def generate(self, engine: InferenceEngine, session: Session | None, req: ChatRequest, prompt: list[int],
@@ -157,7 +191,10 @@ class ChatModel:
     def shown_text(self, text: str, req: ChatRequest) -> str:
         """The part of a partial answer that is surely a prefix of its final ``content``: cut at a
         stop string or ``<tool_call>``, then without a trailing partial tag / stop string, trailing
-        whitespace (tool answers' content is stripped) or a half UTF-8 character."""
+        whitespace (tool answers' content is stripped) or a half UTF-8 character. A forced tool
+        call shows nothing: the whole answer is inside the call."""
+        if req.force_tool:
+            return ""
         holds = list(req.stop or []) + ([TOOL_CALL_OPEN] if req.tools else [])
         for h in holds:
             if h in text:
@@ -180,7 +217,7 @@ class ChatModel:
         for s in req.stop or []:
             if s in text:
                 text = text[:text.index(s)]
-        parsed = parse_tool_calls(text) if req.tools else None
+        parsed = parse_tool_calls(req.forced_text() + text) if req.tools else None
         message: dict[str, Any] = {"role": "assistant", "content": parsed.content if parsed else text}
         if parsed and parsed.tool_calls:
             message["tool_calls"] = [{"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}

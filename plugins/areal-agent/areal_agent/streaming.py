@@ -53,7 +53,7 @@ class TextStream:
         self._first: tuple[int, str] | object | None = None
 
     async def start(self) -> None:
-        prompt, parent = self.chat.prompt_ids(self.session, self.req.messages, self.req.tools)
+        prompt, parent = self.chat.call_prompt(self.session, self.req)
         self.prompt_tokens = len(prompt)
         self._task = asyncio.ensure_future(self.chat.generate(self.engine, self.session, self.req, prompt, parent, self._on_text))
         self._task.add_done_callback(lambda _t: self._queue.put_nowait(_END))

@@ -8,6 +8,9 @@ The model writes a call as ``<tool_call>{"name": "add", "arguments": {"a": 1}}</
 
 A block whose JSON is broken (or lacks ``name``) is kept in the content as text and reported in
 ``errors``: the client sees what the model wrote, and the call record says why it is no tool call.
+
+A forced call (``tool_choice`` required, or naming a tool) is the same text with its start written
+for the model: :func:`forced_call_prefix` is appended to the prompt and the model continues it.
 """
 
 from __future__ import annotations
@@ -61,6 +64,14 @@ def parse_tool_calls(text: str) -> ParsedOutput:
         calls.append(ToolCall(obj["name"], args))
     kept.append(text[last:])
     return ParsedOutput(content="".join(kept).strip(), tool_calls=calls, errors=errors)
+
+
+def forced_call_prefix(name: str | None) -> str:
+    """The start of a tool call an answer is made to begin with: ``<tool_call>\\n``, then, when the
+    tool is named, ``{"name": "NAME", "arguments":`` (the model writes the arguments). Each ends
+    where the Qwen pre-tokenizer splits, so the model's next token starts a pre-token, as in a call
+    it wrote itself."""
+    return TOOL_CALL_OPEN + "\n" + ("" if name is None else '{"name": ' + json.dumps(name) + ', "arguments":')
 
 
 def arguments_of(tool_call: dict[str, Any]) -> dict[str, Any]:

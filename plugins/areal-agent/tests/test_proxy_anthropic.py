@@ -76,9 +76,16 @@ def test_stop_reasons(engine, tokenizer):
                                           stop_sequences=["answer"])
         hidden = await c.messages.create(model="m", max_tokens=64, messages=answer[:1], tools=[ADD],
                                          tool_choice={"type": "none"})
-        return cut, stopped, hidden, session
+        forced = [await c.messages.create(model="m", max_tokens=64, messages=answer, tools=[ADD], tool_choice=choice)
+                  for choice in ({"type": "any"}, {"type": "tool", "name": "add"})]
+        with pytest.raises(anthropic.BadRequestError, match="no tool named 'sub'"):
+            await c.messages.create(model="m", max_tokens=4, messages=answer, tools=[ADD],
+                                    tool_choice={"type": "tool", "name": "sub"})
+        return cut, stopped, hidden, forced, session
 
-    cut, stopped, hidden, session = with_proxy(engine, tokenizer, scenario)
+    cut, stopped, hidden, forced, session = with_proxy(engine, tokenizer, scenario)
+    for msg in forced:  # after the tool result the model answers in text unless a call is forced
+        assert msg.stop_reason == "tool_use" and [(b.type, b.name, b.input) for b in msg.content] == [("tool_use", "add", {"a": 2, "b": 3})]
     assert cut.stop_reason == "max_tokens" and cut.usage.output_tokens == 2
     assert stopped.stop_reason == "stop_sequence" and stopped.stop_sequence == "answer"
     assert [b.text for b in stopped.content] == ["The"]  # cut before the stop sequence; tool answers are stripped

@@ -76,6 +76,49 @@ def test_tool_call_round_trip(engine, tokenizer):
     assert b.parent == a.call_id and b.prompt_ids[:len(a.full_ids)] == a.full_ids  # spliced, token exact
 
 
+def test_tool_choice_forces_a_call(engine, tokenizer):
+    """After a tool result the model answers in text ("auto"); "required" and a named tool make it call
+    again: the call's start is prompt (never trained on), the model writes the rest."""
+    from areal_agent.toolcalls import forced_call_prefix
+
+    named = {"type": "function", "function": {"name": "add"}}
+
+    async def scenario(proxy, session):
+        c = client(proxy, session)
+        messages = [{"role": "user", "content": "add two and three"},
+                    {"role": "assistant", "content": "", "tool_calls": [
+                        {"id": "c1", "type": "function", "function": {"name": "add", "arguments": '{"a": 2, "b": 3}'}}]},
+                    {"role": "tool", "tool_call_id": "c1", "content": "5"}]
+        answers = {choice: await c.chat.completions.create(model="areal", messages=messages, tools=[ADD_TOOL],
+                                                           temperature=0, tool_choice=choice)
+                   for choice in ("auto", "required")}
+        answers["named"] = await c.chat.completions.create(model="areal", messages=messages, tools=[ADD_TOOL],
+                                                           temperature=0, tool_choice=named)
+        chunks = [chunk async for chunk in await c.chat.completions.create(
+            model="areal", messages=messages, tools=[ADD_TOOL], temperature=0, tool_choice="required", stream=True)]
+        for bad in ({"type": "function", "function": {"name": "mul"}}, "always"):
+            with pytest.raises(openai.BadRequestError, match="tool_choice"):
+                await c.chat.completions.create(model="areal", messages=messages, tools=[ADD_TOOL], tool_choice=bad)
+        with pytest.raises(openai.BadRequestError, match="no tools"):
+            await c.chat.completions.create(model="areal", messages=messages, tool_choice="required")
+        return answers, chunks, session
+
+    answers, chunks, session = with_proxy(engine, tokenizer, scenario)
+    assert answers["auto"].choices[0].finish_reason == "stop" and answers["auto"].choices[0].message.content == FINAL
+    for key in ("required", "named"):
+        choice = answers[key].choices[0]
+        assert choice.finish_reason == "tool_calls" and not choice.message.content, key
+        (tc,) = choice.message.tool_calls
+        assert tc.function.name == "add" and json.loads(tc.function.arguments) == {"a": 2, "b": 3}, key
+    streamed = [d.tool_calls[0].function for ch in chunks for d in [ch.choices[0].delta] if ch.choices and d.tool_calls]
+    assert [f.name for f in streamed] == ["add"] and not "".join(ch.choices[0].delta.content or "" for ch in chunks
+                                                                  if ch.choices)
+    auto, required, named_call, stream_call = session.calls
+    for call, name in ((required, None), (named_call, "add"), (stream_call, None)):
+        forced = tokenizer(forced_call_prefix(name), add_special_tokens=False)["input_ids"]
+        assert call.prompt_ids == auto.prompt_ids + forced and len(call.logprobs) == len(call.completion_ids)
+
+
 def test_streaming_matches_the_plain_answer(engine, tokenizer):
     async def scenario(proxy, session):
         c = client(proxy, session)
