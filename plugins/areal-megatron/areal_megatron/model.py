@@ -44,6 +44,10 @@ def check_divisible(cfg: MegatronEngineConfig, lay: Layout, world_size: int) -> 
     if ep > 1 and not lay.num_experts:
         raise ArealError(f"train engine {cfg.name!r}: expert_parallel={ep} needs a mixture-of-experts model "
                          f"({cfg.path or 'the model'} has no experts)")
+    if lay.num_experts and tp > 1:  # megatron's MoE layer refuses to train so (a ValueError mid-step)
+        raise ArealError(f"train engine {cfg.name!r}: a mixture-of-experts model with tensor_parallel={tp} needs "
+                         "sequence parallel, which this engine does not implement; split the experts with "
+                         "expert_parallel instead")
     if (world_size // (tp * pp)) % ep:
         raise ArealError(f"train engine {cfg.name!r}: expert_parallel={ep} does not divide the "
                          f"{world_size // (tp * pp)} data-parallel ranks (world {world_size} / (t·p = {tp}·{pp}))")

@@ -1,7 +1,8 @@
 """2 gloo ranks against one: tensor parallel (t=2), pipeline parallel (p=2, 1F1B), data
 parallel (d=2) and, for Qwen3-MoE, expert parallel (e=2, allgather dispatcher) give the
 single-rank logprobs, loss, gradient norm and gradients (full, in HF names, streamed in small
-buckets); a checkpoint saved at t=2 loads at t=1 and at t=2 and continues identically."""
+buckets); a checkpoint saved at t=2 loads at t=1 and at t=2 and continues identically, one
+saved at e=2 loads at e=1."""
 
 import pytest
 import torch
@@ -122,5 +123,33 @@ def test_checkpoint_saved_at_tp2_loads_at_tp1_and_tp2(model_dir, tmp_path):
         engine.load(ckpt)
         engine.train_batch(batch(), nll_loss, mask_count)
         torch.testing.assert_close(engine.forward(batch()), got["continued"], atol=1e-5, rtol=0)
+    finally:
+        engine.destroy()
+
+
+def _save_at_ep2(rank, model_dir, ckpt, out_path):
+    engine = make_train_engine("megatron", {**CONFIG, "expert_parallel": 2}, run_context(model_dir))
+    try:
+        engine.train_batch(batch(), nll_loss, mask_count)
+        engine.save(ckpt)
+        engine.train_batch(batch(), nll_loss, mask_count)
+        continued = engine.forward(batch())
+    finally:
+        engine.destroy()
+    if rank == 0:
+        torch.save(continued, out_path)
+
+
+def test_moe_checkpoint_saved_at_ep2_loads_at_ep1(tmp_path):
+    """Experts (and their AdamW moments) saved split over 2 expert ranks load into one rank."""
+    moe_dir = make_model(tmp_path / "moe", "qwen3_moe")
+    ckpt = str(tmp_path / "ckpt")
+    run_ranks(_save_at_ep2, 2, str(moe_dir), ckpt, tmp_path / "out.pt")
+    continued = torch.load(tmp_path / "out.pt", weights_only=False)
+    engine = make_train_engine("megatron", CONFIG, run_context(moe_dir))
+    try:
+        engine.load(ckpt)
+        engine.train_batch(batch(), nll_loss, mask_count)
+        torch.testing.assert_close(engine.forward(batch()), continued, atol=1e-5, rtol=0)
     finally:
         engine.destroy()

@@ -1,5 +1,5 @@
 """``named_full_weights`` streams full tensors in HF (file) names bucket by bucket: on 2 gloo
-ranks at t=2, p=2 and e=2 (Qwen3-MoE, so expert weights gather over the expert groups too) the
+ranks at t=2 (Qwen3), p=2 and e=2 (Qwen3-MoE: expert weights gather over the expert group) the
 streamed weights are bit-exactly the model's files and what ``export_hf`` writes, and rank 0
 never holds more gathered memory than one bucket (``weight_bucket_bytes``, or the one megatron
 tensor larger than it that makes a bucket alone) while the consumer keeps nothing: a fraction
@@ -51,13 +51,14 @@ def _worker(rank, model_dir, layout, export_dir, out_path):
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return make_model(tmp_path_factory.mktemp("moe"), "qwen3_moe", layers=2)
+def models(tmp_path_factory):
+    return {arch: make_model(tmp_path_factory.mktemp(arch), arch, layers=2) for arch in ("qwen3", "qwen3_moe")}
 
 
-@pytest.mark.parametrize("layout", [{"tensor_parallel": 2}, {"pipeline_parallel": 2}, {"expert_parallel": 2}],
-                         ids=["tp2", "pp2", "ep2"])
-def test_streamed_weights_equal_files_and_export_within_one_bucket(model_dir, layout, tmp_path):
+@pytest.mark.parametrize("arch,layout", [("qwen3", {"tensor_parallel": 2}), ("qwen3_moe", {"pipeline_parallel": 2}),
+                                         ("qwen3_moe", {"expert_parallel": 2})], ids=["tp2", "pp2", "ep2"])
+def test_streamed_weights_equal_files_and_export_within_one_bucket(models, arch, layout, tmp_path):
+    model_dir = models[arch]
     run_ranks(_worker, 2, str(model_dir), layout, str(tmp_path / "export"), tmp_path / "out.pt")
     got = torch.load(tmp_path / "out.pt", weights_only=False)
     files = load_file(model_dir / "model.safetensors")
