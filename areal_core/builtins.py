@@ -9,6 +9,9 @@ def areal_register_workflows():
     return [
         Component("rlvr", "areal_core.rollout.rlvr:RLVRWorkflow", "areal_core.rollout.rlvr:RLVRConfig",
                   "prompt -> n samples -> verifiable reward"),
+        Component("vision_rlvr", "areal_core.rollout.vision_rlvr:VisionRLVRWorkflow",
+                  "areal_core.rollout.vision_rlvr:VisionRLVRConfig",
+                  "rlvr with the sample's pictures in the prompt (vision-language models)"),
     ]
 
 

@@ -50,6 +50,16 @@ from areal_core.hub import resolve_model_path
 from areal_core.launcher.liveness import describe_status
 from areal_core.launcher.support import ClusterScheduler, die_with_parent, free_port, log_tail, wait_healthy
 from areal_core.logging import get_logger
+from areal_core.multimodal import (
+    concat_inputs,
+    decode_image,
+    encode_image,
+    expand_image_tokens,
+    image_inputs,
+    image_token_counts,
+    rope_positions,
+    uses_rope_index,
+)
 from areal_core.registry import Component
 from areal_core.rollout.client import InferenceUnavailableError
 from areal_core.rollout.reward_runner import RewardFailureRateError, RewardOutcome, RewardRunner
@@ -66,7 +76,9 @@ __all__ = [
     "InferenceUnavailableError", "sample_id_of", "get_logger", "plan_micro_batches", "MicroBatchPlan", "ClusterScheduler",
     "die_with_parent", "free_port", "log_tail", "wait_healthy", "describe_status", "parse_weight_version",
     "resolve_model_path", "CheckpointLayout", "check_full_attention", "checkpoint_named_parameters", "DistInfo",
-    "engine_device", "join_process_group", "leave_process_group", "all_reduce_sum", *_api_all,
+    "engine_device", "join_process_group", "leave_process_group", "all_reduce_sum", "encode_image", "decode_image",
+    "concat_inputs", "rope_positions", "uses_rope_index", "image_inputs", "image_token_counts", "expand_image_tokens",
+    *_api_all,
 ]
 
 

@@ -126,6 +126,7 @@ def run_once(root: Path, model: Path, eta: int, args, registry, trial: str) -> d
         f"rollout.batch_size={args.batch}", f"rollout.max_head_offpolicyness={eta}", "rollout.max_concurrent_rollouts=64",
         f"rollout.enforce_token_lag={str(args.enforce_token_lag and eta > 0).lower()}",
         f"train_dataset.path={root / 'train.jsonl'}", f"trainer.total_steps={args.steps}", "trainer.checkpoint_every=0",
+        f"trainer.torch_threads={args.trainer_threads}",
         "logging.level=warning",
     ]
     cfg = load_config(overrides=overrides, env_prefix=None, registry=registry)

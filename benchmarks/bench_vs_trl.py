@@ -26,7 +26,9 @@ generation                  embedded server, asynchronous (η = 1)   HF ``genera
 (areal's quickstart decays to 0.1·lr; here both decay to 0, the schedule TRL offers.) Threads:
 both sides get the whole machine: TRL one process with ``--threads`` torch threads; areal one
 inference server with 1 thread beside a trainer with ``--threads`` torch threads (what the
-quickstart runs; they overlap in time). Each side runs in its own subprocess.
+quickstart runs; they overlap in time). With ``--pin-server`` areal's server is pinned to the first
+core and its trainer takes the other cores (``trainer.torch_threads`` unset): the whole machine
+still, split between the two. Each side runs in its own subprocess.
 
 Measured: samples/s = steps × 128 / the training loop's wall time (areal: the sum of
 ``timing/step_s``, i.e. without server start and engine initialisation; TRL: ``trainer.train()``),
@@ -61,6 +63,8 @@ def run_areal(args, out: Path) -> dict:
                  f"seed={args.seed}", f"train_dataset.path={args.data / 'train.jsonl'}", "valid_dataset=null",
                  f"trainer.total_steps={args.steps}", "trainer.checkpoint_every=0", "actor.optimizer.min_lr_ratio=0",
                  f"actor.optimizer.total_steps={args.steps * N_MINIBATCHES}", "logging.level=warning"]
+    if args.pin_server:  # the server on the first core; the trainer's threads: trainer.torch_threads' default
+        overrides += [f"inference.cpus=[{min(os.sched_getaffinity(0))}]", "trainer.torch_threads=null"]
     cfg = load_config(config_path=REPO / "examples" / "quickstart.yaml", overrides=overrides, env_prefix=None)
     run_dir = run_training(cfg)
     rows = [r for r in read_metrics(run_dir) if "timing/step_s" in r]
@@ -131,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=1, help="runs per side, alternating areal/TRL")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads of each side's trainer")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--pin-server", action="store_true",
+                    help="areal: pin the inference server to the first core (inference.cpus) and leave the trainer's "
+                         "threads to trainer.torch_threads' default (the other cores) instead of --threads")
     ap.add_argument("--side", choices=["areal", "trl"], help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -143,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "TOKENIZERS_PARALLELISM": "false"}
     results: dict[str, list[dict]] = {"areal": [], "trl": []}
-    print(f"{args.steps} steps x {PROMPTS * SAMPLES} samples per side, {args.threads} trainer threads, "
+    print(f"{args.steps} steps x {PROMPTS * SAMPLES} samples per side, {args.threads} trainer threads"
+          f"{' (areal: server pinned to the first core, trainer on the rest)' if args.pin_server else ''}, "
           f"model {args.model}", flush=True)
     with tempfile.TemporaryDirectory(prefix="vs_trl_") as tmp:
         for r in range(args.repeats):
@@ -151,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
                 out = Path(tmp) / f"{side}{r}"
                 cmd = [sys.executable, __file__, "--side", side, "--out", str(out), "--model", str(args.model),
                        "--data", str(args.data), "--steps", str(args.steps), "--threads", str(args.threads),
-                       "--seed", str(args.seed)]
+                       "--seed", str(args.seed)] + (["--pin-server"] if args.pin_server else [])
                 proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
                 lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
                 if proc.returncode != 0 or not lines:

@@ -18,10 +18,11 @@ with warmup and linear decay over the run, two minibatches, disk weight sync):
   (``prox_logprobs: behaviour``, ``behav_weight_mode: none``), no off-policy correction.
 
 Measured per run: the greedy eval reward on the 200 held-out problems (the trainer's in-run eval)
-at step 0, mid-run and at the end, the mean training reward of the first and last 5 steps, and
-the wall time. "learns" = the final eval is above the step-0 eval. Writes ``--out``/matrix.md (the
-table), matrix.json and matrix.png (the eval curves). Runs already in ``--out``/matrix.json with
-the same ``--steps`` are not run again (their rows are re-read from their run directories), so an
+at step 0, mid-run and at the end, the mean training reward of the first and last 5 steps, the
+step-mean ``actor/approx_kl`` (k3 estimate of KL(π_prox‖π_θ) over the trained tokens: how far the
+updates moved the policy) and the wall time. "learns" = the final eval is above the step-0 eval.
+Writes ``--out``/matrix.md (the table), matrix.json and matrix.png (the eval curves). Runs
+already in ``--out``/matrix.json with the same ``--steps`` are not run again (their rows are re-read from their run directories), so an
 interrupted matrix resumes.
 """
 
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -67,6 +69,8 @@ def train(name: str, args, out: Path) -> dict:
                  "algorithm.n_minibatches=2", f"rollout.max_head_offpolicyness={eta}",
                  f"trainer.total_steps={args.steps}", f"trainer.eval_every={max(1, args.steps // 2)}",
                  "trainer.checkpoint_every=0", "logging.level=warning", *extra]
+    if args.pin_server:  # server on the first core, the trainer's threads on the rest (trainer.torch_threads unset)
+        overrides.append(f"inference.cpus=[{min(os.sched_getaffinity(0))}]")
     cfg = load_config(config_path=REPO / "examples" / "quickstart.yaml", overrides=overrides, env_prefix=None)
     start = time.perf_counter()
     run_dir = run_training(cfg)
@@ -87,18 +91,20 @@ def summarize(name: str, run_dir: Path, steps: int, wall_s: float) -> dict:
             "evals": evals, "eval_start": evals[0][1], "eval_end": evals[-1][1],
             "train_first": sum(train_rewards[:k]) / k, "train_last": sum(train_rewards[-k:]) / k,
             "lag": sum(r.get("rollout/version_lag_mean", 0.0) for r in rows) / max(1, len(train_rewards)),
+            "approx_kl": sum(r.get("actor/approx_kl", 0.0) for r in rows) / max(1, len(train_rewards)),
             "wall_s": wall_s}
 
 
 def table(results: list[dict]) -> str:
     lines = ["| run | algorithm | η | objective | eval step 0 | eval mid | eval end | Δ eval | train reward first→last | "
-             "mean lag | learns | wall s |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "mean lag | approx KL | learns | wall s |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         mid = r["evals"][len(r["evals"]) // 2][1] if len(r["evals"]) > 2 else float("nan")
         delta = r["eval_end"] - r["eval_start"]
         lines.append(f"| {r['run']} | {r['algorithm']} | {r['eta']} | {r['objective']} | {r['eval_start']:.3f} | "
                      f"{mid:.3f} | {r['eval_end']:.3f} | {delta:+.3f} | {r['train_first']:.3f}→{r['train_last']:.3f} | "
-                     f"{r['lag']:.2f} | {'yes' if delta > 0 else 'no'} | {r['wall_s']:.0f} |")
+                     f"{r['lag']:.2f} | {r.get('approx_kl', float('nan')):.4f} | {'yes' if delta > 0 else 'no'} | "
+                     f"{r['wall_s']:.0f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -128,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=100, help="RL steps per run")
     ap.add_argument("--runs", default=",".join(all_runs()), help="comma-separated runs (see the docstring)")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--pin-server", action="store_true", help="pin the inference server to the first core "
+                                                              "(inference.cpus); the trainer takes the others")
     ap.add_argument("--out", type=Path, default=REPO / "runs/learning_matrix", help="runs, table and plot go here")
     args = ap.parse_args(argv)
     names = args.runs.split(",")

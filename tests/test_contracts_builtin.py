@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 import areal_core.builtins
 from areal_core.metrics import read_metrics
+from areal_core.multimodal import encode_image
 from areal_core.testing.device import DeviceContract
 from areal_core.testing.metric_sink import MetricSinkContract
 from areal_core.testing.reward import RewardCase, RewardContract
 from areal_core.testing.scheduler import SchedulerContract
+from areal_core.testing.tiny import make_tiny_model, random_picture
 from areal_core.testing.workflow import WorkflowContract
 from coretest_support import wandb_offline_record
 from toyplugin import ToyPlugin
@@ -76,6 +80,29 @@ class TestRLVRWorkflow(WorkflowContract):
     component_name = "rlvr"
     component_config = {"n_samples": 3, "max_new_tokens": 6}
     samples = [{"id": "q1", "prompt": "What is 2+2?"}, {"id": "q2", "messages": [{"role": "user", "content": "Name a colour."}]}]
+
+
+class TestVisionRLVRWorkflow(WorkflowContract):
+    """On the tiny Qwen2.5-VL's tokenizer and image processor, with real pictures."""
+
+    plugin = areal_core.builtins
+    component_name = "vision_rlvr"
+    component_config = {"n_samples": 3, "max_new_tokens": 6}
+    samples = [
+        {"id": "p1", "prompt": "How many shapes?", "images": encode_image(random_picture(0))},
+        {"id": "p2", "messages": [{"role": "user", "content": "Count them."}],
+         "images": [encode_image(random_picture(1)), encode_image(random_picture(2, (60, 120)))]},
+    ]
+
+    @pytest.fixture(scope="class")
+    def model_dir(self, tmp_path_factory):
+        return make_tiny_model(tmp_path_factory.mktemp("vl"), arch="qwen2_5_vl")
+
+    @pytest.fixture
+    def tokenizer(self, model_dir):
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(model_dir)
 
 
 class TestToyReward(RewardContract):

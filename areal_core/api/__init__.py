@@ -12,6 +12,7 @@ from areal_core.api.protocols import (
     Scheduler,
     SupportsAclose,
     SupportsAdapterExport,
+    SupportsCpuPinning,
     SupportsParallelLayout,
     SupportsServerStatus,
     SupportsStats,
@@ -37,6 +38,6 @@ __all__ = [
     "Algorithm", "Device", "FinishReason", "InferenceBackend", "InferenceEngine", "LossFn", "LossWeightFn", "MetricSink",
     "ModelRequest", "ModelResponse", "Reward", "RunContext", "SamplingParams", "Scheduler", "SupportsAclose", "SupportsServerStatus",
     "ParallelLayout", "SupportsParallelLayout",
-    "SupportsAdapterExport", "SupportsStats", "SupportsWeightsChecksum", "TrainEngine", "Trajectory",
+    "SupportsAdapterExport", "SupportsCpuPinning", "SupportsStats", "SupportsWeightsChecksum", "TrainEngine", "Trajectory",
     "WeightSyncPath", "WeightUpdateMeta", "WeightUpdater", "WeightVersion", "Workflow",
 ]

@@ -146,6 +146,15 @@ class SupportsWeightsChecksum(Protocol):
 
 
 @runtime_checkable
+class SupportsCpuPinning(Protocol):
+    """An inference backend whose servers can be pinned to CPU cores: the trainer leaves those
+    cores to them when it picks its own torch thread count (``trainer.torch_threads`` unset)."""
+
+    def pinned_cpus(self) -> frozenset[int] | None:
+        """The core ids every server process is pinned to on its host; None when not pinned."""
+
+
+@runtime_checkable
 class SupportsAdapterExport(Protocol):
     """A train engine that can write only its LoRA adapter (``weight_sync.type=adapter``)."""
 

@@ -38,12 +38,18 @@ class SamplingParams:
 
 @dataclass
 class ModelRequest:
-    """One generation request: a prompt as token ids. ``rid`` keeps a trajectory on one server."""
+    """One generation request: a prompt as token ids. ``rid`` keeps a trajectory on one server.
+
+    ``image_data``: the prompt's images, in the order of their placeholder tokens in
+    ``input_ids``; each the base64 of an image file or a ``data:image/...;base64,`` URL
+    (:mod:`areal_core.multimodal`; SGLang's name and format). ``input_ids`` already hold every
+    image's placeholder tokens (as the model's processor expands them)."""
 
     input_ids: list[int]
     sampling: SamplingParams = field(default_factory=SamplingParams)
     rid: str = ""
     metadata: dict[str, Any] = field(default_factory=dict)
+    image_data: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -81,6 +87,9 @@ class Trajectory:
     sample_id: str = ""  # which dataset sample this came from (recovery: never trained twice)
     finish_reason: str = "stop"
     info: dict[str, Any] = field(default_factory=dict)
+    # the model inputs of the prompt's images beside input_ids (a processor's tensors, e.g.
+    # pixel_values, image_grid_thw); {} for text. See areal_core.multimodal.
+    multimodal_inputs: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         n = len(self.input_ids)

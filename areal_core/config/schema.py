@@ -113,6 +113,10 @@ class TrainerConfig(StrictModel):
     verify_weight_sync: bool = Field(
         False, description="after every weight sync, compare a checksum of the trainer's weights with each server's "
                            "(needs a backend with weights_checksum, e.g. embedded)")
+    torch_threads: int | None = Field(
+        None, ge=1, description="torch CPU (intra-op) threads of each trainer rank; null: the cores this process may "
+                                "run on minus those pinned to inference servers on this machine (embedded "
+                                "inference.cpus), or torch's default (one per core) when no server is pinned")
 
 
 class MetricsConfig(StrictModel):

@@ -7,6 +7,10 @@ Token fields produced by :meth:`from_trajectories`: ``input_ids`` (long), ``loss
 float), ``logprobs`` (behaviour policy, float), ``versions`` (long, -1 on prompt). Sequence
 fields: ``rewards`` (float), ``group_index`` (long: the i-th distinct group_id in the batch).
 Algorithms add their own (``advantages``, ``prox_logprobs``, ``values``...).
+
+``multimodal``: per sequence, the model inputs of its images (``Trajectory.multimodal_inputs``:
+e.g. ``pixel_values``, ``image_grid_thw``; ``{}`` for a text sequence), or an empty list when no
+sequence has any. :meth:`select`, :meth:`concat` and :meth:`to` keep it aligned with the sequences.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ class SequenceBatch:
     cu_seqlens: torch.Tensor  # [B+1] int64, starts at 0
     tokens: dict[str, torch.Tensor] = field(default_factory=dict)  # each [T]
     seqs: dict[str, torch.Tensor] = field(default_factory=dict)  # each [B]
+    multimodal: list[dict[str, torch.Tensor]] = field(default_factory=list)  # [] or B dicts
 
     @property
     def num_seqs(self) -> int:
@@ -63,6 +68,7 @@ class SequenceBatch:
             cu_seqlens=cu,
             tokens={k: v[token_idx] for k, v in self.tokens.items()},
             seqs={k: v[idx] for k, v in self.seqs.items()},
+            multimodal=[self.multimodal[i] for i in idx] if self.multimodal else [],
         )
 
     def to(self, device) -> SequenceBatch:
@@ -70,6 +76,7 @@ class SequenceBatch:
             self.cu_seqlens.to(device),
             {k: v.to(device) for k, v in self.tokens.items()},
             {k: v.to(device) for k, v in self.seqs.items()},
+            [{k: v.to(device) for k, v in d.items()} for d in self.multimodal],
         )
 
     @classmethod
@@ -82,6 +89,7 @@ class SequenceBatch:
             cu,
             {k: torch.cat([b.tokens[k] for b in batches]) for k in keys_t},
             {k: torch.cat([b.seqs[k] for b in batches]) for k in keys_s},
+            _concat_multimodal(batches),
         )
 
     @classmethod
@@ -106,4 +114,11 @@ class SequenceBatch:
                     [group_ids[t.group_id or t.sample_id or str(id(t))] for t in trajs], dtype=torch.long
                 ),
             },
+            multimodal=[dict(t.multimodal_inputs) for t in trajs] if any(t.multimodal_inputs for t in trajs) else [],
         )
+
+
+def _concat_multimodal(batches: Sequence[SequenceBatch]) -> list[dict[str, torch.Tensor]]:
+    if not any(b.multimodal for b in batches):
+        return []
+    return [d for b in batches for d in (b.multimodal or [{} for _ in range(b.num_seqs)])]

@@ -156,7 +156,7 @@ class RolloutClient:
             remaining = req.sampling.max_new_tokens - len(out_ids)
             round_req = ModelRequest(input_ids=list(req.input_ids) + out_ids,
                                      sampling=replace(req.sampling, max_new_tokens=remaining),
-                                     rid=req.rid, metadata=req.metadata)
+                                     rid=req.rid, metadata=req.metadata, image_data=req.image_data)
             version = self.weight_version.value
             resp, addr = await self._generate_round(round_req, addr)
             n = len(resp.output_ids)

@@ -93,16 +93,28 @@ class RLVRWorkflow:
         return reward_prompt, list(input_ids)
 
     def _render_chat(self, messages, sample) -> str:
+        messages = self.chat_messages(messages, sample)
         if not getattr(self.tokenizer, "chat_template", None):
             raise ArealError("rlvr: the tokenizer has no chat template; set workflow.chat_template: false to use raw prompts")
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
+    def chat_messages(self, messages: list[dict[str, Any]], sample: dict[str, Any]) -> list[dict[str, Any]]:
+        """The messages given to the chat template (as they are here; ``vision_rlvr`` puts the
+        sample's pictures into the first user message)."""
+        return messages
+
+    def encode_images(self, sample: dict[str, Any], input_ids: list[int]) -> tuple[list[int], list[str], dict[str, Any]]:
+        """(input_ids, image_data, multimodal_inputs) of the prompt: text only here; the
+        ``vision_rlvr`` workflow adds the sample's pictures."""
+        return input_ids, [], {}
+
     async def run_episode(self, engine: InferenceEngine, sample: dict[str, Any]) -> list[Trajectory]:
         prompt_text, input_ids = self.encode_prompt(sample)
+        input_ids, image_data, media = self.encode_images(sample, input_ids)
         sid = sample_id_of(sample)
         episode = uuid.uuid4().hex[:12]
-        requests = [ModelRequest(input_ids=input_ids, sampling=self.sampling, rid=f"{sid}/{episode}/{i}")
-                    for i in range(self.config.n_samples)]
+        requests = [ModelRequest(input_ids=input_ids, sampling=self.sampling, rid=f"{sid}/{episode}/{i}",
+                                 image_data=image_data) for i in range(self.config.n_samples)]
         responses = await all_or_cancel([engine.agenerate(r) for r in requests])
         completions = [self.tokenizer.decode(r.output_ids, skip_special_tokens=True) for r in responses]
         outcomes = await asyncio.gather(*(self.reward(prompt_text, c, sample) for c in completions))
@@ -115,7 +127,7 @@ class RLVRWorkflow:
             if not outcome.ok:
                 info["reward_error"] = outcome.error
             trajectories.append(Trajectory.from_response(resp, outcome.value, group_id=f"{sid}/{episode}",
-                                                         sample_id=sid, info=info))
+                                                         sample_id=sid, info=info, multimodal_inputs=media))
         return trajectories
 
 

@@ -220,7 +220,7 @@ class InferenceBackendContract(ComponentContract):
     protocol = InferenceBackend
 
     model_size: ClassVar[str] = "0.2m"
-    model_arch: ClassVar[str] = "qwen2"  # a family of areal_core.testing.tiny.ARCHS
+    model_arch: ClassVar[str] = "qwen2"  # a text family of areal_core.testing.tiny.ARCHS (not VL_ARCHS)
     startup_timeout_s: ClassVar[float] = 180.0
     server_env: ClassVar[dict[str, str]] = {"OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     long_generation_tokens: ClassVar[int] = 1500  # still running ~0.5 s after it starts

@@ -113,7 +113,7 @@ class TrainEngineContract(ComponentContract):
     protocol: ClassVar[type] = TrainEngine
 
     tiny_size: ClassVar[str] = "0.2m"
-    tiny_arch: ClassVar[str] = "qwen2"  # a family of areal_core.testing.tiny.ARCHS
+    tiny_arch: ClassVar[str] = "qwen2"  # a text family of areal_core.testing.tiny.ARCHS (not VL_ARCHS)
     logprob_atol: ClassVar[float] = 1e-5  # packed vs unpacked forward, float32
     resume_atol: ClassVar[float] = 1e-6  # save -> load -> continue vs uninterrupted
 

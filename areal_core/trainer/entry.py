@@ -122,7 +122,9 @@ def run_rank(cfg: ResolvedConfig[RunConfig], run_dir: Path, addrs: list[str], *,
              registry=None, host_addr: str = "127.0.0.1", server_status=None) -> None:
     """One trainer rank: set up, train to the end, release everything."""
     from areal_core.trainer.rl import RLTrainer
+    from areal_core.trainer.threads import apply_torch_threads
 
+    apply_torch_threads(cfg.run.trainer.torch_threads, cfg.create("inference", registry=registry), addrs)
     group = _init_trainer_group(cfg, registry) if world_size > 1 else None
     trainer = RLTrainer(cfg, run_dir, addrs, registry=registry, rank=rank, world_size=world_size, host_addr=host_addr,
                         server_status=server_status)

@@ -76,6 +76,10 @@ class EmbeddedBackend(SGLangProtocol):
             argv += ["--cpus", ",".join(str(cpu) for cpu in c.cpus)]
         return argv
 
+    def pinned_cpus(self) -> frozenset[int] | None:
+        """``cpus``: the cores every server process is pinned to (:class:`~areal_core.plugin.SupportsCpuPinning`)."""
+        return frozenset(self.config.cpus) if self.config.cpus is not None else None
+
     def weight_updater(self, meta: WeightUpdateMeta) -> WeightUpdater:
         """``adapter`` here; ``disk`` and ``distributed`` as SGLang's (:class:`SGLangProtocol`)."""
         if meta.type == "adapter":

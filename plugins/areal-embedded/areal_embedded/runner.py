@@ -3,10 +3,14 @@
 ``ModelRunner`` does no scheduling: the scheduler tells it which rows to prefill or decode.
 
 Shapes: B running rows, N new rows, P = longest new prompt, V = vocabulary, L = attended slots.
-- ``prefill(prompts, row_start)``: prompts are left-padded to P and written to rows
+- ``prefill(prompts, row_start, media)``: prompts are left-padded to P and written to rows
   ``row_start..row_start+N-1`` at slots ``0..P-1``; returns last-position logits [N, V].
-- ``decode(tokens, starts, ends)``: one new token per row 0..B-1, written at slot ``ends[b]``
-  with position ``ends[b] - starts[b]``; returns logits [B, V].
+  ``media[n]`` holds prompt n's image inputs (:mod:`areal_core.multimodal`; ``{}`` for text),
+  concatenated in row order into the model's forward; a model with multi-axis rotary positions
+  gets each row's ``[3, P]`` positions from its own ``get_rope_index``.
+- ``decode(tokens, starts, ends, offsets)``: one new token per row 0..B-1, written at slot
+  ``ends[b]`` with position ``ends[b] - starts[b] + offsets[b]`` (``offsets``: what the prefill
+  returned for the row; 0 unless its prompt had images); returns logits [B, V].
 The 4-D boolean mask lets query i of row b see slots ``starts[b]..slot(i)`` (and itself, so a
 padding query never has an empty softmax).
 """
@@ -18,7 +22,15 @@ from pathlib import Path
 
 import torch
 
-from areal_core.plugin import ArealError, CheckpointLayout, check_full_attention, resolve_model_path
+from areal_core.plugin import (
+    ArealError,
+    CheckpointLayout,
+    check_full_attention,
+    concat_inputs,
+    resolve_model_path,
+    rope_positions,
+    uses_rope_index,
+)
 from areal_embedded.kv_cache import SlotKVCache
 from areal_embedded.lora import AdapterWeights
 
@@ -44,7 +56,7 @@ class ModelRunner:
 
     def __init__(self, model_path: str, max_rows: int, device: str = "auto", dtype: str = "auto",
                  max_len: int | None = None):
-        from transformers import AutoConfig, AutoModelForCausalLM
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText
 
         model_path = resolve_model_path(model_path, "--model")
         self.model_path = model_path
@@ -54,7 +66,15 @@ class ModelRunner:
             raise ArealError(f"--model {model_path!r} is not a Hugging Face model directory (no config.json)")
         config = AutoConfig.from_pretrained(model_path)
         check_full_attention(config, "the embedded server")  # its masks are full causal attention
-        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=self.dtype, attn_implementation="sdpa")
+        self.vision = getattr(config, "vision_config", None) is not None  # a vision-language model
+        model_class = AutoModelForImageTextToText if self.vision else AutoModelForCausalLM
+        self.model = model_class.from_pretrained(model_path, dtype=self.dtype, attn_implementation="sdpa")
+        self.image_processor = _image_processor(model_path) if self.vision else None
+        self.image_token_id = getattr(config, "image_token_id", None)
+        # placeholder tokens stand for pixels: never sampled (a completion holding one would have
+        # no image behind it in the trainer's forward)
+        self.unsampled = [t for t in (self.image_token_id, getattr(config, "video_token_id", None)) if t is not None]
+        self.mrope = uses_rope_index(self.model)
         self.layout = CheckpointLayout(self.model)  # weight updates carry the saved files' names
         self.model.to(self.device).eval().requires_grad_(False)  # type: ignore[arg-type]  # transformers' stub of .to
         self.config = config
@@ -73,32 +93,51 @@ class ModelRunner:
     # -- forward passes ------------------------------------------------------------------------
 
     @torch.inference_mode()
-    def prefill(self, prompts: list[list[int]], row_start: int) -> tuple[torch.Tensor, list[int]]:
-        """Run N prompts into rows ``row_start..``; returns (logits [N, V], start slot per row)."""
+    def prefill(self, prompts: list[list[int]], row_start: int, media: list[dict] | None = None,
+                ) -> tuple[torch.Tensor, list[int], list[int]]:
+        """Run N prompts into rows ``row_start..``; returns (logits [N, V], start slot per row,
+        position offset per row)."""
+        media = media or [{} for _ in prompts]
         longest = max(len(p) for p in prompts)
         starts = [longest - len(p) for p in prompts]
         ids = torch.tensor([[0] * s + p for s, p in zip(starts, prompts)], device=self.device)
         start = torch.tensor(starts, device=self.device).unsqueeze(1)  # [N, 1]
         slots = torch.arange(longest, device=self.device).unsqueeze(0)  # [1, P]
         positions = (slots - start).clamp_(min=0)
+        offsets = [0] * len(prompts)
+        extra = {k: v.to(self.device) for k, v in concat_inputs(media).items()}
+        if self.mrope and extra:
+            positions = positions.unsqueeze(0).repeat(3, 1, 1)  # [3, N, P]
+            for n, (prompt, inputs) in enumerate(zip(prompts, media)):
+                if inputs:
+                    row_positions, offsets[n] = rope_positions(self.model, prompt, inputs)
+                    positions[:, n, starts[n]:] = row_positions.to(self.device)
         causal = slots.unsqueeze(2) >= slots.unsqueeze(1)  # [1, P(query), P(key)]
         visible = causal & (slots.unsqueeze(1) >= start.unsqueeze(2))  # [N, P, P]
         visible |= torch.eye(longest, dtype=torch.bool, device=self.device)
         self.cache.begin_forward(row_start, slots.expand(len(prompts), -1), longest)
         out = self.model(input_ids=ids, position_ids=positions, attention_mask=visible.unsqueeze(1),
-                         cache=self.cache, use_cache=True, logits_to_keep=1)
-        return out.logits[:, -1, :], starts
+                         cache=self.cache, use_cache=True, logits_to_keep=1, **extra)
+        return self._sampleable(out.logits[:, -1, :]), starts, offsets
 
     @torch.inference_mode()
-    def decode(self, tokens: torch.Tensor, starts: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
+    def decode(self, tokens: torch.Tensor, starts: torch.Tensor, ends: torch.Tensor,
+               offsets: torch.Tensor | None = None) -> torch.Tensor:
         """One step for rows 0..B-1: ``tokens [B]`` go to slot ``ends [B]``; returns logits [B, V]."""
         kv_len = int(ends.max()) + 1
         slots = torch.arange(kv_len, device=self.device).unsqueeze(0)
         visible = (slots >= starts.unsqueeze(1)) & (slots <= ends.unsqueeze(1))  # [B, L]
         self.cache.begin_forward(0, ends.unsqueeze(1), kv_len)
-        out = self.model(input_ids=tokens.unsqueeze(1), position_ids=(ends - starts).unsqueeze(1),
+        positions = ends - starts if offsets is None else ends - starts + offsets
+        out = self.model(input_ids=tokens.unsqueeze(1), position_ids=positions.unsqueeze(1),
                          attention_mask=visible[:, None, None, :], cache=self.cache, use_cache=True)
-        return out.logits[:, -1, :]
+        return self._sampleable(out.logits[:, -1, :])
+
+    def _sampleable(self, logits: torch.Tensor) -> torch.Tensor:
+        """``logits [N, V]`` with the image placeholder tokens at -inf (vision-language models)."""
+        if self.unsampled:
+            logits[:, self.unsampled] = float("-inf")
+        return logits
 
     # -- weights -------------------------------------------------------------------------------
 
@@ -194,6 +233,17 @@ class ModelRunner:
         count = self.commit(staged)
         self.model_path = path
         return count
+
+
+def _image_processor(model_path: str):
+    """The image processor saved in a vision-language model's directory."""
+    from transformers import AutoImageProcessor
+
+    try:
+        return AutoImageProcessor.from_pretrained(model_path)
+    except (OSError, ValueError) as exc:
+        raise ArealError(f"--model {model_path!r} is a vision-language model without a loadable image processor "
+                         f"(preprocessor_config.json): {exc}") from None
 
 
 def _eos_token_ids(model) -> set[int]:

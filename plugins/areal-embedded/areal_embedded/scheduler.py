@@ -54,6 +54,8 @@ class Sequence:
     version: int = 0
     created: float = field(default_factory=time.perf_counter)
     finish: dict[str, Any] | None = None
+    media: dict[str, Any] = field(default_factory=dict)  # the prompt's image inputs (shared by its n samples)
+    position_offset: int = 0  # rotary position of slot i is i - start + position_offset (images shift it)
 
     def record(self, token: int, logprob: float) -> None:
         """Append a sampled token and decide whether the sequence is finished."""
@@ -259,7 +261,9 @@ class Scheduler:
         ordered += [s for s in batch if s is not leaders[prompts[id(s.prompt)]]]
         source = [prompts[id(s.prompt)] for s in ordered]
         try:
-            logits, starts = self.runner.prefill([s.prompt for s in ordered[:len(prompts)]], row_start)
+            prefilled = ordered[:len(prompts)]
+            logits, starts, offsets = self.runner.prefill([s.prompt for s in prefilled], row_start,
+                                                          [s.media for s in prefilled])
             for row in range(len(prompts), len(ordered)):
                 n_slots = starts[source[row]] + len(ordered[row].prompt)
                 self.runner.cache.move_row(row_start + source[row], row_start + row, n_slots)
@@ -270,6 +274,7 @@ class Scheduler:
             raise
         for seq, i, token, logprob in zip(ordered, source, tokens.tolist(), logprobs.tolist()):
             seq.start, seq.end, seq.version = starts[i], starts[i] + len(seq.prompt), self.version
+            seq.position_offset = offsets[i]
             seq.record(token, logprob)
         self.running.extend(ordered)
         self._release_finished()
@@ -280,7 +285,8 @@ class Scheduler:
         tokens = torch.tensor([s.output[-1] for s in rows], device=device)
         starts = torch.tensor([s.start for s in rows], device=device)
         ends = torch.tensor([s.end for s in rows], device=device)
-        logits = self.runner.decode(tokens, starts, ends)
+        offsets = torch.tensor([s.position_offset for s in rows], device=device)
+        logits = self.runner.decode(tokens, starts, ends, offsets)
         new_tokens, logprobs = sample(logits, self._sampling(rows))
         for seq, token, logprob in zip(rows, new_tokens.tolist(), logprobs.tolist()):
             seq.end += 1

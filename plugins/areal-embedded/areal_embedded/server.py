@@ -34,7 +34,7 @@ import torch
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from areal_core.plugin import API_KEY_ENV, ArealError
+from areal_core.plugin import API_KEY_ENV, ArealError, decode_image, image_inputs, image_token_counts
 from areal_embedded.guard import BodyTooLarge, Guard, TransportLimits, guarded_protocol
 from areal_embedded.runner import ModelRunner
 from areal_embedded.scheduler import Command, Scheduler, Sequence
@@ -183,6 +183,7 @@ class EmbeddedServer:
         if body.get("stream"):
             raise BadRequest("stream=true is not supported by the embedded server")
         prompts, single = self._prompts(body)
+        media = self._media(body.get("image_data"), prompts)
         sampling = parse_sampling(body.get("sampling_params"), self.runner.vocab_size, self.runner.max_len, self.limits)
         count = len(prompts) * sampling["n"]
         queued = self.scheduler.load()
@@ -210,7 +211,7 @@ class EmbeddedServer:
                     max_new_tokens=min(sampling["max_new_tokens"], self.runner.max_len - len(prompt)),
                     temperature=sampling["temperature"], top_p=sampling["top_p"], top_k=sampling["top_k"],
                     stop_ids=frozenset(stop_ids), rng=random.Random(seed),
-                    on_done=functools.partial(_settle_from_thread, loop, future),
+                    on_done=functools.partial(_settle_from_thread, loop, future), media=media,
                 ))
                 futures.append(future)
         self.scheduler.submit(sequences)
@@ -243,6 +244,29 @@ class EmbeddedServer:
                     isinstance(t, int) and not isinstance(t, bool) and 0 <= t < self.runner.vocab_size for t in prompt):
                 raise BadRequest(f"input_ids must be non-empty lists of integers in [0, {self.runner.vocab_size})")
         return prompts, single
+
+    def _media(self, image_data: Any, prompts: list[list[int]]) -> dict[str, Any]:
+        """The model inputs of ``image_data`` (a list of base64 image strings, or one) for the one
+        prompt of this request; ``{}`` without images. The prompt must hold exactly the image
+        placeholder tokens the processor gives these images."""
+        if image_data is None or image_data == []:
+            return {}
+        if self.runner.image_processor is None or self.runner.image_token_id is None:
+            raise BadRequest(f"image_data given, but model {self.runner.model_path!r} is not a vision-language model")
+        if len(prompts) != 1:
+            raise BadRequest("image_data is supported for a single prompt per request")
+        images = image_data if isinstance(image_data, list) else [image_data]
+        try:
+            pictures = [decode_image(d, f"image_data[{i}]") for i, d in enumerate(images)]
+        except ArealError as exc:
+            raise BadRequest(str(exc)) from None
+        inputs = image_inputs(self.runner.image_processor, pictures)
+        expected = sum(image_token_counts(self.runner.image_processor, inputs))
+        found = prompts[0].count(self.runner.image_token_id)
+        if found != expected:
+            raise BadRequest(f"input_ids hold {found} image tokens (id {self.runner.image_token_id}); its "
+                             f"{len(images)} image(s) need {expected}")
+        return inputs
 
     async def control(self, command: Command) -> Any:
         return await asyncio.wrap_future(self.scheduler.command(command))

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from areal_core.plugin import ArealError
+from areal_core.plugin import ArealError, SupportsCpuPinning
 from areal_embedded.backend import EmbeddedBackend, EmbeddedConfig
 from areal_embedded.server import pin_to_cpus
 
@@ -17,6 +17,13 @@ def test_cpus_become_a_server_flag():
     assert argv[argv.index("--cpus") + 1] == "0"
     assert "--cpus" not in EmbeddedBackend(EmbeddedConfig(name="embedded")).server_command("m", "127.0.0.1", 1)
 
+
+
+def test_pinned_cpus_tell_the_trainer_which_cores_to_leave():
+    backend = EmbeddedBackend(EmbeddedConfig(name="embedded", cpus=[0, 2]))
+    assert isinstance(backend, SupportsCpuPinning)
+    assert backend.pinned_cpus() == frozenset({0, 2})
+    assert EmbeddedBackend(EmbeddedConfig(name="embedded")).pinned_cpus() is None
 
 def test_pin_to_cpus_pins_every_thread_and_threads_started_later():
     before = os.sched_getaffinity(0)

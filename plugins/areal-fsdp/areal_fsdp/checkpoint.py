@@ -78,11 +78,10 @@ def set_rng_state(device: Device, state: dict) -> None:
 
 def _skeleton(hf_config, critic: bool) -> torch.nn.Module:
     """The model class of ``hf_config`` with parameters on the meta device (no memory)."""
-    from transformers import AutoModelForCausalLM, AutoModelForTokenClassification
+    from areal_fsdp.model import auto_class
 
-    auto = AutoModelForTokenClassification if critic else AutoModelForCausalLM
     with torch.device("meta"):
-        return auto.from_config(hf_config)
+        return auto_class(hf_config, critic).from_config(hf_config)
 
 
 def materialise(hf_config, state_dict: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor],
@@ -116,7 +115,8 @@ def materialise(hf_config, state_dict: dict[str, torch.Tensor], buffers: dict[st
 
 
 def write_hf_dir(model: Any, out: Path, source_dir: str) -> None:
-    """``save_pretrained`` (safetensors) plus the tokenizer and generation config of ``source_dir``."""
+    """``save_pretrained`` (safetensors) plus the tokenizer, generation config and (vision-language
+    models) image processor of ``source_dir``."""
     from transformers import AutoTokenizer
 
     model.save_pretrained(out, safe_serialization=True)
@@ -124,6 +124,7 @@ def write_hf_dir(model: Any, out: Path, source_dir: str) -> None:
         AutoTokenizer.from_pretrained(source_dir).save_pretrained(out)
     except (OSError, ValueError):
         pass  # a model directory without a tokenizer (e.g. a bare critic) exports weights only
-    gen = Path(source_dir, "generation_config.json")
-    if gen.is_file() and not (out / "generation_config.json").exists():
-        shutil.copy(gen, out / "generation_config.json")
+    for name in ("generation_config.json", "preprocessor_config.json"):
+        source = Path(source_dir, name)
+        if source.is_file() and not (out / name).exists():
+            shutil.copy(source, out / name)

@@ -49,11 +49,14 @@ from areal_core.plugin import (
     RunContext,
     SequenceBatch,
     all_reduce_sum,
+    concat_inputs,
     engine_device,
     join_process_group,
     leave_process_group,
     plan_micro_batches,
     resolve_model_path,
+    rope_positions,
+    uses_rope_index,
 )
 from areal_fsdp import checkpoint
 from areal_fsdp import model as model_lib
@@ -87,6 +90,7 @@ class FSDPEngine:
         self.layout: CheckpointLayout | None = None  # in-memory <-> saved weight names
         self.model_path = ""
         self._attn = "sdpa"
+        self._mrope = False
 
     # ------------------------------------------------------------------ setup
     def initialize(self) -> None:
@@ -115,7 +119,12 @@ class FSDPEngine:
 
         self._attn = model_lib.attention_implementation(cfg, self.dist.device)
         model = model_lib.load_hf_model(cfg, self.model_path, self._attn)
+        if model_lib.is_vision_language(model.config) and self.dist.world_size > 1:
+            # a rank whose micro-batch has no pixels would skip the vision tower's all-gathers
+            raise ArealError(f"train engine {cfg.name!r}: vision-language models train on one rank for now "
+                             f"(world size {self.dist.world_size}); see docs/models.md")
         self.hf_config = model.config
+        self._mrope = uses_rope_index(model)  # multi-axis rotary positions (Qwen2-VL family)
         self.layout = CheckpointLayout(model)  # before LoRA and sharding: the HF model's own names
         if cfg.lora.enabled:
             model = model_lib.add_lora(model, cfg.lora)
@@ -306,15 +315,27 @@ class FSDPEngine:
         return plan.ranks[self.dist.rank]
 
     def _logits(self, mb: SequenceBatch) -> torch.Tensor:
-        """[t, V] (critic: [t, 1]) for one packed micro-batch on the engine's device."""
+        """[t, V] (critic: [t, 1]) for one packed micro-batch on the engine's device.
+
+        With images (``mb.multimodal``) the sequences' inputs go in concatenated, in sequence
+        order; a model with multi-axis rotary positions gets ``position_ids [4, 1, t]``: the
+        per-sequence text positions (where documents restart) then each sequence's ``[3, L]``
+        positions from the model's ``get_rope_index``."""
         assert self.model is not None  # _require_initialized
-        kwargs = {}
+        kwargs: dict[str, Any] = {}
         if model_lib.takes_cu_seqlens(self._attn):
             cu = mb.cu_seqlens.to(torch.int32)
             longest = int(mb.seqlens.max())
             kwargs = dict(cu_seq_lens_q=cu, cu_seq_lens_k=cu, max_length_q=longest, max_length_k=longest)
-        out = self.model(input_ids=mb["input_ids"][None], position_ids=mb.position_ids[None], use_cache=False,
-                         **kwargs)
+        ids, positions = mb["input_ids"], mb.position_ids[None]
+        kwargs.update(concat_inputs(mb.multimodal))
+        if self._mrope:  # text rows too: the text positions tell the model where documents restart
+            bounds = mb.cu_seqlens.tolist()
+            media = mb.multimodal or [{}] * mb.num_seqs
+            rope = [rope_positions(self.model, ids[bounds[i]:bounds[i + 1]].cpu(), inputs)[0]
+                    for i, inputs in enumerate(media)]
+            positions = torch.cat([positions, torch.cat(rope, 1).to(ids.device)])[:, None]  # [4, 1, t]
+        out = self.model(input_ids=ids[None], position_ids=positions, use_cache=False, **kwargs)
         return out.logits[0]
 
     def _per_token(self, mb: SequenceBatch, temperature: float) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -52,23 +52,43 @@ def enable_activation_checkpointing(model: torch.nn.Module) -> None:
         base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
+def is_vision_language(hf_config) -> bool:
+    """Whether ``hf_config`` is a vision-language model's (it has a vision tower)."""
+    return getattr(hf_config, "vision_config", None) is not None
+
+
+def auto_class(hf_config, critic: bool) -> Any:
+    """The transformers auto class for ``hf_config``: token classification for a critic,
+    image-text-to-text for a vision-language model, else causal LM."""
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoModelForTokenClassification
+
+    if critic:
+        return AutoModelForTokenClassification
+    return AutoModelForImageTextToText if is_vision_language(hf_config) else AutoModelForCausalLM
+
+
 def load_hf_model(cfg: FSDPEngineConfig, path: str, attn: str) -> torch.nn.Module:
-    """The unsharded HF model on CPU: a causal LM, or a 1-label token classifier (critic)."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForTokenClassification
+    """The unsharded HF model on CPU: a causal LM, a vision-language model (its vision tower
+    attends with plain ``sdpa``: packed attention is for the text), or a 1-label token
+    classifier (critic)."""
+    from transformers import AutoConfig
 
     check_model_dir(cfg, path)
     kwargs: dict[str, Any] = dict(dtype=DTYPES[cfg.dtype], attn_implementation=attn, trust_remote_code=cfg.trust_remote_code)
+    config = AutoConfig.from_pretrained(path, trust_remote_code=cfg.trust_remote_code)
+    vision = is_vision_language(config) and not cfg.critic
     try:
         if cfg.critic:
             # no dropout before the value head (transformers defaults it to 0.1): values in train_batch
             # must be the ones forward() gives, for GAE targets and for pair losses alike
             config = AutoConfig.from_pretrained(path, num_labels=1, trust_remote_code=cfg.trust_remote_code)
             config.classifier_dropout = 0.0
-            model = AutoModelForTokenClassification.from_pretrained(path, config=config, **kwargs)
-        else:
-            model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+            kwargs["config"] = config
+        elif vision:
+            kwargs["attn_implementation"] = {"text_config": attn, "vision_config": "sdpa", "": attn}
+        model = auto_class(config, cfg.critic).from_pretrained(path, **kwargs)
     except (ValueError, KeyError) as exc:
-        kind = "token classification (critic)" if cfg.critic else "causal LM"
+        kind = "token classification (critic)" if cfg.critic else "vision-language" if vision else "causal LM"
         raise ArealError(f"train engine {cfg.name!r}: cannot load {path!r} as a {kind} model: {exc}") from exc
     model.config.use_cache = False
     if attn == attention.NAME:

@@ -74,13 +74,17 @@ def sampling_payload(sampling: SamplingParams) -> dict[str, Any]:
 
 
 def generate_payload(req: ModelRequest) -> dict[str, Any]:
-    """The ``/generate`` body for one request (logprobs on, no streaming)."""
-    return {
+    """The ``/generate`` body for one request (logprobs on, no streaming; ``image_data`` when
+    the prompt has images)."""
+    payload: dict[str, Any] = {
         "input_ids": list(req.input_ids),
         "sampling_params": sampling_payload(req.sampling),
         "return_logprob": True,
         "stream": False,
     }
+    if req.image_data:
+        payload["image_data"] = list(req.image_data)
+    return payload
 
 
 def parse_generate_response(req: ModelRequest, data: Any, latency_s: float) -> ModelResponse:
