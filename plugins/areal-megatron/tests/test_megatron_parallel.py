@@ -92,23 +92,32 @@ def assert_two_ranks_equal(model_dir, single, layout, tmp_path):
     torch.testing.assert_close(got["after"], single["after"], atol=1e-5, rtol=0)
 
 
-def _save_at_tp2_then_load_at_tp2(rank, model_dir, ckpt, out_path):
-    layout = {**CONFIG, "tensor_parallel": 2}
-    engine = make_train_engine("megatron", layout, run_context(model_dir))
+def save_then_continue(layout: dict, model_dir, ckpt: str) -> torch.Tensor:
+    """One step, save, one more step: the logprobs after it."""
+    engine = make_train_engine("megatron", {**CONFIG, **layout}, run_context(model_dir))
     try:
         engine.train_batch(batch(), nll_loss, mask_count)
         engine.save(ckpt)
         engine.train_batch(batch(), nll_loss, mask_count)
-        continued = engine.forward(batch())
+        return engine.forward(batch())
     finally:
         engine.destroy()
-    engine = make_train_engine("megatron", layout, run_context(model_dir))
+
+
+def load_then_step(layout: dict, model_dir, ckpt: str) -> torch.Tensor:
+    """Load ``ckpt``, one step: the logprobs after it (what save_then_continue saw)."""
+    engine = make_train_engine("megatron", {**CONFIG, **layout}, run_context(model_dir))
     try:
         engine.load(ckpt)
         engine.train_batch(batch(), nll_loss, mask_count)
-        resumed = engine.forward(batch())
+        return engine.forward(batch())
     finally:
         engine.destroy()
+
+
+def _save_at_tp2_then_load_at_tp2(rank, model_dir, ckpt, out_path):
+    continued = save_then_continue({"tensor_parallel": 2}, model_dir, ckpt)
+    resumed = load_then_step({"tensor_parallel": 2}, model_dir, ckpt)
     if rank == 0:
         torch.save({"continued": continued, "resumed": resumed}, out_path)
 
@@ -118,24 +127,11 @@ def test_checkpoint_saved_at_tp2_loads_at_tp1_and_tp2(model_dir, tmp_path):
     run_ranks(_save_at_tp2_then_load_at_tp2, 2, str(model_dir), ckpt, tmp_path / "out.pt")
     got = torch.load(tmp_path / "out.pt", weights_only=False)
     torch.testing.assert_close(got["resumed"], got["continued"], atol=1e-6, rtol=0)
-    engine = make_train_engine("megatron", CONFIG, run_context(model_dir))  # t = 1, one process
-    try:
-        engine.load(ckpt)
-        engine.train_batch(batch(), nll_loss, mask_count)
-        torch.testing.assert_close(engine.forward(batch()), got["continued"], atol=1e-5, rtol=0)
-    finally:
-        engine.destroy()
+    torch.testing.assert_close(load_then_step({}, model_dir, ckpt), got["continued"], atol=1e-5, rtol=0)  # t = 1
 
 
 def _save_at_ep2(rank, model_dir, ckpt, out_path):
-    engine = make_train_engine("megatron", {**CONFIG, "expert_parallel": 2}, run_context(model_dir))
-    try:
-        engine.train_batch(batch(), nll_loss, mask_count)
-        engine.save(ckpt)
-        engine.train_batch(batch(), nll_loss, mask_count)
-        continued = engine.forward(batch())
-    finally:
-        engine.destroy()
+    continued = save_then_continue({"expert_parallel": 2}, model_dir, ckpt)
     if rank == 0:
         torch.save(continued, out_path)
 
@@ -146,10 +142,4 @@ def test_moe_checkpoint_saved_at_ep2_loads_at_ep1(tmp_path):
     ckpt = str(tmp_path / "ckpt")
     run_ranks(_save_at_ep2, 2, str(moe_dir), ckpt, tmp_path / "out.pt")
     continued = torch.load(tmp_path / "out.pt", weights_only=False)
-    engine = make_train_engine("megatron", CONFIG, run_context(moe_dir))
-    try:
-        engine.load(ckpt)
-        engine.train_batch(batch(), nll_loss, mask_count)
-        torch.testing.assert_close(engine.forward(batch()), continued, atol=1e-5, rtol=0)
-    finally:
-        engine.destroy()
+    torch.testing.assert_close(load_then_step({}, moe_dir, ckpt), continued, atol=1e-5, rtol=0)
