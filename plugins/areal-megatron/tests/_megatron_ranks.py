@@ -4,7 +4,6 @@ join it; gloo on CPU, NCCL on GPUs), one thread per rank, and (without CUDA) the
 
 from __future__ import annotations
 
-import multiprocessing
 import sys
 from pathlib import Path
 
@@ -17,19 +16,7 @@ HERE = str(Path(__file__).parent)
 
 def run_ranks(fn, world: int, *args) -> None:
     """``fn(rank, *args)`` on ``world`` ranks; raises if any rank fails."""
-    ranks.run_ranks(_reaping, world, fn, *args, setup=install_cpu_shim)
-
-
-def _reaping(rank: int, fn, *args) -> None:
-    """``fn(rank, *args)``, then end the rank's own child processes: a ``dist_checkpointing`` save
-    starts a multiprocessing Manager (megatron's write-results queue) that only interpreter
-    finalization would stop, and a rank exits without it (see areal_core.testing.ranks)."""
-    try:
-        fn(rank, *args)
-    finally:
-        for child in multiprocessing.active_children():
-            child.terminate()
-            child.join(10)
+    ranks.run_ranks(fn, world, *args, setup=install_cpu_shim)
 
 
 def install_cpu_shim() -> None:
