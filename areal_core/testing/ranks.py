@@ -10,11 +10,14 @@ must be importable by name in a child: module-level functions of a module on ``s
 A rank whose work succeeded leaves together with the others (a barrier, then the group destroyed)
 and exits without interpreter finalization: gloo's worker threads can abort a process at teardown
 (SIGABRT, "terminate called without an active exception") while objects they reference are freed,
-which would fail a test whose every rank did its work.
+which would fail a test whose every rank did its work. What finalization would have stopped is
+stopped first: the rank's multiprocessing children (e.g. the Manager a megatron checkpoint save
+starts) are terminated, so none outlives the test.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import sys
 from collections.abc import Callable
@@ -50,6 +53,9 @@ def _rank_entry(rank: int, fn: Callable[..., None], world: int, port: int, args:
         dist.barrier()  # leave together: a rank tearing down its group while a peer still uses it aborts
     finally:
         dist.destroy_process_group()
+    for child in multiprocessing.active_children():
+        child.terminate()
+        child.join(10)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)

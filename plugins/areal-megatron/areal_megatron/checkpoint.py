@@ -74,6 +74,7 @@ def save(engine: MegatronEngine, path: str) -> None:
         torch.save({"scheduler": engine.scheduler.state_dict(), "adam_step": max(steps, default=0.0),
                     "layout": {"tensor_parallel": engine.config.tensor_parallel,
                                "pipeline_parallel": engine.config.pipeline_parallel,
+                               "expert_parallel": engine.config.expert_parallel,
                                "world_size": engine.dist.world_size}}, tmp / ENGINE_STATE_FILE)
     dist.barrier()
     if rank == 0:

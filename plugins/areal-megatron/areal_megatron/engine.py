@@ -1,18 +1,24 @@
 """The ``megatron`` train engine: an HF decoder converted to a megatron-core GPTModel, trained with
-tensor (t), pipeline (p) and data (d = world / (t·p)) parallelism through megatron's
-forward-backward schedules (1F1B when p > 1).
+tensor (t), pipeline (p), data (d = world / (t·p)) and, for mixture-of-experts models, expert
+(e, carved out of d) parallelism through megatron's forward-backward schedules (1F1B when p > 1).
 
 SPMD: every rank calls every method with the same global batch. The batch is planned with
 :func:`~areal_core.plugin.plan_micro_batches` over the d data-parallel replicas (sequences
 balanced by tokens, then micro-batches of at most ``max_tokens_per_mb`` tokens); the ranks of one
 replica (its t·p tensor/pipeline ranks) run the same micro-batches. A micro-batch is a [b, s]
-block of its sequences, right-padded to the longest (megatron's local attention is causal over
-[s, s]; pads come after every real token, so no real token sees one, and their outputs are dropped).
+block of its sequences, one per row right-padded to the longest, or (``pack_sequences``) several
+per row under a block-diagonal causal mask (see :mod:`areal_megatron.rows`); pad outputs are dropped.
+With e > 1 the ranks of an expert-parallel group exchange tokens in every MoE layer (megatron's
+``allgather`` dispatcher needs the same [b, s] on each), so all ranks run the same number of
+micro-batches of one shape (empty ones where a replica has fewer); dropless routing keeps pad
+tokens from changing any real token's experts.
 
 Loss normalisation, as in the fsdp engine: with ``W = Σ_m loss_weight_fn(m)`` over all
 micro-batches of all replicas, the objective is ``Σ_m loss_fn(m) / W``. Each replica
 back-propagates ``loss_fn(m) / W`` and gradients are summed over replicas (all-reduce over the
-data-parallel group), then over the embedding group for tied embeddings split across stages.
+data-parallel group; a routed expert's over its expert-data-parallel group, since its tokens
+already came from every rank of its expert-parallel group), then over the embedding group for
+tied embeddings split across stages.
 The gradient norm is the global L2 norm (tensor-parallel shards summed, replicated parameters
 counted once); clipping and AdamW run on each rank's local shards.
 
@@ -49,10 +55,11 @@ from areal_core.plugin import (
 from areal_fsdp import checkpoint as files
 from areal_fsdp.logprobs import packed_logprobs_entropy
 from areal_fsdp.schedule import build_scheduler
-from areal_megatron import checkpoint, sharding
+from areal_megatron import checkpoint, sharding, streaming
 from areal_megatron import model as model_lib
+from areal_megatron import rows as rows_lib
 from areal_megatron.config import MegatronEngineConfig
-from areal_megatron.convert import Layout, megatron_to_hf
+from areal_megatron.convert import Layout, to_hf
 
 
 def create_engine(config: MegatronEngineConfig, run: RunContext | None = None) -> MegatronEngine:
@@ -62,9 +69,9 @@ def create_engine(config: MegatronEngineConfig, run: RunContext | None = None) -
 
 class MegatronEngine:
     """Implements :class:`areal_core.plugin.TrainEngine` on megatron-core, and
-    :class:`areal_core.plugin.SupportsParallelLayout` for the allocation's t and p."""
+    :class:`areal_core.plugin.SupportsParallelLayout` for the allocation's t, p and e."""
 
-    parallel_dims = frozenset("tp")
+    parallel_dims = frozenset("tpe")
 
     def __init__(self, config: MegatronEngineConfig, run: RunContext | None = None):
         self.config = config
@@ -149,10 +156,17 @@ class MegatronEngine:
 
         return ps.is_pipeline_last_stage() and ps.get_tensor_model_parallel_rank() == 0
 
+    @property
+    def _exchanges_tokens(self) -> bool:
+        """Whether MoE layers exchange tokens between data-parallel ranks (expert parallel)."""
+        return self.config.expert_parallel > 1
+
     def _my_micro_batches(self, batch: SequenceBatch) -> tuple[tuple[int, ...], ...]:
+        """This replica's micro-batches (sequence indices); with expert parallel every replica
+        gets the same number, some possibly empty."""
         rank, size = self._dp
         plan = plan_micro_batches(batch.seqlens.tolist(), self.config.max_tokens_per_mb, size)
-        return tuple(ix for ix in plan.ranks[rank] if ix)
+        return plan.ranks[rank] if self._exchanges_tokens else tuple(ix for ix in plan.ranks[rank] if ix)
 
     # --------------------------------------------------------------- forward
     @torch.no_grad()
@@ -169,6 +183,8 @@ class MegatronEngine:
         results = self._schedule(batch, micro, consume, temperature, forward_only=True)
         if self._reports:
             for ix, reduced in zip(micro, results):
+                if not ix:
+                    continue
                 out[_token_positions(batch, ix).to(out.device)] = reduced["values"].float()
         dist.all_reduce(out)  # replicas hold disjoint tokens; only reporting ranks wrote any
         return out.to(batch.cu_seqlens.device)
@@ -181,7 +197,7 @@ class MegatronEngine:
         self._require_initialized()
         self.model.train()
         micro = self._my_micro_batches(batch)
-        weights = [float(loss_weight_fn(batch.select(ix))) for ix in micro]
+        weights = [float(loss_weight_fn(batch.select(ix))) if ix else 0.0 for ix in micro]
         total_weight, = all_reduce_sum([sum(weights)], self.dist.device, ps.get_data_parallel_group())
         scale = 1.0 / total_weight if total_weight > 0 else 0.0
 
@@ -220,21 +236,21 @@ class MegatronEngine:
         from megatron.core.pipeline_parallel import get_forward_backward_func
         from megatron.core.tensor_parallel import gather_from_tensor_model_parallel_region
 
-        micro_data: list[tuple[SequenceBatch | None, torch.Tensor, torch.Tensor]]
-        if not micro:  # a replica with no sequence still takes part in the collectives
-            micro_data = [(None, *_padded_rows(batch, (0,), self.dist.device, rows_only=True))]
-        else:
-            micro_data = [(batch.select(ix).to(self.dist.device), *_padded_rows(batch, ix, self.dist.device))
-                          for ix in micro]
-        rows = max(d[1].shape[0] for d in micro_data)
-        length = max(d[1].shape[1] for d in micro_data)
-        if self.config.pipeline_parallel > 1:  # stages exchange activations of one fixed shape
-            micro_data = [(mb, *_pad_to(ids, lengths, rows, length)) for mb, ids, lengths in micro_data]
+        # a replica with no sequence (or an empty micro-batch) still takes part in the collectives
+        device, pack = self.dist.device, self.config.pack_sequences
+        micro_data: list[tuple[SequenceBatch | None, rows_lib.Rows]] = [
+            (batch.select(ix).to(device), rows_lib.build(batch, ix, device, pack)) if ix
+            else (None, rows_lib.empty(device)) for ix in micro or ((),)]
+        rows = max(r.ids.shape[0] for _, r in micro_data)
+        length = max(r.ids.shape[1] for _, r in micro_data)
+        if self._exchanges_tokens:  # expert-parallel ranks exchange tokens of one shape
+            rows, length = (int(v) for v in _all_max([rows, length], device))
+        if self.config.pipeline_parallel > 1 or self._exchanges_tokens:  # one fixed shape
+            micro_data = [(mb, r.padded_to(rows, length)) for mb, r in micro_data]
         vocab = self.hf_config.vocab_size
 
-        def loss_func(mb, lengths, logits):
-            full = gather_from_tensor_model_parallel_region(logits)[..., :vocab]  # [b, s, V]
-            packed = torch.cat([full[r, :n] for r, n in enumerate(lengths.tolist())])
+        def loss_func(mb, placed, logits):
+            packed = placed.select(gather_from_tensor_model_parallel_region(logits)[..., :vocab])  # [T, V]
             if mb is None:
                 return packed.sum() * 0.0, torch.tensor(0), {}
             values, entropy = packed_logprobs_entropy(packed, mb["input_ids"], mb.position_ids == 0, temperature,
@@ -243,9 +259,8 @@ class MegatronEngine:
             return loss, torch.tensor(mb.num_tokens), stats
 
         def forward_step(data_iterator, model):
-            mb, ids, lengths = next(data_iterator)
-            positions = torch.arange(ids.shape[1], device=ids.device).expand_as(ids)
-            return model(ids, positions, None), partial(loss_func, mb, lengths)
+            mb, placed = next(data_iterator)
+            return model(placed.ids, placed.positions(), placed.mask), partial(loss_func, mb, placed)
 
         out = get_forward_backward_func()(
             forward_step_func=forward_step, data_iterator=iter(micro_data), model=[self.model],
@@ -253,34 +268,41 @@ class MegatronEngine:
         return list(out)[:len(micro)] if micro else []
 
     def _reduce_gradients(self) -> None:
-        """Sum gradients over data-parallel replicas, and tied embeddings over the first and last stage."""
+        """Sum gradients over data-parallel replicas (a routed expert's over its expert-data-parallel
+        group), and tied embeddings over the first and last stage."""
         from megatron.core import parallel_state as ps
 
-        if self._dp[1] > 1:
-            for p in self.model.parameters():
-                dist.all_reduce(p.grad, group=ps.get_data_parallel_group())
+        groups = {False: (ps.get_data_parallel_group(), self._dp[1]),
+                  True: (ps.get_expert_data_parallel_group(), ps.get_expert_data_parallel_world_size())}
+        for name, p in self.model.named_parameters():
+            group, size = groups[sharding.is_expert(name)]
+            if size > 1:
+                dist.all_reduce(p.grad, group=group)
         if self.layout.tied and self.config.pipeline_parallel > 1 and \
                 (ps.is_pipeline_first_stage() or ps.is_pipeline_last_stage()):
             shared = self.model.shared_embedding_or_output_weight()
             dist.all_reduce(shared.grad, group=ps.get_embedding_group())
 
     def _clip_gradients(self) -> float:
-        """Global L2 norm of the gradient (each parameter counted once across t·p ranks); clip to
+        """Global L2 norm of the gradient (each parameter counted once across t·p ranks, a routed
+        expert's once across its expert-tensor·expert·pipeline ranks); clip to
         ``optimizer.gradient_clipping``."""
         from megatron.core import parallel_state as ps
 
-        tp_rank = ps.get_tensor_model_parallel_rank()
         duplicate = None
         if self.layout.tied and self.config.pipeline_parallel > 1 and ps.is_pipeline_last_stage() \
                 and not ps.is_pipeline_first_stage():
             duplicate = self.model.shared_embedding_or_output_weight()  # the first stage counts it
+        squares = {expert: torch.zeros((), dtype=torch.float64, device=self.dist.device) for expert in (False, True)}
+        for name, p in self.model.named_parameters():
+            _, tp_rank, _ = sharding.Placement.tensor_split(name)
+            if p is not duplicate and (tp_rank == 0 or getattr(p, "tensor_model_parallel", False)):
+                squares[sharding.is_expert(name)] += p.grad.double().pow(2).sum()
+        dist.all_reduce(squares[False], group=ps.get_model_parallel_group())
+        if self.layout.num_experts:
+            dist.all_reduce(squares[True], group=ps.get_expert_tensor_model_pipeline_parallel_group())
+        norm = float((squares[False] + squares[True]).sqrt())
         params = list(self.model.parameters())
-        counted = [p for p in params if p is not duplicate and (tp_rank == 0 or getattr(p, "tensor_model_parallel", False))]
-        square = torch.zeros((), dtype=torch.float64, device=self.dist.device)
-        for p in counted:
-            square += p.grad.double().pow(2).sum()
-        dist.all_reduce(square, group=ps.get_model_parallel_group())
-        norm = float(square.sqrt())
         limit = self.config.optimizer.gradient_clipping
         if limit is not None and math.isfinite(norm) and norm > limit:
             for p in params:
@@ -321,10 +343,15 @@ class MegatronEngine:
 
     def gathered_hf(self, of: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[tuple[str, torch.Tensor]]:
         """``of(parameter)`` for every parameter (the weight itself, its gradient...) gathered to
-        full tensors under HF names; collective on every rank, yields on rank 0 only."""
-        state = self._full_megatron_state(of)
-        if self.dist.rank == 0:
-            yield from megatron_to_hf(state, self.layout)
+        full tensors under HF (file) names, ``weight_bucket_bytes`` at a time (see
+        :mod:`areal_megatron.streaming`); collective on every rank, yields on rank 0 only."""
+        tied_copy = "output_layer.weight" if self.layout.tied else None
+        for bucket in streaming.stream(self.model, self.layout, self.hf_config.vocab_size, of,
+                                       self.config.weight_bucket_bytes, skip=lambda name: name == tied_copy):
+            while bucket:  # emptied as it goes: no tensor of this bucket is held while the next gathers
+                name, tensor = bucket.pop(0)
+                yield from to_hf(name, tensor, self.layout)
+                del name, tensor
 
     def export_hf(self, path: str) -> None:
         """Write an HF directory (safetensors, config, tokenizer, generation config); rank 0 writes."""
@@ -336,26 +363,6 @@ class MegatronEngine:
                                    lambda tmp: checkpoint.write_hf_dir(weights, self.hf_config, tmp, self.model_path))
         dist.barrier()
 
-    def _full_megatron_state(self, of: Callable[[torch.Tensor], torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Full CPU tensors under global megatron names on rank 0 ({} elsewhere). Collective:
-        tensor-parallel all-gather per parameter, then each stage's part to the first stage."""
-        from megatron.core import parallel_state as ps
-
-        cfg, lay = self.config, self.layout
-        layers = sharding.layer_range(lay.num_layers, cfg.pipeline_parallel, ps.get_pipeline_model_parallel_rank())
-        keep = ps.get_tensor_model_parallel_rank() == 0 and self._dp[0] == 0
-        state = {}
-        for name, param in self.model.named_parameters():
-            full = sharding.gather(name, of(param), param, cfg.tensor_parallel, ps.get_tensor_model_parallel_group(),
-                                   gated=True)
-            if keep and not (lay.tied and name == "output_layer.weight"):
-                state[sharding.to_global_name(name, layers)] = sharding.unpad(name, full, self.hf_config.vocab_size).cpu().clone()
-        if cfg.pipeline_parallel > 1:
-            stages: list = [None] * cfg.pipeline_parallel
-            dist.all_gather_object(stages, state, group=ps.get_pipeline_model_parallel_group())
-            state = {k: v for part in stages for k, v in part.items()} if keep else {}
-        return state if self.dist.rank == 0 else {}
-
     # ------------------------------------------------------------- helpers
     def _require_initialized(self) -> None:
         if self.model is None:
@@ -363,9 +370,10 @@ class MegatronEngine:
 
 
 def _with_run_layout(cfg: MegatronEngineConfig, run: RunContext) -> MegatronEngineConfig:
-    """The config with t and p from the run's allocation part (``run.parallel``) where it sets them."""
+    """The config with t, p and e from the run's allocation part (``run.parallel``) where it sets them."""
     update = {}
-    for field, size in (("tensor_parallel", run.parallel.tensor), ("pipeline_parallel", run.parallel.pipeline)):
+    for field, size in (("tensor_parallel", run.parallel.tensor), ("pipeline_parallel", run.parallel.pipeline),
+                        ("expert_parallel", run.parallel.expert)):
         mine = getattr(cfg, field)
         if size > 1 and mine not in (1, size):
             raise ArealError(f"train engine {cfg.name!r}: {field}={mine} but the allocation part "
@@ -384,15 +392,18 @@ def _join_model_parallel(cfg: MegatronEngineConfig) -> None:
     from megatron.core import parallel_state as ps
 
     global _model_parallel_users
+    want = (cfg.tensor_parallel, cfg.pipeline_parallel, cfg.expert_parallel)
     if ps.model_parallel_is_initialized():
-        have = (ps.get_tensor_model_parallel_world_size(), ps.get_pipeline_model_parallel_world_size())
-        if have != (cfg.tensor_parallel, cfg.pipeline_parallel):
-            raise ArealError(f"train engine {cfg.name!r}: tensor_parallel/pipeline_parallel = {cfg.tensor_parallel}/"
-                             f"{cfg.pipeline_parallel}, but another megatron engine in this process uses {have[0]}/"
-                             f"{have[1]} (megatron's parallel groups are per process: give every engine the same layout)")
+        have = (ps.get_tensor_model_parallel_world_size(), ps.get_pipeline_model_parallel_world_size(),
+                ps.get_expert_model_parallel_world_size())
+        if have != want:
+            raise ArealError(f"train engine {cfg.name!r}: tensor/pipeline/expert_parallel = {'/'.join(map(str, want))}, "
+                             f"but another megatron engine in this process uses {'/'.join(map(str, have))} "
+                             "(megatron's parallel groups are per process: give every engine the same layout)")
     else:
         ps.initialize_model_parallel(tensor_model_parallel_size=cfg.tensor_parallel,
-                                     pipeline_model_parallel_size=cfg.pipeline_parallel)
+                                     pipeline_model_parallel_size=cfg.pipeline_parallel,
+                                     expert_model_parallel_size=cfg.expert_parallel)
     _model_parallel_users += 1
 
 
@@ -417,23 +428,11 @@ def _check_megatron_runs_on(device: torch.device, engine: str) -> None:
                          f"{device.type!r} ({exc}); use device: cuda (see docs/megatron.md)") from None
 
 
-def _padded_rows(batch: SequenceBatch, ix: tuple[int, ...], device: torch.device,
-                 rows_only: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sequences ``ix`` of ``batch`` as right-padded rows [b, s] and their lengths [b]
-    (``rows_only``: one 1-token row of token 0, for a replica without sequences)."""
-    if rows_only:
-        return torch.zeros(1, 1, dtype=torch.long, device=device), torch.ones(1, dtype=torch.long)
-    seqs = [batch["input_ids"][batch.cu_seqlens[i]:batch.cu_seqlens[i + 1]] for i in ix]
-    lengths = torch.tensor([len(s) for s in seqs])
-    ids = torch.nn.utils.rnn.pad_sequence(seqs, batch_first=True, padding_value=0)
-    return ids.to(device), lengths
-
-
-def _pad_to(ids: torch.Tensor, lengths: torch.Tensor, rows: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``ids`` [b, s] padded with token 0 to [rows, length]; extra rows have length 0."""
-    out = ids.new_zeros(rows, length)
-    out[:ids.shape[0], :ids.shape[1]] = ids
-    return out, torch.cat([lengths, lengths.new_zeros(rows - len(lengths))])
+def _all_max(values: list[int], device: torch.device) -> list[int]:
+    """Element-wise maximum of ``values`` over all ranks."""
+    t = torch.tensor(values, dtype=torch.long, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return t.tolist()
 
 
 def _token_positions(batch: SequenceBatch, indices: tuple[int, ...]) -> torch.Tensor:

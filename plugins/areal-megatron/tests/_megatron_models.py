@@ -6,13 +6,16 @@ from pathlib import Path
 
 import torch
 
-ARCHS = ("qwen2_tied", "qwen2_untied", "llama", "qwen3")
+ARCHS = ("qwen2_tied", "qwen2_untied", "llama", "qwen3", "qwen2_moe", "qwen3_moe")
 
 
 def make_model(path: str | Path, arch: str = "qwen2_tied", layers: int = 2) -> Path:
     """An HF directory (config, safetensors, tokenizer): hidden 128, 4 query heads in 2 groups of
-    head size 32 (so t = 2 splits heads and groups), MLP 256, vocab 512, seeded."""
-    from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config, Qwen3Config
+    head size 32 (so t = 2 splits heads and groups), MLP 256, vocab 512, seeded. The MoE archs
+    have 4 experts of MLP 64, top 2: ``qwen3_moe`` in every layer (renormalised top-k),
+    ``qwen2_moe`` with a gated shared expert (MLP 96), plain top-k weights and its last layer
+    dense (``mlp_only_layers``)."""
+    from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config, Qwen2MoeConfig, Qwen3Config, Qwen3MoeConfig
 
     from areal_core.testing.tiny import make_tokenizer
 
@@ -22,8 +25,11 @@ def make_model(path: str | Path, arch: str = "qwen2_tied", layers: int = 2) -> P
                   num_key_value_heads=2, head_dim=32, intermediate_size=256, max_position_embeddings=2048,
                   eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, bos_token_id=None,
                   tie_word_embeddings=arch != "qwen2_untied")
-    config = {"qwen2_tied": Qwen2Config, "qwen2_untied": Qwen2Config, "llama": LlamaConfig,
-              "qwen3": Qwen3Config}[arch](**common)
+    moe = dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=64, decoder_sparse_step=1)
+    config = {"qwen2_tied": Qwen2Config, "qwen2_untied": Qwen2Config, "llama": LlamaConfig, "qwen3": Qwen3Config,
+              "qwen2_moe": lambda **kw: Qwen2MoeConfig(**moe, shared_expert_intermediate_size=96, norm_topk_prob=False,
+                                                       mlp_only_layers=[layers - 1], **kw),
+              "qwen3_moe": lambda **kw: Qwen3MoeConfig(**moe, norm_topk_prob=True, **kw)}[arch](**common)
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config)
     with torch.no_grad():  # norms away from 1 and biases away from 0, so a swapped name shows

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import logging
 import sys
 import types
 
@@ -93,6 +94,9 @@ def install() -> None:
         if name.startswith("megatron.") and getattr(module, "torch", None) is torch:
             module.torch = proxy  # megatron's own calls only: other libraries keep the real factories
     _patch_rng_tracker()
+    # the CPU and the "CUDA" RNG are one generator here, so megatron's check that forking the
+    # tracker leaves the CPU RNG alone (initialising expert weights) would warn on every expert
+    logging.getLogger("megatron.core.tensor_parallel.random").setLevel(logging.ERROR)
     _installed = True
 
 

@@ -45,6 +45,19 @@ def test_megatron_logits_equal_hf(model_dir):
         engine.destroy()
 
 
+def test_moe_with_tensor_parallel_is_a_clear_error():
+    from areal_core.plugin import ArealError
+    from areal_core.testing.tiny import tiny_config
+    from areal_megatron.config import MegatronEngineConfig
+    from areal_megatron.model import check_divisible
+
+    lay = Layout.of(tiny_config("qwen3_moe", "3m", 512))
+    with pytest.raises(ArealError, match="tensor_parallel=2 needs sequence parallel"):
+        check_divisible(MegatronEngineConfig(tensor_parallel=2), lay, 2)
+    with pytest.raises(ArealError, match="4 experts are not divisible by expert_parallel=3"):
+        check_divisible(MegatronEngineConfig(expert_parallel=3), lay, 3)
+
+
 def test_unknown_architecture_is_a_clear_error():
     from transformers import GPT2Config
 

@@ -1,6 +1,8 @@
-"""2 gloo ranks against one: tensor parallel (t=2), pipeline parallel (p=2, 1F1B) and data
-parallel (d=2) give the single-rank logprobs, loss, gradient norm and gradients (full, in HF
-names); a checkpoint saved at t=2 loads at t=1 and at t=2 and continues identically."""
+"""2 gloo ranks against one: tensor parallel (t=2), pipeline parallel (p=2, 1F1B), data
+parallel (d=2) and, for Qwen3-MoE, expert parallel (e=2, allgather dispatcher) give the
+single-rank logprobs, loss, gradient norm and gradients (full, in HF names, streamed in small
+buckets); a checkpoint saved at t=2 loads at t=1 and at t=2 and continues identically, one
+saved at e=2 loads at e=1."""
 
 import pytest
 import torch
@@ -11,7 +13,7 @@ from areal_core.testing.engines import make_train_engine, run_context
 from areal_core.testing.train_engine import mask_count, nll_loss, random_batch
 
 pytestmark = pytest.mark.timeout(600)
-CONFIG = {"optimizer": {"lr": 1e-2}, "max_tokens_per_mb": 40}
+CONFIG = {"optimizer": {"lr": 1e-2}, "max_tokens_per_mb": 40, "weight_bucket_bytes": 100_000}  # several buckets
 
 
 def batch():
@@ -50,8 +52,7 @@ def model_dir(tmp_path_factory):
     return make_model(tmp_path_factory.mktemp("qwen2"), "qwen2_tied", layers=2)
 
 
-@pytest.fixture(scope="module")
-def single(model_dir):
+def one_rank(model_dir) -> dict:
     engine = make_train_engine("megatron", CONFIG, run_context(model_dir))
     try:
         return step_and_record(engine)
@@ -59,9 +60,27 @@ def single(model_dir):
         engine.destroy()
 
 
+@pytest.fixture(scope="module")
+def single(model_dir):
+    return one_rank(model_dir)
+
+
 @pytest.mark.parametrize("layout", [{"tensor_parallel": 2}, {"pipeline_parallel": 2}, {}],
                          ids=["tp2", "pp2", "dp2"])
 def test_two_ranks_equal_one(model_dir, single, layout, tmp_path):
+    assert_two_ranks_equal(model_dir, single, layout, tmp_path)
+
+
+def test_expert_parallel_two_ranks_equal_one(tmp_path):
+    """Qwen3-MoE (4 experts, top 2): e=2 (2 experts per rank, tokens exchanged by the allgather
+    dispatcher, micro-batches of one shape on both ranks) = one rank with all 4 experts."""
+    from areal_core.testing.tiny import make_tiny_model
+
+    moe_dir = make_tiny_model(tmp_path / "moe", arch="qwen3_moe")
+    assert_two_ranks_equal(moe_dir, one_rank(moe_dir), {"expert_parallel": 2}, tmp_path)
+
+
+def assert_two_ranks_equal(model_dir, single, layout, tmp_path):
     run_ranks(_worker, 2, str(model_dir), layout, tmp_path / "rank0.pt")
     got = torch.load(tmp_path / "rank0.pt", weights_only=False)
     torch.testing.assert_close(got["before"], single["before"], atol=1e-6, rtol=0)
@@ -73,23 +92,32 @@ def test_two_ranks_equal_one(model_dir, single, layout, tmp_path):
     torch.testing.assert_close(got["after"], single["after"], atol=1e-5, rtol=0)
 
 
-def _save_at_tp2_then_load_at_tp2(rank, model_dir, ckpt, out_path):
-    layout = {**CONFIG, "tensor_parallel": 2}
-    engine = make_train_engine("megatron", layout, run_context(model_dir))
+def save_then_continue(layout: dict, model_dir, ckpt: str) -> torch.Tensor:
+    """One step, save, one more step: the logprobs after it."""
+    engine = make_train_engine("megatron", {**CONFIG, **layout}, run_context(model_dir))
     try:
         engine.train_batch(batch(), nll_loss, mask_count)
         engine.save(ckpt)
         engine.train_batch(batch(), nll_loss, mask_count)
-        continued = engine.forward(batch())
+        return engine.forward(batch())
     finally:
         engine.destroy()
-    engine = make_train_engine("megatron", layout, run_context(model_dir))
+
+
+def load_then_step(layout: dict, model_dir, ckpt: str) -> torch.Tensor:
+    """Load ``ckpt``, one step: the logprobs after it (what save_then_continue saw)."""
+    engine = make_train_engine("megatron", {**CONFIG, **layout}, run_context(model_dir))
     try:
         engine.load(ckpt)
         engine.train_batch(batch(), nll_loss, mask_count)
-        resumed = engine.forward(batch())
+        return engine.forward(batch())
     finally:
         engine.destroy()
+
+
+def _save_at_tp2_then_load_at_tp2(rank, model_dir, ckpt, out_path):
+    continued = save_then_continue({"tensor_parallel": 2}, model_dir, ckpt)
+    resumed = load_then_step({"tensor_parallel": 2}, model_dir, ckpt)
     if rank == 0:
         torch.save({"continued": continued, "resumed": resumed}, out_path)
 
@@ -99,10 +127,19 @@ def test_checkpoint_saved_at_tp2_loads_at_tp1_and_tp2(model_dir, tmp_path):
     run_ranks(_save_at_tp2_then_load_at_tp2, 2, str(model_dir), ckpt, tmp_path / "out.pt")
     got = torch.load(tmp_path / "out.pt", weights_only=False)
     torch.testing.assert_close(got["resumed"], got["continued"], atol=1e-6, rtol=0)
-    engine = make_train_engine("megatron", CONFIG, run_context(model_dir))  # t = 1, one process
-    try:
-        engine.load(ckpt)
-        engine.train_batch(batch(), nll_loss, mask_count)
-        torch.testing.assert_close(engine.forward(batch()), got["continued"], atol=1e-5, rtol=0)
-    finally:
-        engine.destroy()
+    torch.testing.assert_close(load_then_step({}, model_dir, ckpt), got["continued"], atol=1e-5, rtol=0)  # t = 1
+
+
+def _save_at_ep2(rank, model_dir, ckpt, out_path):
+    continued = save_then_continue({"expert_parallel": 2}, model_dir, ckpt)
+    if rank == 0:
+        torch.save(continued, out_path)
+
+
+def test_moe_checkpoint_saved_at_ep2_loads_at_ep1(tmp_path):
+    """Experts (and their AdamW moments) saved split over 2 expert ranks load into one rank."""
+    moe_dir = make_model(tmp_path / "moe", "qwen3_moe")
+    ckpt = str(tmp_path / "ckpt")
+    run_ranks(_save_at_ep2, 2, str(moe_dir), ckpt, tmp_path / "out.pt")
+    continued = torch.load(tmp_path / "out.pt", weights_only=False)
+    torch.testing.assert_close(load_then_step({}, moe_dir, ckpt), continued, atol=1e-5, rtol=0)

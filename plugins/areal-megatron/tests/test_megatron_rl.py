@@ -4,8 +4,9 @@ full weights (``named_full_weights``: gathered, HF names) with the server's
 (``trainer.verify_weight_sync``) and fails the run on any difference; the run must also train.
 
 One trainer rank runs inside the test process (the CPU shim is installed by conftest.py); the
-allocation ``actor=megatron:t2`` runs two trainer rank processes, which get the shim through
-``shim_site/sitecustomize.py`` on PYTHONPATH."""
+allocations ``actor=megatron:t2`` (tiny Qwen2) and ``actor=megatron:d2e2`` (tiny Qwen3-MoE, its 4
+experts split over 2 expert-parallel ranks) run two trainer rank processes, which get the shim
+through ``shim_site/sitecustomize.py`` on PYTHONPATH."""
 
 import json
 import os
@@ -32,6 +33,13 @@ def workspace(tmp_path_factory):
         for i, letter in enumerate("abcdefghijklmnop"):
             f.write(json.dumps({"id": f"t{i}", "prompt": f"Write a word with the letter {letter}.", "answer": letter}) + "\n")
     return root, model
+
+
+@pytest.fixture(scope="module")
+def moe_model(workspace):
+    from _megatron_models import make_model
+
+    return make_model(workspace[0] / "moe", "qwen3_moe")
 
 
 def train(root: Path, model: Path, trial: str, overrides: list[str]) -> Path:
@@ -79,13 +87,16 @@ def test_one_rank_run_syncs_weights_the_server_verifies(workspace, sync):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the GPU check runs the t2 allocation without the shim")
-def test_tensor_parallel_ranks_sync_weights_the_server_verifies(workspace, monkeypatch):
+@pytest.mark.parametrize("part", ["t2", "d2e2"])
+def test_two_ranks_sync_weights_the_server_verifies(workspace, moe_model, monkeypatch, part):
     root, model = workspace
+    if "e" in part:
+        model = moe_model
     site = root / "site" / "areal_megatron_test-0.1.0.dist-info"  # the reward, discoverable by rank processes
     site.mkdir(parents=True, exist_ok=True)
     (site / "METADATA").write_text("Metadata-Version: 2.1\nName: areal-megatron-test\nVersion: 0.1.0\n")
     (site / "entry_points.txt").write_text("[areal]\nmegatron_test = _megatron_reward\n")
     paths = [str(HERE / "shim_site"), str(HERE), str(root / "site"), os.environ.get("PYTHONPATH", "")]
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(paths))
-    check_trained_and_verified(train(root, model, "t2", ["weight_sync.type=distributed",
-                                                         "scheduler.allocation=embedded:d1+actor=megatron:t2"]))
+    check_trained_and_verified(train(root, model, part, ["weight_sync.type=distributed",
+                                                         f"scheduler.allocation=embedded:d1+actor=megatron:{part}"]))
