@@ -154,6 +154,17 @@ def max_gap(a: list[float], b: list[float]) -> float:
 
 
 @contextlib.contextmanager
+def serving(backend: InferenceBackend, model_path: str, log_path: str | Path, timeout_s: float = 180.0) -> Iterator[str]:
+    """``backend``'s server for ``model_path`` on a free local port (one OpenMP thread) until exit;
+    yields its ``host:port``."""
+    port = free_port()
+    addr = f"127.0.0.1:{port}"
+    with launched_server(backend.server_command(model_path, "127.0.0.1", port), addr, timeout_s,
+                         {"OMP_NUM_THREADS": "1"}, log_path):
+        yield addr
+
+
+@contextlib.contextmanager
 def launched_server(argv: list[str], addr: str, timeout_s: float = 120.0, env: dict[str, str] | None = None,
                     log_path: str | Path | None = None) -> Iterator[subprocess.Popen]:
     """Run ``argv`` until ``GET http://addr/health`` answers 200; terminate it on exit. The health

@@ -118,14 +118,11 @@ def tool_model(request, tmp_path_factory) -> str:
 def engine(tool_model, tmp_path_factory):
     """A RolloutClient in front of one embedded server serving ``tool_model``."""
     from areal_core.rollout.client import RolloutClient
-    from areal_core.testing.inference_backend import free_port, launched_server
+    from areal_core.testing.inference_backend import serving
     from areal_embedded.backend import EmbeddedBackend, EmbeddedConfig
 
     backend = EmbeddedBackend(EmbeddedConfig(name="embedded", threads=1, max_batch=8, seed=0))
-    port = free_port()
-    addr = f"127.0.0.1:{port}"
-    log = tmp_path_factory.mktemp("log") / "server.log"
-    with launched_server(backend.server_command(tool_model, "127.0.0.1", port), addr, 180, {"OMP_NUM_THREADS": "1"}, log):
+    with serving(backend, tool_model, tmp_path_factory.mktemp("log") / "server.log") as addr:
         yield RolloutClient(backend, [addr], connect_timeout_s=60.0)  # a loaded machine stalls the loop for seconds
 
 

@@ -17,7 +17,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from areal_core.plugin import ArealError, WeightUpdateMeta, tensors_checksum
-from areal_core.testing.inference_backend import free_port, launched_server, make_lora_adapter, make_served_model
+from areal_core.testing.inference_backend import make_lora_adapter, make_served_model, serving
 from areal_embedded.backend import EmbeddedBackend, EmbeddedConfig
 from areal_embedded.lora import read_adapter_deltas
 from areal_sglang.protocol import ServerRequestError, get_weight_version, post
@@ -71,11 +71,7 @@ def test_an_adapter_the_merge_cannot_reproduce_is_refused_by_name(models, tmp_pa
 @pytest.fixture(scope="module")
 def server(models, tmp_path_factory):
     backend = EmbeddedBackend(EmbeddedConfig(name="embedded", threads=1, max_batch=4))
-    port = free_port()
-    addr = f"127.0.0.1:{port}"
-    log = tmp_path_factory.mktemp("log") / "server.log"
-    with launched_server(backend.server_command(str(models["base"]), "127.0.0.1", port), addr, 180,
-                         {"OMP_NUM_THREADS": "1"}, log):
+    with serving(backend, str(models["base"]), tmp_path_factory.mktemp("log") / "server.log") as addr:
         yield backend, addr
 
 

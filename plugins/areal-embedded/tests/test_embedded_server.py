@@ -16,7 +16,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from areal_core.api.types import ModelRequest, SamplingParams, WeightUpdateMeta
-from areal_core.testing.inference_backend import free_port, launched_server, make_served_model
+from areal_core.testing.inference_backend import free_port, make_served_model, serving
 from areal_embedded.backend import EmbeddedBackend, EmbeddedConfig
 from areal_sglang.protocol import get_weight_version
 
@@ -38,11 +38,7 @@ def hf(models):
 @pytest.fixture(scope="module")
 def server(models, tmp_path_factory):
     backend = EmbeddedBackend(EmbeddedConfig(name="embedded", threads=1, max_batch=8, seed=0))
-    port = free_port()
-    addr = f"127.0.0.1:{port}"
-    log = tmp_path_factory.mktemp("log") / "server.log"
-    with launched_server(backend.server_command(models[0], "127.0.0.1", port), addr, 180,
-                         {"OMP_NUM_THREADS": "1"}, log):
+    with serving(backend, models[0], tmp_path_factory.mktemp("log") / "server.log") as addr:
         yield backend, addr
 
 

@@ -13,7 +13,7 @@ from transformers import AutoModelForImageTextToText
 
 from areal_core.api.types import ModelRequest, SamplingParams
 from areal_core.multimodal import encode_image
-from areal_core.testing.inference_backend import free_port, launched_server
+from areal_core.testing.inference_backend import serving
 from areal_core.testing.tiny import VL_ARCHS, make_tiny_model, random_picture, vision_prompt
 from areal_embedded.backend import EmbeddedBackend, EmbeddedConfig
 
@@ -28,11 +28,7 @@ def model_dir(request, tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(model_dir, tmp_path_factory):
     backend = EmbeddedBackend(EmbeddedConfig(name="embedded", threads=1, max_batch=8, seed=0))
-    port = free_port()
-    addr = f"127.0.0.1:{port}"
-    log = tmp_path_factory.mktemp("log") / "server.log"
-    with launched_server(backend.server_command(model_dir, "127.0.0.1", port), addr, 180,
-                         {"OMP_NUM_THREADS": "1"}, log):
+    with serving(backend, model_dir, tmp_path_factory.mktemp("log") / "server.log") as addr:
         yield backend, addr
 
 
