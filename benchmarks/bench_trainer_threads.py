@@ -10,7 +10,8 @@ data of ``areal-arith prepare``, with the one embedded server pinned to the firs
 ``trainer.torch_threads`` differs between runs: a number, or ``auto`` (unset: the cores not pinned
 to the server, see areal_core/trainer/threads.py). torch's own default, what the trainer used
 before that setting, is one thread per core: ``--threads`` ``all`` stands for it. ``unpinned`` is
-the quickstart as it ships: the server not pinned and the trainer at torch's default.
+the layout without pinning (``inference.cpus=null``, what the quickstart shipped before it pinned): the
+server not pinned and the trainer at torch's default.
 
 The runs alternate round by round in this one invocation (so a busy machine slows all of them
 alike). Printed per setting: the median over runs of the mean ``timing/train_s`` and

@@ -25,10 +25,10 @@ generation                  embedded server, asynchronous (η = 1)   HF ``genera
 
 (areal's quickstart decays to 0.1·lr; here both decay to 0, the schedule TRL offers.) Threads:
 both sides get the whole machine: TRL one process with ``--threads`` torch threads; areal one
-inference server with 1 thread beside a trainer with ``--threads`` torch threads (what the
-quickstart runs; they overlap in time). With ``--pin-server`` areal's server is pinned to the first
-core and its trainer takes the other cores (``trainer.torch_threads`` unset): the whole machine
-still, split between the two. Each side runs in its own subprocess.
+inference server with 1 thread beside a trainer with ``--threads`` torch threads, both free to
+run on every core (they overlap in time). With ``--pin-server`` areal's server is pinned to the
+first core and its trainer takes the other cores (``trainer.torch_threads`` unset), as the
+quickstart itself now does (``inference.cpus: auto``): the whole machine still, split between the two. Each side runs in its own subprocess.
 
 Measured: samples/s = steps × 128 / the training loop's wall time (areal: the sum of
 ``timing/step_s``, i.e. without server start and engine initialisation; TRL: ``trainer.train()``),
@@ -65,6 +65,8 @@ def run_areal(args, out: Path) -> dict:
                  f"actor.optimizer.total_steps={args.steps * N_MINIBATCHES}", "logging.level=warning"]
     if args.pin_server:  # the server on the first core; the trainer's threads: trainer.torch_threads' default
         overrides += [f"inference.cpus=[{min(os.sched_getaffinity(0))}]", "trainer.torch_threads=null"]
+    else:  # the server and the trainer's --threads threads share every core
+        overrides += ["inference.cpus=null"]
     cfg = load_config(config_path=REPO / "examples" / "quickstart.yaml", overrides=overrides, env_prefix=None)
     run_dir = run_training(cfg)
     rows = [r for r in read_metrics(run_dir) if "timing/step_s" in r]

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import sys
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
 from areal_core.plugin import ArealError, InferenceConfigBase, WeightUpdateMeta, WeightUpdater
+from areal_embedded.cpus import AUTO, auto_cpus
 from areal_sglang.protocol import ServerRequestError, SGLangProtocol, post
 
 
@@ -24,9 +25,10 @@ class EmbeddedConfig(InferenceConfigBase):
     device: str = Field("auto", description="auto (cuda when present, else cpu), cpu, cuda, cuda:N")
     seed: int = Field(0, description="seeds the sampling of requests that carry no sampling_seed")
     threads: int | None = Field(None, ge=1, description="torch CPU threads per server; default: torch's choice")
-    cpus: list[int] | None = Field(
-        None, min_length=1, description="CPU core ids every server process is pinned to (os.sched_setaffinity), e.g. "
-                                        "[0] to keep generation off the trainer's cores; null: no pinning")
+    cpus: Annotated[list[int], Field(min_length=1)] | Literal["auto"] | None = Field(
+        None, description="CPU core ids every server process is pinned to (os.sched_setaffinity), e.g. [0] to keep "
+                          "generation off the trainer's cores; auto: the first n_servers × threads (1 if unset) cores "
+                          "this process may use, when at least one is left for the trainer; null: no pinning")
     weight_version: int = Field(0, ge=0, description="weight version the server reports before any update")
     log_level: Literal["debug", "info", "warning", "error"] = Field("warning", description="server log level")
     max_n: int = Field(64, ge=1, description="most completions one /generate may ask per prompt (sampling n)")
@@ -72,13 +74,24 @@ class EmbeddedBackend(SGLangProtocol):
             argv += ["--max-len", str(c.max_len)]
         if c.threads is not None:
             argv += ["--threads", str(c.threads)]
-        if c.cpus is not None:
+        if isinstance(c.cpus, list):
             argv += ["--cpus", ",".join(str(cpu) for cpu in c.cpus)]
+        elif c.cpus == AUTO:
+            argv += ["--cpus", f"{AUTO}:{self.auto_core_count()}"]
         return argv
 
+    def auto_core_count(self) -> int:
+        """How many cores ``cpus: auto`` pins the servers to: one set of ``threads`` per server."""
+        return self.config.n_servers * (self.config.threads or 1)
+
     def pinned_cpus(self) -> frozenset[int] | None:
-        """``cpus``: the cores every server process is pinned to (:class:`~areal_core.plugin.SupportsCpuPinning`)."""
-        return frozenset(self.config.cpus) if self.config.cpus is not None else None
+        """``cpus``: the cores every server process is pinned to (:class:`~areal_core.plugin.SupportsCpuPinning`),
+        ``auto`` resolved on this machine as the server resolves it on its own."""
+        cpus = self.config.cpus
+        if cpus == AUTO:
+            resolved = auto_cpus(self.auto_core_count())
+            return frozenset(resolved) if resolved is not None else None
+        return frozenset(cpus) if isinstance(cpus, list) else None
 
     def weight_updater(self, meta: WeightUpdateMeta) -> WeightUpdater:
         """``adapter`` here; ``disk`` and ``distributed`` as SGLang's (:class:`SGLangProtocol`)."""

@@ -35,6 +35,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from areal_core.plugin import API_KEY_ENV, ArealError, decode_image, image_inputs, image_token_counts
+from areal_embedded.cpus import parse_cpus
 from areal_embedded.guard import BodyTooLarge, Guard, TransportLimits, guarded_protocol
 from areal_embedded.runner import ModelRunner
 from areal_embedded.scheduler import Command, Scheduler, Sequence
@@ -582,7 +583,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     parser.add_argument("--seed", type=int, default=0, help="seeds requests that carry no sampling_seed")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--cpus", default=None, help="comma-separated CPU core ids to pin the server to (default: no pinning)")
+    parser.add_argument("--cpus", default=None, help="comma-separated CPU core ids to pin the server to, or auto:K (the first K cores "
+                        "this process may use, when more are left; default: no pinning)")
     parser.add_argument("--weight-version", type=int, default=0, help="initial weight version")
     parser.add_argument("--log-level", default="warning")
     limits = parser.add_argument_group("limits (see docs/operations.md)")
@@ -604,16 +606,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def pin_to_cpus(spec: str) -> set[int]:
-    """Pin every thread of this process to the cores in ``spec`` ("0,2"), which may lie outside the
-    cores it inherited; threads started later inherit it. Raises :class:`ArealError` naming the
-    cores that cannot be used."""
-    try:
-        cpus = {int(c) for c in spec.split(",") if c.strip()}
-    except ValueError:
-        raise ArealError(f"--cpus {spec!r}: expected comma-separated CPU core ids, e.g. 0,1") from None
-    if not cpus:
-        raise ArealError(f"--cpus {spec!r}: no core given")
+def pin_to_cpus(spec: str) -> set[int] | None:
+    """Pin every thread of this process to the cores of ``spec`` ("0,2", or "auto:K": see
+    :mod:`areal_embedded.cpus`), which may lie outside the cores it inherited; threads started later
+    inherit it. Returns the cores, or None when ``auto`` found no core to spare (nothing pinned).
+    Raises :class:`ArealError` naming the cores that cannot be used."""
+    cpus = parse_cpus(spec)
+    if cpus is None:
+        log.info("--cpus %s: too few cores to keep one for the trainer; not pinned", spec)
+        return None
     for task in os.listdir("/proc/self/task"):
         try:
             os.sched_setaffinity(int(task), cpus)

@@ -10,6 +10,7 @@ import pytest
 
 from areal_core.plugin import ArealError, SupportsCpuPinning
 from areal_embedded.backend import EmbeddedBackend, EmbeddedConfig
+from areal_embedded.cpus import auto_cpus
 from areal_embedded.server import pin_to_cpus
 
 
@@ -25,6 +26,38 @@ def test_pinned_cpus_tell_the_trainer_which_cores_to_leave():
     assert isinstance(backend, SupportsCpuPinning)
     assert backend.pinned_cpus() == frozenset({0, 2})
     assert EmbeddedBackend(EmbeddedConfig(name="embedded")).pinned_cpus() is None
+
+
+def test_auto_takes_the_first_cores_and_leaves_at_least_one():
+    assert auto_cpus(1, {3, 5, 7}) == {3}  # the cores this process may use, not 0..k-1
+    assert auto_cpus(2, {3, 5, 7}) == {3, 5}
+    assert auto_cpus(1, {4}) is None  # one core: nothing to keep generation off
+    assert auto_cpus(2, {0, 1}) is None
+
+
+def test_auto_cpus_counts_servers_times_threads_and_matches_the_server():
+    backend = EmbeddedBackend(EmbeddedConfig(name="embedded", cpus="auto", n_servers=2, threads=3))
+    argv = backend.server_command("m", "127.0.0.1", 1)
+    assert argv[argv.index("--cpus") + 1] == "auto:6"
+    one = EmbeddedBackend(EmbeddedConfig(name="embedded", cpus="auto"))
+    expected = auto_cpus(1)
+    assert one.pinned_cpus() == (frozenset(expected) if expected is not None else None)
+
+
+def test_pin_to_cpus_auto_pins_the_first_core_or_nothing():
+    before = os.sched_getaffinity(0)
+    try:
+        pinned = pin_to_cpus("auto:1")
+        if len(before) > 1:
+            assert pinned == {min(before)} == os.sched_getaffinity(0)
+        else:
+            assert pinned is None and os.sched_getaffinity(0) == before
+        assert pin_to_cpus(f"auto:{len(before)}") is None  # no core left for the trainer: not pinned
+    finally:
+        for task in os.listdir("/proc/self/task"):
+            with contextlib.suppress(ProcessLookupError):
+                os.sched_setaffinity(int(task), before)
+
 
 def test_pin_to_cpus_pins_every_thread_and_threads_started_later():
     before = os.sched_getaffinity(0)
@@ -56,7 +89,8 @@ def test_pin_to_cpus_pins_every_thread_and_threads_started_later():
                 os.sched_setaffinity(int(task), before)
 
 
-@pytest.mark.parametrize("spec, message", [("x", "comma-separated"), ("100000", "cannot pin to cores"), (",", "no core given")])
+@pytest.mark.parametrize("spec, message", [("x", "comma-separated"), ("100000", "cannot pin to cores"), (",", "no core given"),
+                                           ("auto:two", "auto:K")])
 def test_bad_cpus_name_the_flag(spec, message):
     before = os.sched_getaffinity(0)
     with pytest.raises(ArealError, match=message):
