@@ -79,7 +79,7 @@ def plot_run(run_dir: str | Path, output: str | Path | None = None, extra_keys: 
     panels += [("time per step (s)", [])] if time_steps else []
     panels += [(title, keys) for title, keys in LINE_PANELS if any(series(rows, k)[0] for k in keys)]
     panels += [(k, [k]) for k in extra_keys]
-    fig, axes = plt.subplots(len(panels), 1, figsize=(7, 3.2 * len(panels)), squeeze=False)
+    fig, axes = plt.subplots(len(panels), 1, figsize=(9, 3.2 * len(panels)), squeeze=False)
     for ax, (title, keys) in zip(axes[:, 0], panels):
         if not keys:  # the time breakdown
             ax.stackplot(time_steps, *time_parts.values(), labels=list(time_parts), alpha=0.8)
@@ -97,7 +97,7 @@ def plot_run(run_dir: str | Path, output: str | Path | None = None, extra_keys: 
         ax.set_title(title)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
-        ax.legend(loc="best")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)  # beside the panel: it hides no data
     fig.suptitle(str(run_dir), fontsize=9)
     fig.tight_layout()
     out = Path(output) if output else run_dir / "plot.png"
