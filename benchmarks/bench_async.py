@@ -41,6 +41,7 @@ import math
 import os
 import random
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -167,6 +168,10 @@ def mean(xs: list[float]) -> float:
     return sum(xs) / len(xs) if xs else float("nan")
 
 
+def median(xs: list[float]) -> float:
+    return statistics.median(xs) if xs else float("nan")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", default="0.2m", choices=["0.2m", "3m", "18m"], help="tiny model size")
@@ -177,8 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--median-tokens", type=int, default=32, help="median completion length")
     parser.add_argument("--sigma", type=float, default=1.2, help="log-normal σ of completion lengths")
     parser.add_argument("--max-tokens", type=int, default=768, help="longest completion")
-    parser.add_argument("--repeats", type=int, default=2,
-                        help="alternate sync and async runs this many times and keep the fastest of each (shared machine)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="passes over the etas, alternating their order; ratios are per pass, then the median")
     parser.add_argument("--server-threads", type=int, default=1)
     parser.add_argument("--max-batch", type=int, default=64, help="the server's decode batch (inference.max_batch)")
     parser.add_argument("--trainer-threads", type=int, default=1)
@@ -215,29 +220,35 @@ def main(argv: list[str] | None = None) -> int:
         print(f"model {args.size}, {args.steps} steps x {args.batch} groups x {args.n_samples} samples; completion "
               f"lengths median {ordered[len(ordered) // 2]}, p90 {ordered[int(0.9 * len(ordered))]}, max {ordered[-1]}; "
               f"server cores {sorted(args.server_cpus or [])or 'any'}, trainer cores {sorted(args.trainer_cpus or []) or 'any'}")
-        best: dict[int, dict[str, Any]] = {}
+        passes: list[dict[int, dict[str, Any]]] = []
         for repeat in range(args.repeats):
+            passes.append({})
             for eta in etas if repeat % 2 == 0 else etas[::-1]:
                 r = run_once(root, model, eta, args, registry, f"eta{eta}-{repeat}")
                 print(f"eta={eta}: loop {r['loop_s']:.1f} s (gen wait {r['gen_wait_s']:.1f} s, train {r['train_s']:.1f} s), "
                       f"{r['samples']:.0f} samples, {r['tokens']:.0f} trained / {r['generated']:.0f} generated tokens, "
                       f"{r['interruptions']:.0f} interruptions; version lag of trained tokens mean {r['lag']:.2f} max "
                       f"{r['lag_max']:.0f}, of each group's newest token max {r['newest_lag_max']:.0f}"
-                      + (f", {r['requeued']:.0f} groups regenerated" if r["requeued"] else ""))
+                      + (f", {r['requeued']:.0f} groups regenerated" if r["requeued"] else ""), flush=True)
                 if args.per_step:
                     print("  per step (server busy / trainer busy): " + "  ".join(
                         f"{a:.2f}/{b:.2f}" for a, b in zip(r["server_busy"], r["trainer_busy"])))
-                if eta not in best or r["loop_s"] < best[eta]["loop_s"]:
-                    best[eta] = r
-        base = best[0]["tokens_per_s"]
-        print(f"\nsame {best[0]['samples']:.0f} trained samples per run; fastest of {args.repeats} per eta")
+                passes[-1][eta] = r
+        print(f"\nsame {passes[0][0]['samples']:.0f} trained samples per run; {args.repeats} alternating passes. Ratios "
+              "to eta=0 are taken within each pass (its runs are neighbours in time) and the median over passes is "
+              "shown; loop s, lag and busy fractions are medians over passes")
         print(f"{'eta':>4}{'loop s':>9}{'samples/s':>11}{'vs eta=0':>10}{'tok/s':>9}{'vs eta=0':>10}{'lag':>6}"
-              f"{'server busy':>13}{'trainer busy':>14}")
+              f"{'server busy':>13}{'trainer busy':>14}   samples/s vs eta=0 per pass")
         for eta in etas:
-            r = best[eta]
-            print(f"{eta:>4}{r['loop_s']:9.1f}{r['samples'] / r['loop_s']:11.2f}{best[0]['loop_s'] / r['loop_s']:9.2f}x"
-                  f"{r['tokens_per_s']:9.1f}{r['tokens_per_s'] / base:9.2f}x{r['lag']:6.2f}"
-                  f"{mean(r['server_busy']):13.2f}{mean(r['trainer_busy']):14.2f}")
+            runs = [p[eta] for p in passes]
+            ratios = [p[0]["loop_s"] / p[eta]["loop_s"] for p in passes]
+            token_ratios = [p[eta]["tokens_per_s"] / p[0]["tokens_per_s"] for p in passes]
+            loop_s = median([r["loop_s"] for r in runs])
+            print(f"{eta:>4}{loop_s:9.1f}{median([r['samples'] / r['loop_s'] for r in runs]):11.2f}"
+                  f"{median(ratios):9.2f}x{median([r['tokens_per_s'] for r in runs]):9.1f}{median(token_ratios):9.2f}x"
+                  f"{median([r['lag'] for r in runs]):6.2f}{median([mean(r['server_busy']) for r in runs]):13.2f}"
+                  f"{median([mean(r['trainer_busy']) for r in runs]):14.2f}   "
+                  + " ".join(f"{x:.2f}x" for x in ratios))
     finally:
         set_registry(None)
         if args.workdir is None:

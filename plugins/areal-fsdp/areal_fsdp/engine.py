@@ -20,7 +20,6 @@ names (``auto``: the run's), so an accelerator plugin needs no change here. Buil
 
 from __future__ import annotations
 
-import math
 import random
 from collections import defaultdict
 from collections.abc import Iterator
@@ -62,7 +61,7 @@ from areal_fsdp import checkpoint
 from areal_fsdp import model as model_lib
 from areal_fsdp.config import FSDPEngineConfig
 from areal_fsdp.logprobs import packed_logprobs_entropy
-from areal_fsdp.schedule import build_scheduler
+from areal_fsdp.schedule import build_scheduler, optimizer_step
 
 DCP_SUBDIR = "dcp"
 ENGINE_STATE_FILE = "engine_state.pt"
@@ -197,14 +196,8 @@ class FSDPEngine:
                 stat_weights[key] += weight
 
         grad_norm = self._clip_gradients()
-        lr = float(self.scheduler.get_last_lr()[0])
-        # no loss weight anywhere (e.g. every token masked) or a non-finite norm: no update at all
-        # (an AdamW step on zero gradients would still move the weights by their momentum)
-        update = math.isfinite(grad_norm) and total_weight > 0
-        if update:
-            self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scheduler.step()
+        assert self.optimizer is not None and self.scheduler is not None  # _require_initialized
+        lr, update = optimizer_step(self.optimizer, self.scheduler, grad_norm, total_weight)
 
         loss_total, = all_reduce_sum([loss_sum], self.dist.device)
         result = {

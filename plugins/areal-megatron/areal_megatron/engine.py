@@ -54,7 +54,7 @@ from areal_core.plugin import (
 )
 from areal_fsdp import checkpoint as files
 from areal_fsdp.logprobs import packed_logprobs_entropy
-from areal_fsdp.schedule import build_scheduler
+from areal_fsdp.schedule import build_scheduler, optimizer_step
 from areal_megatron import checkpoint, sharding, streaming
 from areal_megatron import model as model_lib
 from areal_megatron import rows as rows_lib
@@ -209,12 +209,8 @@ class MegatronEngine:
         reduced = self._schedule(batch, micro, objective, self.config.temperature, forward_only=False)
         self._reduce_gradients()
         grad_norm = self._clip_gradients()
-        lr = float(self.scheduler.get_last_lr()[0])
-        update = math.isfinite(grad_norm) and total_weight > 0
-        if update:
-            self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=False)
-        self.scheduler.step()
+        assert self.optimizer is not None and self.scheduler is not None  # _require_initialized
+        lr, update = optimizer_step(self.optimizer, self.scheduler, grad_norm, total_weight, set_to_none=False)
 
         stat_sums: dict[str, float] = defaultdict(float)
         stat_weights: dict[str, float] = defaultdict(float)
