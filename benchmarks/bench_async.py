@@ -1,6 +1,6 @@
 """Asynchronous (η ≥ 1) against synchronous (η = 0) RL: wall-clock for the same trained samples.
 
-    python benchmarks/bench_async.py                  # 0.2m tiny model, 8 steps x 8 groups x 4 samples, eta 0,1,2,4
+    python benchmarks/bench_async.py                  # 0.2m tiny model, 16 steps x 8 groups x 4 samples, eta 0,1,2,4, 3 passes
     python benchmarks/bench_async.py --size 3m --etas 0,2 --repeats 1
     python benchmarks/bench_async.py --server-cpus 0 --trainer-cpus 1   # the default on a 2-core machine
 
@@ -21,7 +21,10 @@ samples, but async runs train the ones that finish first, so fewer long ones: it
 falls below its samples/s ratio), the mean version lag of trained tokens, and the
 step-mean of the two overlap metrics every run logs per step: ``inference/busy_fraction`` (share
 of the wall time with a generate request in flight) and ``timing/trainer_busy_fraction``
-(train_s / step_s). With ``--per-step`` also each step's pair.
+(train_s / step_s). With ``--per-step`` also each step's pair. The η values run in ``--repeats``
+passes of alternating order (0,1,2,4 then 4,2,1,0 ...); a ratio is taken between runs of the same
+pass, which ran minutes apart on the same machine, and the median over passes is printed with each
+pass's ratio beside it.
 
 Why async wins: with η = 0 the server idles while the trainer trains and the trainer idles while
 the server generates, and in the tail of every batch the server decodes only the few longest
@@ -175,7 +178,7 @@ def median(xs: list[float]) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", default="0.2m", choices=["0.2m", "3m", "18m"], help="tiny model size")
-    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=16)
     parser.add_argument("--batch", type=int, default=8, help="prompt groups per step (B)")
     parser.add_argument("--n-samples", type=int, default=4, help="completions per prompt")
     parser.add_argument("--etas", default="0,1,2,4", help="comma-separated η values (0 first: the baseline)")
