@@ -95,6 +95,10 @@ class Command:
     future: concurrent.futures.Future = field(default_factory=concurrent.futures.Future)
 
 
+PAD_LIMIT = 1.5  # a prefill batch's padded tokens (N × longest prompt) over its prompt tokens, at most
+ADMIT_SCAN = 1024  # waiting sequences one admission looks at
+
+
 class Scheduler:
     """The model thread: admission, batched prefill, batched decode, control commands."""
 
@@ -229,30 +233,38 @@ class Scheduler:
     # -- admission and steps ----------------------------------------------------------------------
 
     def _admit(self) -> None:
-        """Prefill as many waiting sequences as fit (free rows, prefill token budget) in one batch.
+        """Prefill waiting sequences in one batch: the oldest, then later ones in queue order
+        while rows are free and the padded batch stays within the prefill token budget and within
+        ``PAD_LIMIT`` × its prompt tokens. A prompt that would break either limit waits for a
+        later batch (its place in the queue kept), so prompts of very different lengths, such as
+        interrupted requests resubmitted with their partial output, are not padded to the longest.
 
         The n samples of one prompt (the same ``prompt`` list object) share a single prefill:
         its cache row is copied to the others' rows and each samples its first token on its own.
         """
         batch: list[Sequence] = []
+        later: list[Sequence] = []  # looked at, left for a later batch
         prompts: dict[int, int] = {}  # id(prompt) -> index among the distinct prompts prefilled
-        longest = 0
+        longest = tokens = 0
         free_rows = self.max_batch - len(self.running)
-        while self.waiting and len(batch) < free_rows:
-            seq = self.waiting[0]
+        for _ in range(min(len(self.waiting), ADMIT_SCAN)):
+            if len(batch) >= free_rows:
+                break
+            seq = self.waiting.popleft()
             if seq.max_new_tokens <= 0:
-                self.waiting.popleft()
                 seq.version = self.version
                 seq.finish = {"type": "length", "length": 0}
                 seq.on_done(seq.result())
                 continue
             if id(seq.prompt) not in prompts:
-                grown = max(longest, len(seq.prompt))
-                if batch and grown * (len(prompts) + 1) > self.max_prefill_tokens:
-                    break
+                grown, padded = max(longest, len(seq.prompt)), max(longest, len(seq.prompt)) * (len(prompts) + 1)
+                if batch and (padded > self.max_prefill_tokens or padded > PAD_LIMIT * (tokens + len(seq.prompt))):
+                    later.append(seq)
+                    continue
                 prompts[id(seq.prompt)] = len(prompts)
-                longest = grown
-            batch.append(self.waiting.popleft())
+                longest, tokens = grown, tokens + len(seq.prompt)
+            batch.append(seq)
+        self.waiting.extendleft(reversed(later))
         if not batch:
             return
         row_start = len(self.running)
