@@ -245,7 +245,7 @@ class Scheduler:
         batch: list[Sequence] = []
         later: list[Sequence] = []  # looked at, left for a later batch
         prompts: dict[int, int] = {}  # id(prompt) -> index among the distinct prompts prefilled
-        longest = tokens = 0
+        longest = prompt_tokens = 0
         free_rows = self.max_batch - len(self.running)
         for _ in range(min(len(self.waiting), ADMIT_SCAN)):
             if len(batch) >= free_rows:
@@ -258,11 +258,11 @@ class Scheduler:
                 continue
             if id(seq.prompt) not in prompts:
                 grown, padded = max(longest, len(seq.prompt)), max(longest, len(seq.prompt)) * (len(prompts) + 1)
-                if batch and (padded > self.max_prefill_tokens or padded > PAD_LIMIT * (tokens + len(seq.prompt))):
+                if batch and (padded > self.max_prefill_tokens or padded > PAD_LIMIT * (prompt_tokens + len(seq.prompt))):
                     later.append(seq)
                     continue
                 prompts[id(seq.prompt)] = len(prompts)
-                longest, tokens = grown, tokens + len(seq.prompt)
+                longest, prompt_tokens = grown, prompt_tokens + len(seq.prompt)
             batch.append(seq)
         self.waiting.extendleft(reversed(later))
         if not batch:
