@@ -1,7 +1,7 @@
 """Asynchronous (η ≥ 1) against synchronous (η = 0) RL: wall-clock for the same trained samples.
 
-    python benchmarks/bench_async.py                  # 0.2m tiny model, 16 steps x 8 groups x 4 samples, eta 0,1,2,4, 3 passes
-    python benchmarks/bench_async.py --size 3m --etas 0,2 --repeats 1
+    python benchmarks/bench_async.py                  # 3m tiny model, 16 steps x 8 groups x 4 samples, eta 0,1,2,4, 3 passes
+    python benchmarks/bench_async.py --size 0.2m --steps 48   # generation-bound: the server takes ~2.7x the trainer's time
     python benchmarks/bench_async.py --server-cpus 0 --trainer-cpus 1   # the default on a 2-core machine
 
 All runs are full ``areal train`` runs (local scheduler, one embedded inference server, the fsdp
@@ -177,7 +177,8 @@ def median(xs: list[float]) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", default="0.2m", choices=["0.2m", "3m", "18m"], help="tiny model size")
+    parser.add_argument("--size", default="3m", choices=["0.2m", "3m", "18m"],
+                        help="tiny model size (3m: generation and training take about equally long at eta=0)")
     parser.add_argument("--steps", type=int, default=16)
     parser.add_argument("--batch", type=int, default=8, help="prompt groups per step (B)")
     parser.add_argument("--n-samples", type=int, default=4, help="completions per prompt")
