@@ -28,7 +28,8 @@ once per seed and the table shows the seeds' mean (the final eval as mean ± std
 final eval is above the step-0 eval (on the seeds' mean). Writes ``--out``/matrix.md (the table),
 matrix.json (one row per run and seed) and matrix.png (the eval curves). Runs already in
 ``--out``/matrix.json with the same ``--steps`` and seed are not run again (their rows are
-re-read from their run directories), so an interrupted matrix resumes and more seeds can be added.
+re-read from their run directories), so an interrupted matrix resumes and more seeds can be added;
+``--table-only`` writes the table of what is there (a row averages the listed seeds it has).
 """
 
 from __future__ import annotations
@@ -180,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", default=",".join(all_runs()), help="comma-separated runs (see the docstring)")
     ap.add_argument("--seeds", default="1", help="comma-separated seeds: every run once per seed, the table averages")
     ap.add_argument("--out", type=Path, default=REPO / "runs/learning_matrix", help="runs, table and plot go here")
+    ap.add_argument("--table-only", action="store_true",
+                    help="run nothing: the table and plot of the runs and seeds already in --out")
     args = ap.parse_args(argv)
     names = args.runs.split(",")
     for name in names:
@@ -203,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name} seed {seed}: already in {results_file}, not run again")
                 done[key] = summarize(name, seed, Path(done[key]["run_dir"]), args.steps, done[key]["wall_s"])
                 continue
+            if args.table_only:
+                continue
             shutil.rmtree(args.out / "matrix" / f"{name}-seed{seed}", ignore_errors=True)  # a half-finished attempt
             try:
                 done[key] = train(name, seed, args, args.out)
@@ -220,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     notes = "".join(f"\n{run} failed: {why}\n" for run, why in failed.items())
     (args.out / "matrix.md").write_text(table(results) + notes)
     plot(results, args.out / "matrix.png")
-    print("\n" + table(results) + notes + f"\nwrote {args.out / 'matrix.md'}, {results_file}, {args.out / 'matrix.png'}")
+    print("\n" + table(results) + notes + f"\nwrote {args.out / 'matrix.md'} and {args.out / 'matrix.png'}; the runs: {results_file}")
     return 1 if failed else 0
 
 
