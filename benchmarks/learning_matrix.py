@@ -142,20 +142,30 @@ def table(results: dict[str, list[dict]]) -> str:
 
 
 def plot(results: dict[str, list[dict]], path: Path) -> None:
+    """Eval curves in two panels: the presets at η = 1, and grpo across η (naive PPO dashed)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for seeds in results.values():
+    fig, (presets, etas) = plt.subplots(1, 2, figsize=(13, 5), sharey=True)
+    colors = plt.get_cmap("tab20").colors
+    for i, seeds in enumerate(results.values()):
+        r = seeds[0]
+        panels = ([presets] if r["run"] in PRESETS or r["run"].startswith("sapo") else []) + \
+                 ([etas] if r["algorithm"] == "grpo" else [])
         steps, values = zip(*eval_curve(seeds))
-        label = seeds[0]["run"] + (f" ({len(seeds)} seeds)" if len(seeds) > 1 else "")
-        ax.plot(steps, values, marker="o", label=label, linestyle="--" if seeds[0]["objective"] == "naive" else "-")
-    ax.set_xlabel("step")
-    ax.set_ylabel("greedy eval reward (200 held-out problems)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
+        label = r["run"] + (f" ({len(seeds)} seeds)" if len(seeds) > 1 else "")
+        for ax in panels:
+            ax.plot(steps, values, marker="o", label=label, color=colors[i % len(colors)],
+                    linestyle="--" if r["objective"] == "naive" else "-")
+    presets.set_title("presets at η = 1")
+    etas.set_title("grpo at η = 0, 1, 2, 4 (decoupled) and naive PPO at η = 4")
+    presets.set_ylabel("greedy eval reward (200 held-out problems)")
+    for ax in (presets, etas):
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
