@@ -257,7 +257,8 @@ class Scheduler:
                 seq.on_done(seq.result())
                 continue
             if id(seq.prompt) not in prompts:
-                grown, padded = max(longest, len(seq.prompt)), max(longest, len(seq.prompt)) * (len(prompts) + 1)
+                grown = max(longest, len(seq.prompt))
+                padded = grown * (len(prompts) + 1)
                 if batch and (padded > self.max_prefill_tokens or padded > PAD_LIMIT * (prompt_tokens + len(seq.prompt))):
                     later.append(seq)
                     continue
