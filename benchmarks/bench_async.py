@@ -171,9 +171,6 @@ def mean(xs: list[float]) -> float:
     return sum(xs) / len(xs) if xs else float("nan")
 
 
-def median(xs: list[float]) -> float:
-    return statistics.median(xs) if xs else float("nan")
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -247,11 +244,11 @@ def main(argv: list[str] | None = None) -> int:
             runs = [p[eta] for p in passes]
             ratios = [p[0]["loop_s"] / p[eta]["loop_s"] for p in passes]
             token_ratios = [p[eta]["tokens_per_s"] / p[0]["tokens_per_s"] for p in passes]
-            loop_s = median([r["loop_s"] for r in runs])
-            print(f"{eta:>4}{loop_s:9.1f}{median([r['samples'] / r['loop_s'] for r in runs]):11.2f}"
-                  f"{median(ratios):9.2f}x{median([r['tokens_per_s'] for r in runs]):9.1f}{median(token_ratios):9.2f}x"
-                  f"{median([r['lag'] for r in runs]):6.2f}{median([mean(r['server_busy']) for r in runs]):13.2f}"
-                  f"{median([mean(r['trainer_busy']) for r in runs]):14.2f}   "
+            loop_s = statistics.median([r["loop_s"] for r in runs])
+            print(f"{eta:>4}{loop_s:9.1f}{statistics.median([r['samples'] / r['loop_s'] for r in runs]):11.2f}"
+                  f"{statistics.median(ratios):9.2f}x{statistics.median([r['tokens_per_s'] for r in runs]):9.1f}{statistics.median(token_ratios):9.2f}x"
+                  f"{statistics.median([r['lag'] for r in runs]):6.2f}{statistics.median([mean(r['server_busy']) for r in runs]):13.2f}"
+                  f"{statistics.median([mean(r['trainer_busy']) for r in runs]):14.2f}   "
                   + " ".join(f"{x:.2f}x" for x in ratios))
     finally:
         set_registry(None)

@@ -104,13 +104,9 @@ def summarize(name: str, seed: int, run_dir: Path, steps: int, wall_s: float) ->
             "wall_s": wall_s}
 
 
-def mean(xs: list[float]) -> float:
-    return sum(xs) / len(xs)
-
-
 def mean_sd(xs: list[float]) -> str:
     """"0.612" for one value, "0.612 ± 0.041" (sample std) for several."""
-    return f"{xs[0]:.3f}" if len(xs) == 1 else f"{mean(xs):.3f} ± {statistics.stdev(xs):.3f}"
+    return f"{xs[0]:.3f}" if len(xs) == 1 else f"{statistics.fmean(xs):.3f} ± {statistics.stdev(xs):.3f}"
 
 
 def eval_curve(seeds: list[dict]) -> list[tuple[int, float]]:
@@ -119,7 +115,7 @@ def eval_curve(seeds: list[dict]) -> list[tuple[int, float]]:
     for r in seeds:
         for step, value in r["evals"]:
             by_step.setdefault(step, []).append(value)
-    return [(step, mean(values)) for step, values in sorted(by_step.items())]
+    return [(step, statistics.fmean(values)) for step, values in sorted(by_step.items())]
 
 
 def table(results: dict[str, list[dict]]) -> str:
@@ -132,14 +128,14 @@ def table(results: dict[str, list[dict]]) -> str:
         mid = curve[len(curve) // 2][1] if len(curve) > 2 else float("nan")
         deltas = [x["eval_end"] - x["eval_start"] for x in seeds]
         learned = sum(d > LEARN_MARGIN for d in deltas)
-        learns = ("yes" if mean(deltas) > LEARN_MARGIN else "no") + (f" ({learned}/{len(seeds)} seeds)" if len(seeds) > 1 else "")
+        learns = ("yes" if statistics.fmean(deltas) > LEARN_MARGIN else "no") + (f" ({learned}/{len(seeds)} seeds)" if len(seeds) > 1 else "")
         lines.append(
             f"| {r['run']} | {r['algorithm']} | {r['eta']} | {r['objective']} | "
-            f"{','.join(str(x['seed']) for x in seeds)} | {mean([x['eval_start'] for x in seeds]):.3f} | {mid:.3f} | "
-            f"{mean_sd([x['eval_end'] for x in seeds])} | {mean(deltas):+.3f} | "
-            f"{mean([x['train_first'] for x in seeds]):.3f}→{mean([x['train_last'] for x in seeds]):.3f} | "
-            f"{mean([x['lag'] for x in seeds]):.2f} | {mean([x['approx_kl'] for x in seeds]):.4f} | {learns} | "
-            f"{mean([x['wall_s'] for x in seeds]):.0f} |")
+            f"{','.join(str(x['seed']) for x in seeds)} | {statistics.fmean([x['eval_start'] for x in seeds]):.3f} | {mid:.3f} | "
+            f"{mean_sd([x['eval_end'] for x in seeds])} | {statistics.fmean(deltas):+.3f} | "
+            f"{statistics.fmean([x['train_first'] for x in seeds]):.3f}→{statistics.fmean([x['train_last'] for x in seeds]):.3f} | "
+            f"{statistics.fmean([x['lag'] for x in seeds]):.2f} | {statistics.fmean([x['approx_kl'] for x in seeds]):.4f} | {learns} | "
+            f"{statistics.fmean([x['wall_s'] for x in seeds]):.0f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -154,7 +150,7 @@ def plot(results: dict[str, list[dict]], path: Path) -> None:
     colors = plt.get_cmap("tab20").colors
     for i, seeds in enumerate(results.values()):
         r = seeds[0]
-        panels = ([presets] if r["run"] in PRESETS or r["run"].startswith("sapo") else []) + \
+        panels = ([presets] if r["eta"] == 1 and r["objective"] == "decoupled" else []) + \
                  ([etas] if r["algorithm"] == "grpo" else [])
         steps, values = zip(*eval_curve(seeds))
         label = r["run"] + (f" ({len(seeds)} seeds)" if len(seeds) > 1 else "")
