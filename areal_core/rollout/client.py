@@ -1,7 +1,7 @@
 """The interruptible inference client: what workflows generate with (an ``InferenceEngine``).
 
 It talks to N inference servers through an :class:`~areal_core.api.InferenceBackend` (the wire
-protocol) and one shared ``httpx.AsyncClient``.
+protocol) and one shared ``httpx.AsyncClient`` (on aiohttp's connection pool: :mod:`areal_core.rollout.transport`).
 
 **Interruption** (DESIGN.md §2). A weight update pauses the servers, which abort in-flight
 requests and return their partial tokens with finish reason ``abort``. :meth:`RolloutClient.agenerate`
@@ -261,12 +261,13 @@ class RolloutClient:
             return
         import httpx
 
+        from areal_core.rollout.transport import PooledTransport
+
         self._loop = loop
-        # keepalive_expiry below the servers' idle timeout (uvicorn's default, SGLang's too, is 5 s):
+        # keepalive below the servers' idle timeout (uvicorn's default, SGLang's too, is 5 s):
         # with equal timeouts a request can go out on a connection the server is closing (ReadError)
         self._http = httpx.AsyncClient(timeout=httpx.Timeout(None, connect=self.connect_timeout_s), headers=auth_headers(),
-                                       limits=httpx.Limits(max_connections=None, max_keepalive_connections=256,
-                                                           keepalive_expiry=KEEPALIVE_EXPIRY_S))
+                                       transport=PooledTransport(KEEPALIVE_EXPIRY_S))
         self._resumed = asyncio.Event()
         if not self._paused:
             self._resumed.set()

@@ -57,8 +57,15 @@ def server(models, tmp_path_factory):
         proc = subprocess.Popen(backend.server_command(str(models[0]), "127.0.0.1", port), stdout=log,
                                 stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"})
     addr = f"127.0.0.1:{port}"
+    async def wait_healthy():
+        client = RolloutClient(backend, [addr])
+        try:
+            await client.wait_until_healthy(timeout_s=90)
+        finally:
+            await client.aclose()
+
     try:
-        asyncio.run(RolloutClient(backend, [addr]).wait_until_healthy(timeout_s=90))
+        asyncio.run(wait_healthy())
     except Exception:  # noqa: BLE001 - any failure to start: stop the server, show its log
         proc.kill()
         raise AssertionError(f"embedded server did not start:\n{log_path.read_text()[-3000:]}") from None

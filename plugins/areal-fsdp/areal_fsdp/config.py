@@ -64,6 +64,11 @@ class FSDPEngineConfig(ComponentConfig):
         "auto", description="attention over packed rows; auto: flash_attention_2 (varlen) on CUDA when flash-attn is "
                             "installed, else varlen_sdpa (causal SDPA on length buckets of documents); sdpa/eager: transformers' "
                             "block-diagonal mask over the whole row")
+    prefix_sharing: bool = Field(
+        True, description="with varlen_sdpa attention: the sequences of one group (the n samples of a prompt) keep "
+                          "a single copy of their common prefix in a micro-batch, which the others attend to "
+                          "(same logprobs and gradients, fewer tokens); other attention implementations and "
+                          "vision-language models train every sequence in full")
     check_packing: bool = Field(True, description="at initialize, verify that two packed sequences give the "
                                                     "same outputs as each alone (fails fast on attention leaks)")
     seed: int | None = Field(None, description="seed for initialising new heads and for RNG; unset: the run's seed, else 1")
@@ -75,4 +80,8 @@ class FSDPEngineConfig(ComponentConfig):
     def _check(self):
         if self.critic and self.lora.enabled:
             raise ValueError("lora.enabled with critic=true is not supported (the value head would stay frozen)")
+        if "prefix_sharing" in self.model_fields_set and self.prefix_sharing and \
+                self.attn_implementation not in ("auto", "varlen_sdpa"):
+            raise ValueError(f"prefix_sharing needs attn_implementation varlen_sdpa (or auto), "
+                             f"not {self.attn_implementation!r}")
         return self

@@ -57,10 +57,10 @@ from areal_core.plugin import (
     rope_positions,
     uses_rope_index,
 )
-from areal_fsdp import checkpoint
+from areal_fsdp import attention, checkpoint, prefix
 from areal_fsdp import model as model_lib
 from areal_fsdp.config import FSDPEngineConfig
-from areal_fsdp.logprobs import packed_logprobs_entropy
+from areal_fsdp.logprobs import packed_logprobs_entropy, tree_logprobs_entropy
 from areal_fsdp.schedule import build_scheduler, optimizer_step
 
 DCP_SUBDIR = "dcp"
@@ -90,6 +90,7 @@ class FSDPEngine:
         self.model_path = ""
         self._attn = "sdpa"
         self._mrope = False
+        self._share_prefixes = False
 
     # ------------------------------------------------------------------ setup
     def initialize(self) -> None:
@@ -124,6 +125,7 @@ class FSDPEngine:
                              f"(world size {self.dist.world_size}); see docs/models.md")
         self.hf_config = model.config
         self._mrope = uses_rope_index(model)  # multi-axis rotary positions (Qwen2-VL family)
+        self._share_prefixes = cfg.prefix_sharing and self._attn == attention.NAME and not self._mrope
         self.layout = CheckpointLayout(model)  # before LoRA and sharding: the HF model's own names
         if cfg.lora.enabled:
             model = model_lib.add_lora(model, cfg.lora)
@@ -304,17 +306,28 @@ class FSDPEngine:
             raise ArealError(f"train engine {self.config.name!r}: call initialize() first")
 
     def _my_micro_batches(self, batch: SequenceBatch) -> tuple[tuple[int, ...], ...]:
-        plan = plan_micro_batches(batch.seqlens.tolist(), self.config.max_tokens_per_mb, self.dist.world_size)
-        return plan.ranks[self.dist.rank]
+        """This rank's micro-batches (sequence indices, ascending). With prefix sharing the
+        planned units are the groups that share a prefix, sized by their tree-row tokens."""
+        if self._share_prefixes and not batch.multimodal:
+            units, sizes = prefix.sharing_units(batch)
+        else:
+            units, sizes = [[i] for i in range(batch.num_seqs)], batch.seqlens.tolist()
+        plan = plan_micro_batches(sizes, self.config.max_tokens_per_mb, self.dist.world_size)
+        return tuple(tuple(sorted(i for u in mb for i in units[u])) for mb in plan.ranks[self.dist.rank])
 
-    def _logits(self, mb: SequenceBatch) -> torch.Tensor:
-        """[t, V] (critic: [t, 1]) for one packed micro-batch on the engine's device.
+    def _logits(self, mb: SequenceBatch, tree: prefix.SharedPrefixRow | None = None) -> torch.Tensor:
+        """[t, V] (critic: [t, 1]) for one packed micro-batch on the engine's device; with a
+        ``tree`` (its shared-prefix layout), [t', V] for the tree's rows instead.
 
         With images (``mb.multimodal``) the sequences' inputs go in concatenated, in sequence
         order; a model with multi-axis rotary positions gets ``position_ids [4, 1, t]``: the
         per-sequence text positions (where documents restart) then each sequence's ``[3, L]``
         positions from the model's ``get_rope_index``."""
         assert self.model is not None  # _require_initialized
+        if tree is not None:
+            out = self.model(input_ids=tree.input_ids[None], position_ids=tree.position_ids[None], use_cache=False,
+                             cu_seq_lens_q=tree.cu_seqlens, **{attention.CONTEXT_KWARG: tree.contexts})
+            return out.logits[0]
         kwargs: dict[str, Any] = {}
         if model_lib.takes_cu_seqlens(self._attn):
             cu = mb.cu_seqlens.to(torch.int32)
@@ -333,6 +346,15 @@ class FSDPEngine:
 
     def _per_token(self, mb: SequenceBatch, temperature: float) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(logprobs [t], entropy [t]) for an actor; (values [t], None) for a critic."""
+        tree = prefix.tree_row(mb) if self._share_prefixes and not mb.multimodal else None
+        if tree is not None:
+            tree = tree.to(self.dist.device)
+            logits = self._logits(mb, tree)
+            if self.config.critic:
+                return logits[:, 0].float()[tree.gather], None
+            lp, ent = tree_logprobs_entropy(logits, tree.input_ids, tree.parents, temperature,
+                                            self.config.logprob_chunk_tokens)
+            return lp[tree.gather], ent[tree.gather]
         logits = self._logits(mb)
         if self.config.critic:
             return logits[:, 0].float(), None

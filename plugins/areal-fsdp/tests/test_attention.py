@@ -15,11 +15,20 @@ def test_length_buckets_group_by_power_of_two_longest_first():
     assert length_buckets(lengths) == [[9], [6, 8], [4, 5], [2, 3], [1], [0]]
 
 
-def test_bucket_layout_round_trips_every_token_once():
+@pytest.mark.parametrize("contexts", [None, [(0, 0), (0, 3), (0, 3), (0, 0), (10, 7)]])
+def test_bucket_layout_round_trips_every_token_once(contexts):
     lengths = [3, 5, 2, 7, 4]
-    layout, order = bucket_layout(lengths, torch.device("cpu"))
-    flat = torch.cat([gather[valid] for gather, valid in layout])
+    layout, order = bucket_layout(lengths, torch.device("cpu"), contexts)
+    flat = torch.cat([b.queries[b.valid] for b in layout])
     assert torch.equal(flat[order], torch.arange(sum(lengths)))
+    assert all((b.mask is None) == torch.equal(b.keys, b.queries) for b in layout)
+
+
+def test_context_keys_come_first_and_each_query_sees_its_context_and_own_past():
+    # document 1 (rows 3..4) has rows 0..2 as context
+    (with_context,) = [b for b in bucket_layout([3, 2], torch.device("cpu"), [(0, 0), (0, 3)])[0] if b.mask is not None]
+    assert with_context.keys.tolist() == [[0, 1, 2, 3, 4]]
+    assert with_context.mask[0, 0].tolist() == [[True, True, True, True, False], [True, True, True, True, True]]
 
 
 class _Module(torch.nn.Module):
