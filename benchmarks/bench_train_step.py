@@ -3,12 +3,14 @@
     python benchmarks/bench_train_step.py                      # quickstart shapes, 6 timed rounds
     python benchmarks/bench_train_step.py --model runs/quickstart/sft/export --rounds 10
     python benchmarks/bench_train_step.py --attn auto,sdpa     # also the dense block-diagonal mask
+    python benchmarks/bench_train_step.py --attn auto,auto:unshared   # with and without prefix sharing
     python benchmarks/bench_train_step.py --profile step.json  # also a torch.profiler trace of one areal step
 
 The workload is the quickstart's (examples/quickstart.yaml): 16 arithmetic prompts × 8 samples
 in the ChatML template, completions of 1–8 tokens, the 3.1 M-parameter Qwen2 of ``areal-arith
 prepare`` (or ``--model``), grpo with two minibatches (two optimizer steps per step), AdamW with
-gradient clipping at 1.0, fp32, the engine's default attention (``--attn``).
+gradient clipping at 1.0, fp32, the engine's default attention (``--attn``), which shares each
+prompt among its 8 samples (``prefix_sharing``, :mod:`areal_fsdp.prefix`; ``auto:unshared``: off).
 
 * **areal**: ``PPOAlgorithm.train_step(batch, actor)`` on an initialized ``fsdp`` engine: exactly
   what the trainer times as ``timing/train_s`` (proximal-logprob recompute, advantages, two
@@ -108,11 +110,16 @@ class BareStep:
 
 
 def areal_side(model_path: str, attn: str, lr: float, n_minibatches: int):
+    """An fsdp engine and grpo; ``attn``: an attn_implementation, ``:unshared`` appended for prefix_sharing off."""
     from areal_core.registry import build_registry
     from areal_core.testing.engines import make_train_engine, run_context
 
     registry = build_registry()
-    engine = make_train_engine("fsdp", {"attn_implementation": attn, "optimizer": {"lr": lr, "gradient_clipping": 1.0}},
+    attn, _, mode = attn.partition(":")
+    options = {"attn_implementation": attn, "optimizer": {"lr": lr, "gradient_clipping": 1.0}}
+    if mode == "unshared":
+        options["prefix_sharing"] = False
+    engine = make_train_engine("fsdp", options,
                                run_context(model_path, total_steps=1000), registry=registry)
     algorithm = registry.create("algorithm", "grpo", {"n_minibatches": n_minibatches})
     return engine, algorithm
@@ -124,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=6, help="timed rounds (each: one areal step and one bare step)")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads for both sides")
     ap.add_argument("--attn", default="auto", help="the fsdp engine's attn_implementation; a comma list (auto,sdpa) "
-                                                  "times one areal side per entry (the bare side: sdpa, padded)")
+                                                  "times one areal side per entry (the bare side: sdpa, padded); "
+                                                  "NAME:unshared turns prefix sharing off")
     ap.add_argument("--prompts", type=int, default=16)
     ap.add_argument("--samples", type=int, default=8)
     ap.add_argument("--max-new-tokens", type=int, default=8)

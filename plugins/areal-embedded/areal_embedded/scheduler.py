@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import functools
 import logging
 import random
 import threading
@@ -56,6 +57,13 @@ class Sequence:
     finish: dict[str, Any] | None = None
     media: dict[str, Any] = field(default_factory=dict)  # the prompt's image inputs (shared by its n samples)
     position_offset: int = 0  # rotary position of slot i is i - start + position_offset (images shift it)
+
+    @functools.cached_property
+    def prefill_key(self) -> tuple:
+        """Waiting sequences with equal keys share one prefill: the same prompt tokens (the n
+        samples of a prompt, whether sent as one request with ``n`` or as n requests) and, with
+        images, the same request's image inputs."""
+        return tuple(self.prompt), id(self.media) if self.media else 0
 
     def record(self, token: int, logprob: float) -> None:
         """Append a sampled token and decide whether the sequence is finished."""
@@ -239,12 +247,12 @@ class Scheduler:
         later batch (its place in the queue kept), so prompts of very different lengths, such as
         interrupted requests resubmitted with their partial output, are not padded to the longest.
 
-        The n samples of one prompt (the same ``prompt`` list object) share a single prefill:
+        The samples of one prompt (equal :attr:`Sequence.prefill_key`) share a single prefill:
         its cache row is copied to the others' rows and each samples its first token on its own.
         """
         batch: list[Sequence] = []
         later: list[Sequence] = []  # looked at, left for a later batch
-        prompts: dict[int, int] = {}  # id(prompt) -> index among the distinct prompts prefilled
+        prompts: dict[tuple, int] = {}  # prefill_key -> index among the distinct prompts prefilled
         longest = prompt_tokens = 0
         free_rows = self.max_batch - len(self.running)
         for _ in range(min(len(self.waiting), ADMIT_SCAN)):
@@ -256,23 +264,23 @@ class Scheduler:
                 seq.finish = {"type": "length", "length": 0}
                 seq.on_done(seq.result())
                 continue
-            if id(seq.prompt) not in prompts:
+            if seq.prefill_key not in prompts:
                 grown = max(longest, len(seq.prompt))
                 padded = grown * (len(prompts) + 1)
                 if batch and (padded > self.max_prefill_tokens or padded > PAD_LIMIT * (prompt_tokens + len(seq.prompt))):
                     later.append(seq)
                     continue
-                prompts[id(seq.prompt)] = len(prompts)
+                prompts[seq.prefill_key] = len(prompts)
                 longest, prompt_tokens = grown, prompt_tokens + len(seq.prompt)
             batch.append(seq)
         self.waiting.extendleft(reversed(later))
         if not batch:
             return
         row_start = len(self.running)
-        leaders = {prompts[id(s.prompt)]: s for s in reversed(batch)}  # first sample of each prompt
+        leaders = {prompts[s.prefill_key]: s for s in reversed(batch)}  # first sample of each prompt
         ordered = [leaders[i] for i in range(len(prompts))]
-        ordered += [s for s in batch if s is not leaders[prompts[id(s.prompt)]]]
-        source = [prompts[id(s.prompt)] for s in ordered]
+        ordered += [s for s in batch if s is not leaders[prompts[s.prefill_key]]]
+        source = [prompts[s.prefill_key] for s in ordered]
         try:
             prefilled = ordered[:len(prompts)]
             logits, starts, offsets = self.runner.prefill([s.prompt for s in prefilled], row_start,

@@ -44,3 +44,30 @@ def test_prompts_of_very_different_lengths_are_prefilled_apart_in_queue_order(tm
         assert len(batch) * max(batch) <= PAD_LIMIT * sum(batch)
     assert sorted(results) == sorted([*lengths, "n0", "n1"])
     assert all(r["meta_info"]["finish_reason"]["type"] == "length" for r in results.values())
+
+
+def test_equal_prompts_from_separate_requests_share_one_prefill(tmp_path):
+    """n requests of one prompt (separate lists, as n HTTP requests arrive) prefill it once, and each
+    generates what the prompt alone generates."""
+    runner = ModelRunner(str(make_served_model(tmp_path / "m")), max_rows=16, device="cpu", dtype="float32")
+    scheduler = Scheduler(runner, max_batch=16, max_prefill_tokens=8192)
+    calls: list[int] = []
+    prefill = runner.prefill
+    runner.prefill = lambda prompts, *a, **k: calls.append(len(prompts)) or prefill(prompts, *a, **k)
+    results: dict = {}
+    scheduler.waiting.extend(sequence(f"same{i}", [5, 9, 13, 2, 7], results) for i in range(4))
+    scheduler.waiting.append(sequence("other", [5, 9, 13, 2], results))
+    with torch.inference_mode():
+        while scheduler.waiting or scheduler.running:
+            scheduler._admit()
+            if scheduler.running:
+                scheduler._decode_step()
+    assert calls == [2], "one prefill row for the four equal prompts, one for the other"
+    alone: dict = {}
+    scheduler.waiting.append(sequence("alone", [5, 9, 13, 2, 7], alone))
+    with torch.inference_mode():
+        while scheduler.waiting or scheduler.running:
+            scheduler._admit()
+            if scheduler.running:
+                scheduler._decode_step()
+    assert all(results[f"same{i}"]["output_ids"] == alone["alone"]["output_ids"] for i in range(4))
