@@ -4,6 +4,7 @@
     pip install -c constraints.txt trl                # TRL 1.16 installs beside areal's pins
     python benchmarks/bench_vs_trl.py                 # 30 steps each, areal then TRL
     python benchmarks/bench_vs_trl.py --steps 100 --repeats 2   # alternating areal, TRL, TRL, areal
+    python benchmarks/bench_vs_trl.py --steps 100 --seeds 1,2,3 --pin-server   # the quickstart's length, 3 seeds
 
 Both sides start from the same SFT model (``--model``) and train on the same prompts
 (``--data``/train.jsonl, shuffled by each side's seeded sampler) with the same recipe, the
@@ -33,8 +34,9 @@ quickstart itself now does (``inference.cpus: auto``): the whole machine still, 
 Measured: samples/s = steps × 128 / the training loop's wall time (areal: the sum of
 ``timing/step_s``, i.e. without server start and engine initialisation; TRL: ``trainer.train()``),
 and the greedy accuracy of each final model on ``--data``/valid.jsonl with one evaluator
-(``areal_arith.evaluate.greedy_accuracy``). The sides alternate in one invocation; with
-``--repeats`` > 1 the fastest run of each side counts, and the eval of each run is printed.
+(``areal_arith.evaluate.greedy_accuracy``). The sides alternate in one invocation, one round per
+seed of ``--seeds`` (× ``--repeats``); the summary gives each side's median and fastest samples/s
+and its mean eval over the runs (one run's eval swings by ±0.1 with the seed, so compare means).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -134,9 +137,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", type=Path, default=REPO / "runs/quickstart/sft/export", help="the SFT model")
     ap.add_argument("--data", type=Path, default=REPO / "runs/quickstart/data", help="train.jsonl + valid.jsonl")
     ap.add_argument("--steps", type=int, default=30, help="RL steps (each 128 samples, 2 optimizer steps)")
-    ap.add_argument("--repeats", type=int, default=1, help="runs per side, alternating areal/TRL")
+    ap.add_argument("--repeats", type=int, default=1, help="passes over --seeds, alternating areal/TRL")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads of each side's trainer")
-    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--seeds", default="1", help="comma list: one run per side per seed")
+    ap.add_argument("--seed", type=int, default=1, help=argparse.SUPPRESS)  # a side subprocess's seed
     ap.add_argument("--pin-server", action="store_true",
                     help="areal: pin the inference server to the first core (inference.cpus) and leave the trainer's "
                          "threads to trainer.torch_threads' default (the other cores) instead of --threads")
@@ -155,28 +159,32 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.steps} steps x {PROMPTS * SAMPLES} samples per side, {args.threads} trainer threads"
           f"{' (areal: server pinned to the first core, trainer on the rest)' if args.pin_server else ''}, "
           f"model {args.model}", flush=True)
+    seeds = [int(x) for x in args.seeds.split(",")] * args.repeats
     with tempfile.TemporaryDirectory(prefix="vs_trl_") as tmp:
-        for r in range(args.repeats):
+        for r, seed in enumerate(seeds):
             for side in ("areal", "trl") if r % 2 == 0 else ("trl", "areal"):
                 out = Path(tmp) / f"{side}{r}"
                 cmd = [sys.executable, __file__, "--side", side, "--out", str(out), "--model", str(args.model),
                        "--data", str(args.data), "--steps", str(args.steps), "--threads", str(args.threads),
-                       "--seed", str(args.seed)] + (["--pin-server"] if args.pin_server else [])
+                       "--seed", str(seed)] + (["--pin-server"] if args.pin_server else [])
                 proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
                 lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
                 if proc.returncode != 0 or not lines:
                     raise SystemExit(f"bench_vs_trl: the {side} run failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
                 res = json.loads(lines[-1][len("RESULT "):])
                 results[side].append(res)
-                print(f"{side:6} run {r}: {res['samples']:.0f} samples in {res['loop_s']:.1f} s = "
+                print(f"{side:6} run {r} (seed {seed}): {res['samples']:.0f} samples in {res['loop_s']:.1f} s = "
                       f"{res['samples'] / res['loop_s']:.2f} samples/s; train reward (last 10 steps) "
                       f"{res['train_reward']:.3f}; greedy eval {res['eval']:.3f}", flush=True)
-    best = {side: min(rs, key=lambda x: x["loop_s"]) for side, rs in results.items()}
-    rate = {side: b["samples"] / b["loop_s"] for side, b in best.items()}
-    print(f"\nsamples/s (fastest of {args.repeats}): areal {rate['areal']:.2f}, TRL {rate['trl']:.2f}, "
-          f"ratio areal/TRL {rate['areal'] / rate['trl']:.2f}x")
+    rates = {side: [x["samples"] / x["loop_s"] for x in rs] for side, rs in results.items()}
+    median = {side: statistics.median(r) for side, r in rates.items()}
+    print(f"\nsamples/s, median of {len(seeds)}: areal {median['areal']:.2f}, TRL {median['trl']:.2f}, ratio areal/TRL "
+          f"{median['areal'] / median['trl']:.2f}x (fastest: {max(rates['areal']) / max(rates['trl']):.2f}x)")
     for side, rs in results.items():
-        print(f"greedy eval on {args.data / 'valid.jsonl'} ({side}): " + ", ".join(f"{x['eval']:.3f}" for x in rs))
+        evals = [x["eval"] for x in rs]
+        spread = f" ± {statistics.stdev(evals):.3f}" if len(evals) > 1 else ""
+        print(f"greedy eval on {args.data / 'valid.jsonl'} ({side}): mean {statistics.fmean(evals):.3f}{spread} "
+              f"(" + ", ".join(f"{e:.3f}" for e in evals) + ")")
     return 0
 
 
