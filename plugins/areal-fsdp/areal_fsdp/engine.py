@@ -309,7 +309,7 @@ class FSDPEngine:
         """This rank's micro-batches (sequence indices, ascending). With prefix sharing the
         planned units are the groups that share a prefix, sized by their tree-row tokens."""
         if self._share_prefixes and not batch.multimodal:
-            units, sizes = prefix.sharing_units(batch)
+            units, sizes = prefix.sharing_units(batch, self.config.max_tokens_per_mb)
         else:
             units, sizes = [[i] for i in range(batch.num_seqs)], batch.seqlens.tolist()
         plan = plan_micro_batches(sizes, self.config.max_tokens_per_mb, self.dist.world_size)

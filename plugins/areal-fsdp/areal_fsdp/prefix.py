@@ -22,7 +22,8 @@ for the first token of a suffix, whose parent is the last prefix token (shared b
 P is capped at the shortest member's length − 1, so every suffix has at least one token.
 
 The trainer shares only within a micro-batch: :func:`sharing_units` gives the groups that must stay
-together when micro-batches are planned, and their sizes in row tokens.
+together when micro-batches are planned (cut where one would exceed the token budget), and their
+sizes in row tokens.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ class SharedPrefixRow:
     position_ids: torch.Tensor  # [T'] long
     doc_lens: list[int]  # the row's documents in order; they sum to T'
     contexts: list[tuple[int, int]]  # per document: (start, length) of the row range it also attends to
-    parents: torch.Tensor  # [T'] long: the row whose logits predict this token; -1 at a document with no context's first token
+    parents: torch.Tensor  # [T'] long: the row whose logits predict this token; -1 where none does (a tree's first token)
     gather: torch.Tensor  # [T] long: the row of each token of the original micro-batch
 
     @property
@@ -80,12 +81,27 @@ def shared_prefixes(batch: SequenceBatch) -> list[tuple[list[int], int]]:
     return groups
 
 
-def sharing_units(batch: SequenceBatch) -> tuple[list[list[int]], list[int]]:
+def sharing_units(batch: SequenceBatch, max_tokens: int) -> tuple[list[list[int]], list[int]]:
     """(sequence indices of each unit, its size in row tokens): the groups of
-    :func:`shared_prefixes`, to be planned into micro-batches whole."""
+    :func:`shared_prefixes`, to be planned into micro-batches whole. A group whose tree would
+    exceed ``max_tokens`` is cut, in order, into units that each fit (each keeps its own copy of
+    the prefix), so sharing never makes a micro-batch larger than unshared packing would."""
     lens = batch.seqlens.tolist()
-    groups = shared_prefixes(batch)
-    return [seqs for seqs, _ in groups], [sum(lens[i] for i in seqs) - (len(seqs) - 1) * p for seqs, p in groups]
+    units: list[list[int]] = []
+    sizes: list[int] = []
+    for seqs, shared in shared_prefixes(batch):
+        unit: list[int] = []
+        size = 0
+        for i in seqs:
+            if unit and size + lens[i] - shared > max_tokens:
+                units.append(unit)
+                sizes.append(size)
+                unit, size = [], 0
+            size += lens[i] - shared if unit else lens[i]
+            unit.append(i)
+        units.append(unit)
+        sizes.append(size)
+    return units, sizes
 
 
 def tree_row(batch: SequenceBatch) -> SharedPrefixRow | None:

@@ -39,8 +39,10 @@ def test_groups_share_their_longest_common_prefix_capped_below_the_shortest():
     # group 0: [1,2,3,4], [1,2,3,5], [1,2] share [1,2] but the last has only 2 tokens -> P = 1;
     # group 1: [7,8,9], [7,8,6] share [7,8] -> P = 2
     assert shared_prefixes(batch) == [([0, 1, 2], 1), ([3, 4], 2)]
-    units, sizes = sharing_units(batch)
+    units, sizes = sharing_units(batch, 100)
     assert units == [[0, 1, 2], [3, 4]] and sizes == [4 + 4 + 2 - 2, 3 + 3 - 2]
+    # a budget of 7 cuts group 0 after its second sequence (4 + 3 = 7; + 1 more would be 8)
+    assert sharing_units(batch, 7) == ([[0, 1], [2], [3, 4]], [7, 2, 4])
     no_groups = SequenceBatch(batch.cu_seqlens, batch.tokens, {})
     assert shared_prefixes(no_groups) == [([i], 0) for i in range(5)]
 
@@ -132,7 +134,7 @@ def run_engine(model_path, batch, sharing, max_tokens=10_000, **overrides):
     return values, stats, captured[0]
 
 
-@pytest.mark.parametrize("max_tokens", [10_000, 30])  # one micro-batch; several, each group whole
+@pytest.mark.parametrize("max_tokens", [10_000, 30, 12])  # one micro-batch; several; groups cut to fit
 def test_engine_forward_and_gradients_equal_unshared(model_path, max_tokens):
     batch = grouped_batch(BATCH, seed=1)
     lp, stats, grad = run_engine(model_path, batch, True, max_tokens)
@@ -152,8 +154,9 @@ def test_sharing_stores_fewer_tokens_and_keeps_groups_in_one_micro_batch(model_p
     finally:
         engine.destroy()
     groups = batch["group_index"].tolist()
-    for mb in micro_batches:  # a group is never split
+    for mb in micro_batches:  # a group that fits the budget is never split
         assert all(sum(groups[i] == g for i in mb) == groups.count(g) for g in {groups[i] for i in mb})
+        assert tree_row(batch.select(mb)) is None or tree_row(batch.select(mb)).input_ids.numel() <= 30
     rows = sum(tree_row(batch.select(mb)).input_ids.numel() for mb in micro_batches if len(mb) > 1)
     rows += sum(batch.select(mb).num_tokens for mb in micro_batches if len(mb) == 1)
     assert rows == sum(p + sum(c) for p, c in BATCH) < batch.num_tokens
