@@ -112,7 +112,8 @@ class TrainerConfig(StrictModel):
                                        "RUN_DIR/rollouts.jsonl (prompt, completion, reward, versions); 0: none")
     verify_weight_sync: bool = Field(
         False, description="after every weight sync, compare a checksum of the trainer's weights with each server's "
-                           "(needs a backend with weights_checksum, e.g. embedded)")
+                           "(needs a backend with weights_checksum, e.g. embedded); a difference fails the run, a "
+                           "server that does not answer is logged and left to rollout.on_server_lost")
     torch_threads: int | None = Field(
         None, ge=1, description="torch CPU (intra-op) threads of each trainer rank; null: the cores this process may "
                                 "run on minus those pinned to inference servers on this machine (embedded "
