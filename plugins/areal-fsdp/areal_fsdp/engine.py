@@ -315,19 +315,14 @@ class FSDPEngine:
         plan = plan_micro_batches(sizes, self.config.max_tokens_per_mb, self.dist.world_size)
         return tuple(tuple(sorted(i for u in mb for i in units[u])) for mb in plan.ranks[self.dist.rank])
 
-    def _logits(self, mb: SequenceBatch, tree: prefix.SharedPrefixRow | None = None) -> torch.Tensor:
-        """[t, V] (critic: [t, 1]) for one packed micro-batch on the engine's device; with a
-        ``tree`` (its shared-prefix layout), [t', V] for the tree's rows instead.
+    def _logits(self, mb: SequenceBatch) -> torch.Tensor:
+        """[t, V] (critic: [t, 1]) for one packed micro-batch on the engine's device.
 
         With images (``mb.multimodal``) the sequences' inputs go in concatenated, in sequence
         order; a model with multi-axis rotary positions gets ``position_ids [4, 1, t]``: the
         per-sequence text positions (where documents restart) then each sequence's ``[3, L]``
         positions from the model's ``get_rope_index``."""
         assert self.model is not None  # _require_initialized
-        if tree is not None:
-            out = self.model(input_ids=tree.input_ids[None], position_ids=tree.position_ids[None], use_cache=False,
-                             cu_seq_lens_q=tree.cu_seqlens, **{attention.CONTEXT_KWARG: tree.contexts})
-            return out.logits[0]
         kwargs: dict[str, Any] = {}
         if model_lib.takes_cu_seqlens(self._attn):
             cu = mb.cu_seqlens.to(torch.int32)
@@ -344,12 +339,19 @@ class FSDPEngine:
         out = self.model(input_ids=ids[None], position_ids=positions, use_cache=False, **kwargs)
         return out.logits[0]
 
+    def _tree_logits(self, tree: prefix.SharedPrefixRow) -> torch.Tensor:
+        """[t', V] (critic: [t', 1]) for the rows of a shared-prefix layout on the engine's device."""
+        assert self.model is not None  # _require_initialized
+        out = self.model(input_ids=tree.input_ids[None], position_ids=tree.position_ids[None], use_cache=False,
+                         cu_seq_lens_q=tree.cu_seqlens, **{attention.CONTEXT_KWARG: tree.contexts})
+        return out.logits[0]
+
     def _per_token(self, mb: SequenceBatch, temperature: float) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(logprobs [t], entropy [t]) for an actor; (values [t], None) for a critic."""
         tree = prefix.tree_row(mb) if self._share_prefixes and not mb.multimodal else None
         if tree is not None:
             tree = tree.to(self.dist.device)
-            logits = self._logits(mb, tree)
+            logits = self._tree_logits(tree)
             if self.config.critic:
                 return logits[:, 0].float()[tree.gather], None
             lp, ent = tree_logprobs_entropy(logits, tree.input_ids, tree.parents, temperature,
