@@ -10,7 +10,8 @@ Shapes: B running rows, N new rows, P = longest new prompt, V = vocabulary, L = 
   gets each row's ``[3, P]`` positions from its own ``get_rope_index``.
 - ``decode(tokens, starts, ends, offsets)``: one new token per row 0..B-1, written at slot
   ``ends[b]`` with position ``ends[b] - starts[b] + offsets[b]`` (``offsets``: what the prefill
-  returned for the row; 0 unless its prompt had images); returns logits [B, V].
+  returned for the row; 0 unless its prompt had images); returns logits [B, V]. Text models
+  read each row's slots only up to about its own length (:mod:`areal_embedded.attention`).
 The 4-D boolean mask lets query i of row b see slots ``starts[b]..slot(i)`` (and itself, so a
 padding query never has an empty softmax).
 """
@@ -31,6 +32,7 @@ from areal_core.plugin import (
     rope_positions,
     uses_rope_index,
 )
+from areal_embedded import attention
 from areal_embedded.kv_cache import SlotKVCache
 from areal_embedded.lora import AdapterWeights
 
@@ -68,7 +70,10 @@ class ModelRunner:
         check_full_attention(config, "the embedded server")  # its masks are full causal attention
         self.vision = getattr(config, "vision_config", None) is not None  # a vision-language model
         model_class = AutoModelForImageTextToText if self.vision else AutoModelForCausalLM
-        self.model = model_class.from_pretrained(model_path, dtype=self.dtype, attn_implementation="sdpa")
+        # text models decode with rows grouped by length (areal_embedded.attention); the vision
+        # towers keep transformers' sdpa
+        self.attention = "sdpa" if self.vision else attention.register()
+        self.model = model_class.from_pretrained(model_path, dtype=self.dtype, attn_implementation=self.attention)
         self.image_processor = _image_processor(model_path) if self.vision else None
         self.image_token_id = getattr(config, "image_token_id", None)
         # placeholder tokens stand for pixels: never sampled (a completion holding one would have
@@ -129,8 +134,11 @@ class ModelRunner:
         visible = (slots >= starts.unsqueeze(1)) & (slots <= ends.unsqueeze(1))  # [B, L]
         self.cache.begin_forward(0, ends.unsqueeze(1), kv_len)
         positions = ends - starts if offsets is None else ends - starts + offsets
+        extra = {}
+        if self.attention == attention.NAME:
+            extra[attention.BUCKETS_KWARG] = attention.slot_buckets((ends + 1).tolist(), self.device)
         out = self.model(input_ids=tokens.unsqueeze(1), position_ids=positions.unsqueeze(1),
-                         attention_mask=visible[:, None, None, :], cache=self.cache, use_cache=True)
+                         attention_mask=visible[:, None, None, :], cache=self.cache, use_cache=True, **extra)
         return self._sampleable(out.logits[:, -1, :])
 
     def _sampleable(self, logits: torch.Tensor) -> torch.Tensor:
