@@ -72,8 +72,9 @@ class ModelRunner:
         model_class = AutoModelForImageTextToText if self.vision else AutoModelForCausalLM
         # text models decode with rows grouped by length (areal_embedded.attention); the vision
         # towers keep transformers' sdpa
-        self.attention = "sdpa" if self.vision else attention.register()
-        self.model = model_class.from_pretrained(model_path, dtype=self.dtype, attn_implementation=self.attention)
+        self.attn_implementation = "sdpa" if self.vision else attention.register()
+        self.model = model_class.from_pretrained(model_path, dtype=self.dtype,
+                                                 attn_implementation=self.attn_implementation)
         self.image_processor = _image_processor(model_path) if self.vision else None
         self.image_token_id = getattr(config, "image_token_id", None)
         # placeholder tokens stand for pixels: never sampled (a completion holding one would have
@@ -135,7 +136,7 @@ class ModelRunner:
         self.cache.begin_forward(0, ends.unsqueeze(1), kv_len)
         positions = ends - starts if offsets is None else ends - starts + offsets
         extra = {}
-        if self.attention == attention.NAME:
+        if self.attn_implementation == attention.NAME:
             extra[attention.BUCKETS_KWARG] = attention.slot_buckets((ends + 1).tolist(), self.device)
         out = self.model(input_ids=tokens.unsqueeze(1), position_ids=positions.unsqueeze(1),
                          attention_mask=visible[:, None, None, :], cache=self.cache, use_cache=True, **extra)

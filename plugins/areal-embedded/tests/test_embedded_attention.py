@@ -22,7 +22,7 @@ def test_rows_are_grouped_by_power_of_two_length_with_short_rows_together():
 def test_decode_of_rows_of_very_different_lengths_equals_each_sequence_alone(tmp_path):
     path = str(make_served_model(tmp_path / "m"))
     runner = ModelRunner(path, max_rows=8, device="cpu", dtype="float32")
-    assert runner.attention == attention.NAME
+    assert runner.attn_implementation == attention.NAME
     reference = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="sdpa").eval()
     rng = random.Random(0)
     lengths = [3, 40, 70, 150, 300, 9]  # four length groups, one of them of two rows
