@@ -28,7 +28,7 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 NAME = "areal_slot_sdpa"
 BUCKETS_KWARG = "areal_slot_buckets"
-MIN_BUCKET = 64  # rows this short are read together: a separate SDPA call costs more than the slots saved
+MIN_BUCKET = 64  # rows shorter than this are read together: splitting them saves few slots per extra SDPA call
 
 
 class SlotBucket(NamedTuple):
