@@ -402,11 +402,13 @@ class RLTrainer:
         theirs = _run_with_http(ask)
         # a server that died after taking the weights is not a wrong sync: the next pause or push
         # finds it lost and handles it (rollout.on_server_lost)
+        bad = []
         for addr, answer in zip(live, theirs):
             if isinstance(answer, BaseException):
                 log.warning("weights not verified: the server did not answer", server=addr, version=version,
                             error=f"{type(answer).__name__}: {answer}")
-        bad = [f"{a}: {c}" for a, c in zip(live, theirs) if not isinstance(c, BaseException) and c != mine]
+            elif answer != mine:
+                bad.append(f"{addr}: {answer}")
         if bad:
             raise ArealError(f"weight sync to version {version}: server weights differ from the trainer's "
                              f"(trainer {mine}; " + "; ".join(bad) + ")")
