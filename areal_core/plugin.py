@@ -48,7 +48,15 @@ from areal_core.files import disk_full_error, fsync_tree, require_free_space
 from areal_core.hookspecs import hookimpl
 from areal_core.hub import resolve_model_path
 from areal_core.launcher.liveness import describe_status
-from areal_core.launcher.support import ClusterScheduler, die_with_parent, free_port, log_tail, wait_healthy
+from areal_core.launcher.support import (
+    ClusterScheduler,
+    die_with_parent,
+    free_port,
+    log_tail,
+    port_taken,
+    start_with_port_retries,
+    wait_healthy,
+)
 from areal_core.logging import get_logger
 from areal_core.multimodal import (
     concat_inputs,
@@ -74,10 +82,11 @@ __all__ = [
     "WorkflowConfigBase", "hookimpl", "SequenceBatch", "tensors_checksum", "API_KEY_ENV", "auth_headers",
     "disk_full_error", "fsync_tree", "require_free_space", "RewardRunner", "RewardOutcome", "RewardFailureRateError",
     "InferenceUnavailableError", "sample_id_of", "get_logger", "plan_micro_batches", "MicroBatchPlan", "ClusterScheduler",
-    "die_with_parent", "free_port", "log_tail", "wait_healthy", "describe_status", "parse_weight_version",
-    "resolve_model_path", "CheckpointLayout", "check_full_attention", "checkpoint_named_parameters", "DistInfo",
-    "engine_device", "join_process_group", "leave_process_group", "all_reduce_sum", "encode_image", "decode_image",
-    "concat_inputs", "rope_positions", "uses_rope_index", "image_inputs", "image_token_counts", "expand_image_tokens",
+    "die_with_parent", "free_port", "log_tail", "port_taken", "start_with_port_retries", "wait_healthy",
+    "describe_status", "parse_weight_version", "resolve_model_path", "CheckpointLayout", "check_full_attention",
+    "checkpoint_named_parameters", "DistInfo", "engine_device", "join_process_group", "leave_process_group",
+    "all_reduce_sum", "encode_image", "decode_image", "concat_inputs", "rope_positions", "uses_rope_index",
+    "image_inputs", "image_token_counts", "expand_image_tokens",
     *_api_all,
 ]
 

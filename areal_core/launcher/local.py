@@ -17,7 +17,8 @@ Each process writes stdout+stderr to ``<log_dir>/<name>-<i>.log``. No orphans:
 
 Servers get free ports on ``host``. A port is free when drawn but only taken when the server
 binds it, so another process can take it in between: a server that exits while starting with
-"address already in use" in its log is started again on another port (``PORT_RETRIES`` times).
+"address already in use" in its log is started again on another port
+(:func:`~areal_core.launcher.support.start_with_port_retries`).
 A server that exits while starting for any other reason, or is not healthy after
 ``server_start_timeout_s``, fails the start with an ArealError quoting the end of its log.
 """
@@ -28,7 +29,6 @@ import asyncio
 import atexit
 import functools
 import os
-import re
 import signal
 import subprocess
 import time
@@ -41,13 +41,19 @@ from areal_core.api.protocols import InferenceBackend
 from areal_core.config.base import SchedulerConfigBase
 from areal_core.errors import ArealError
 from areal_core.launcher.liveness import describe_status
-from areal_core.launcher.support import LOG_TAIL_CHARS, die_with_parent, free_port, log_tail, wait_healthy
+from areal_core.launcher.support import (
+    LOG_TAIL_CHARS,
+    die_with_parent,
+    free_port,
+    log_tail,
+    port_taken,
+    start_with_port_retries,
+    wait_healthy,
+)
 from areal_core.logging import get_logger
 
 log = get_logger(__name__)
 LOST_LOG_TAIL_CHARS = 1000
-PORT_RETRIES = 3
-PORT_TAKEN = re.compile(r"address already in use|EADDRINUSE|Errno 98\b", re.IGNORECASE)
 
 
 class LocalSchedulerConfig(SchedulerConfigBase):
@@ -152,34 +158,22 @@ class LocalScheduler:
     def start_inference_servers(self, backend: InferenceBackend, model_path: str, n: int,
                                 env: dict[str, str] | None = None) -> list[str]:
         """Start ``n`` servers of ``backend`` on free ports; return their ``host:port`` once healthy."""
-        host = self.config.host
-        ports: list[int] = []
-        for _ in range(n):
-            ports.append(free_port(host, avoid=ports))
-        for i, port in enumerate(ports):
-            self._launch_server(i, backend, model_path, port, env)
-        for attempt in range(PORT_RETRIES + 1):
-            try:
-                asyncio.run(self._wait_healthy(backend, [(f"{host}:{port}", self.servers[f"{host}:{port}"])
-                                                         for port in ports]))
-                break
-            except ArealError:
-                lost = [i for i, port in enumerate(ports) if self._lost_its_port(f"{host}:{port}")]
-                if not lost or attempt == PORT_RETRIES:
-                    raise
-            for i in lost:
-                old = f"{host}:{ports[i]}"
-                ports[i] = free_port(host, avoid=ports)
-                log.warning("inference server lost its port to another process; starting it on another",
-                            old=old, new=f"{host}:{ports[i]}")
-                del self.servers[old], self._server_launch[old]
-                self._launch_server(i, backend, model_path, ports[i], env)
-        addrs = [f"{host}:{port}" for port in ports]
+
+        def launch(i: int, replacing: str | None) -> str:
+            if replacing is not None:
+                del self.servers[replacing], self._server_launch[replacing]
+            taken = [int(a.rpartition(":")[2]) for a in self.servers]
+            return self._launch_server(i, backend, model_path, free_port(self.config.host, avoid=taken), env)
+
+        def wait_all_healthy(addrs: list[str]) -> None:
+            asyncio.run(self._wait_healthy(backend, [(a, self.servers[a]) for a in addrs]))
+
+        addrs = start_with_port_retries(n, launch, wait_all_healthy, self._lost_its_port)
         log.info("inference servers ready", addrs=addrs)
         return addrs
 
     def _launch_server(self, i: int, backend: InferenceBackend, model_path: str, port: int,
-                       env: dict[str, str] | None) -> None:
+                       env: dict[str, str] | None) -> str:
         host = self.config.host
         server_env = dict(env or {})
         if devices := self.config.server_visible_devices:
@@ -188,11 +182,12 @@ class LocalScheduler:
         (proc,) = self.launch(f"server{i}", argv, server_env)
         self.servers[f"{host}:{port}"] = proc
         self._server_launch[f"{host}:{port}"] = (backend, argv, server_env)
+        return f"{host}:{port}"
 
     def _lost_its_port(self, addr: str) -> bool:
         """Whether the server at ``addr`` exited because another process had bound its port."""
         proc = self.servers[addr]
-        return not proc.alive() and bool(PORT_TAKEN.search(proc.log_tail()))
+        return not proc.alive() and port_taken(proc.log_tail())
 
     def describe_server(self, addr: str) -> str:
         """``server0 127.0.0.1:PORT (pid N) was killed by SIGKILL; end of LOG: ...`` (the log tail

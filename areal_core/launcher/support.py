@@ -3,16 +3,23 @@ started inference servers, and log tails.
 
     await wait_healthy(backend, {"10.0.0.2:30001": check_server0, ...}, timeout_s=300,
                        setting="scheduler.server_start_timeout_s", log_tail=tail_of)
+    addrs = start_with_port_retries(n, launch, wait_all_healthy, lost_its_port)
 
 Each ``check`` raises ArealError when its process has died (so a crashed server fails the start
 at once, not after the timeout); ``log_tail(addr)`` gives the end of a server's log for the
 timeout message.
+
+A port from :func:`free_port` is free when drawn but only taken when the server binds it, so
+another process can take it in between. :func:`start_with_port_retries` starts a scheduler's
+servers and starts one that exited with "address already in use" (:func:`port_taken` on its
+log) again on a newly drawn port, ``PORT_RETRIES`` times.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
+import re
 import signal
 import socket
 import sys
@@ -25,8 +32,12 @@ from areal_core.api.protocols import InferenceBackend
 from areal_core.auth import auth_headers
 from areal_core.config.allocation import Allocation, parse_allocation
 from areal_core.errors import ArealError
+from areal_core.logging import get_logger
 
+log = get_logger(__name__)
 LOG_TAIL_CHARS = 3000
+PORT_RETRIES = 3
+PORT_TAKEN = re.compile(r"address already in use|EADDRINUSE|Errno 98\b", re.IGNORECASE)
 # Ports free_port hands out: above Ray's worker ports (10002-19999 by default), below the
 # kernel's ephemeral range (read from /proc; 32768 on a default Linux).
 PORT_FLOOR = 20000
@@ -117,6 +128,40 @@ async def wait_healthy(backend: InferenceBackend, checks: Mapping[str, Callable[
                 raise ArealError(f"inference server {addr} not healthy after {setting}={timeout_s:g}s; end of its log:\n"
                                  f"{log_tail(addr)}")
             await asyncio.sleep(poll_s)
+
+
+def port_taken(log: str) -> bool:
+    """Whether a server's log says it could not bind its port: another process had taken it."""
+    return bool(PORT_TAKEN.search(log))
+
+
+def start_with_port_retries(n: int, launch: Callable[[int, str | None], str],
+                            wait_all_healthy: Callable[[list[str]], None],
+                            lost_its_port: Callable[[str], bool]) -> list[str]:
+    """Start ``n`` servers and return their addresses once every one is healthy.
+
+    ``launch(i, replacing)`` draws a port, starts server ``i`` on it and returns its ``host:port``;
+    ``replacing`` is the address server ``i`` had before (None the first time), whose bookkeeping
+    it drops. ``wait_all_healthy(addrs)`` raises ArealError when a server dies or times out.
+    ``lost_its_port(addr)``: the server at ``addr`` has exited and its log says its port was
+    taken. Those servers are launched again, up to ``PORT_RETRIES`` times; any other failure,
+    or the last one, is raised as it came.
+    """
+    addrs = [launch(i, None) for i in range(n)]
+    retries = 0
+    while True:
+        try:
+            wait_all_healthy(addrs)
+            return addrs
+        except ArealError:
+            lost = [i for i, addr in enumerate(addrs) if lost_its_port(addr)]
+            if not lost or retries == PORT_RETRIES:
+                raise
+        retries += 1
+        for i in lost:
+            old, addrs[i] = addrs[i], launch(i, addrs[i])
+            log.warning("inference server lost its port to another process; started it on another",
+                        old=old, new=addrs[i])
 
 
 class ClusterScheduler:

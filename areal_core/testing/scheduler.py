@@ -16,7 +16,8 @@ process ids are skipped.
 
 Checked: ``config.trainer_ranks`` is a positive int; ``host_addr()`` is a non-empty string;
 ``start_inference_servers`` returns ``n`` distinct ``host:port`` addresses, each healthy, whose
-servers got the ``env`` given; ``launch_trainers`` starts ``ranks`` processes, each with the given
+servers got the ``env`` given, and a server whose port another process took before it could bind
+it (:class:`PortTakingBackend`) is started again on another port; ``launch_trainers`` starts ``ranks`` processes, each with the given
 env plus ``RANK`` (0..ranks-1), ``LOCAL_RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``
 and ``AREAL_HOST_ADDR``; ``wait`` returns when they exit 0 and raises ArealError when one fails;
 leaving the ``with`` block stops every server and rank still running; ``stop_all`` may be called
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
 import time
 from pathlib import Path
@@ -91,6 +93,33 @@ class HealthServerBackend:
 
     def weight_updater(self, meta: WeightUpdateMeta):
         raise ArealError(f"HealthServerBackend has no weight path {meta.type!r}")
+
+
+class PortTakingBackend(HealthServerBackend):
+    """A HealthServerBackend racing its first server for its port: the first ``server_command``
+    binds and listens on the port it is handed, from this process, before the server starts, as
+    another program on the node could between the scheduler drawing a free port and the server
+    binding it. That server exits with "Address already in use". Use it as a context manager
+    (the port is held until the block ends); ``taken`` is the ``host:port`` it held."""
+
+    def __init__(self) -> None:
+        self._socket: socket.socket | None = None
+        self.taken: str | None = None
+
+    def server_command(self, model_path: str, host: str, port: int) -> list[str]:
+        if self._socket is None:
+            self._socket = socket.socket()
+            self._socket.bind((host, port))
+            self._socket.listen()
+            self.taken = f"{host}:{port}"
+        return super().server_command(model_path, host, port)
+
+    def __enter__(self) -> PortTakingBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._socket is not None:
+            self._socket.close()
 
 
 def healthy(addr: str) -> bool:
@@ -170,6 +199,15 @@ class SchedulerContract(ComponentContract):
             assert healthy(addr), f"server {addr} is not healthy after start_inference_servers returned"
         records = [json.loads(p.read_text()) for p in scratch.glob("server-*.json")]
         assert [r["mark"] for r in records] == ["server", "server"], "the servers did not get the env given"
+
+    def test_a_server_whose_port_is_taken_before_it_binds_starts_on_another(self, scheduler, scratch):
+        if not self.same_machine:
+            pytest.skip("the port is taken from this machine: its servers must run here")
+        with PortTakingBackend() as backend:
+            addrs = scheduler.start_inference_servers(backend, str(scratch), 2)
+            assert backend.taken is not None and backend.taken not in addrs, (
+                f"start_inference_servers returned {addrs}, including {backend.taken}, a port another process held")
+            assert len(set(addrs)) == 2 and all(healthy(a) for a in addrs), f"servers {addrs} are not all healthy"
 
     def test_trainer_ranks_get_their_env_and_wait_returns(self, scheduler, scratch):
         handles = self.launch(scheduler, scratch, ranks=2)

@@ -30,13 +30,15 @@ class ProcessActor:
         return ray.get_runtime_context().get_node_id(), ip, free_port(ip)
 
     def start(self, argv: list[str], env: dict[str, str], log_path: str) -> int:
-        """Start ``argv`` with this node's environment plus ``env``; returns its pid."""
+        """Start ``argv`` with this node's environment plus ``env``, its output appended to
+        ``log_path``; returns where in the log its output begins (a restart appends to the file)."""
         os.makedirs(os.path.dirname(log_path), exist_ok=True)
         with open(log_path, "ab") as out:
+            log_start = out.tell()
             self.popen = subprocess.Popen([str(a) for a in argv], stdout=out, stderr=subprocess.STDOUT,
                                           stdin=subprocess.DEVNULL, env={**os.environ, **env},
                                           start_new_session=True, preexec_fn=die_with_parent)
-        return self.popen.pid
+        return log_start
 
     def describe(self) -> tuple[int | None, str, bool]:
         """(pid, what became of it: "is running", "was killed by SIGKILL"..., whether it is running)."""

@@ -44,7 +44,16 @@ from ray.util.scheduling_strategies import (
     PlacementGroupSchedulingStrategy,
 )
 
-from areal_core.plugin import ArealError, ClusterScheduler, InferenceBackend, get_logger, log_tail, wait_healthy
+from areal_core.plugin import (
+    ArealError,
+    ClusterScheduler,
+    InferenceBackend,
+    get_logger,
+    log_tail,
+    port_taken,
+    start_with_port_retries,
+    wait_healthy,
+)
 from areal_ray.config import RaySchedulerConfig
 from areal_ray.process import ProcessActor
 
@@ -61,9 +70,14 @@ class RayProcess:
     node_id: str
     node_ip: str
     log_path: Path
+    log_start: int = 0  # where the current process's output begins in log_path
 
     def log_tail(self) -> str:
-        return log_tail(self.log_path)
+        return log_tail(self.log_path, start=self.log_start)
+
+    def start(self, argv: list[str], env: dict[str, str], timeout_s: float | None = None) -> None:
+        """Start ``argv`` under the actor (on its node), its output appended to the log."""
+        self.log_start = ray.get(self.actor.start.remote(argv, env, str(self.log_path)), timeout=timeout_s)
 
 
 class RayScheduler(ClusterScheduler):
@@ -96,21 +110,39 @@ class RayScheduler(ClusterScheduler):
 
     def start_inference_servers(self, backend: InferenceBackend, model_path: str, n: int,
                                 env: dict[str, str] | None = None) -> list[str]:
-        """Start the allocation's ``n`` servers, each in its bundle; ``host:port`` once healthy."""
+        """Start the allocation's ``n`` servers, each in its bundle; ``host:port`` once healthy. A
+        server whose port was taken before it bound it starts again under its actor on another."""
         self._expect("inference servers", n, self._alloc.n_servers)
-        starts, by_addr = [], {}
-        for i in range(n):
-            proc, port = self._place(f"server-{i}", i, self.config.cpus_per_server)
+        server_env = {**self._forwarded(), **(env or {})}
+
+        def launch(i: int, replacing: str | None) -> str:
+            if replacing is None:
+                proc, port = self._place(f"server-{i}", i, self.config.cpus_per_server)
+                self.servers.append(proc)
+            else:
+                proc = self._server_launch.pop(replacing)[0]
+                port = ray.get(proc.actor.where.remote())[2]
             addr = f"{proc.node_ip}:{port}"
-            argv, server_env = backend.server_command(model_path, proc.node_ip, port), {**self._forwarded(), **(env or {})}
-            starts.append(proc.actor.start.remote(argv, server_env, str(proc.log_path)))
-            self.servers.append(proc)
+            argv = backend.server_command(model_path, proc.node_ip, port)
+            proc.start(argv, server_env)
             self._server_launch[addr] = (proc, backend, argv, server_env)
-            by_addr[addr] = proc
-        ray.get(starts)
-        self._wait_healthy(backend, by_addr)
-        log.info("inference servers ready", addrs=list(by_addr), nodes=[p.node_id[:8] for p in self.servers])
-        return list(by_addr)
+            return addr
+
+        def wait_all_healthy(addrs: list[str]) -> None:
+            self._wait_healthy(backend, {a: self._server_launch[a][0] for a in addrs})
+
+        addrs = start_with_port_retries(n, launch, wait_all_healthy, self._lost_its_port)
+        log.info("inference servers ready", addrs=addrs, nodes=[p.node_id[:8] for p in self.servers])
+        return addrs
+
+    def _lost_its_port(self, addr: str) -> bool:
+        """Whether the server at ``addr`` exited because another process had bound its port."""
+        proc = self._server_launch[addr][0]
+        try:
+            exited = ray.get(proc.actor.poll.remote(), timeout=60) is not None
+        except (RayActorError, GetTimeoutError):
+            return False
+        return exited and port_taken(proc.log_tail())
 
     # ------------------------------------------------------------------ SupportsServerStatus
     def describe_server(self, addr: str) -> str:
@@ -134,7 +166,7 @@ class RayScheduler(ClusterScheduler):
         proc, backend, argv, env = self._server_launch[addr]
         try:
             ray.get(proc.actor.stop.remote(self.config.stop_timeout_s), timeout=self.config.stop_timeout_s + 30)
-            ray.get(proc.actor.start.remote(argv, env, str(proc.log_path)), timeout=60)
+            proc.start(argv, env, timeout_s=60)
         except (RayActorError, GetTimeoutError) as exc:
             raise ArealError(f"cannot restart {proc.name} {addr}: its actor on Ray node {proc.node_ip} is lost "
                              f"({type(exc).__name__}); {RECOVER_HINT}") from None
@@ -163,7 +195,8 @@ class RayScheduler(ClusterScheduler):
                         "MASTER_PORT": str(master_port), "AREAL_HOST_ADDR": proc.node_ip}
             starts.append(proc.actor.start.remote(argv, rank_env, str(proc.log_path)))
             self.trainers.append(proc)
-        ray.get(starts)
+        for (proc, _), log_start in zip(placed, ray.get(starts)):
+            proc.log_start = log_start
         log.info("trainer ranks started", ranks=ranks, master=f"{master_ip}:{master_port}",
                  nodes=[p.node_id[:8] for p, _ in placed])
         return [p for p, _ in placed]

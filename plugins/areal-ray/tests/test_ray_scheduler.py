@@ -102,6 +102,22 @@ def test_a_killed_server_is_described_and_restarted_at_its_address(ray_cluster, 
     assert _leftover_placement_groups(ray_cluster) == 0
 
 
+def test_a_server_whose_port_was_taken_meanwhile_starts_on_another(ray_cluster, tmp_path):
+    """Another process binds the port the actor drew on its node before the server does: the
+    server exits with EADDRINUSE and starts again under the same actor, on another port."""
+    from areal_core.testing.scheduler import PortTakingBackend, healthy
+
+    sched = scheduler(ray_cluster, "inference=embedded:d1+actor=fsdp:d1")
+    with sched, PortTakingBackend() as backend:
+        sched.prepare(tmp_path)
+        (addr,) = sched.start_inference_servers(backend, str(tmp_path), 1)
+        assert backend.taken is not None and addr != backend.taken and healthy(addr)
+        assert addr.startswith(f"{ray_cluster.ip}:") and len(sched.servers) == 1
+        assert " is running" in sched.describe_server(addr) and "already in use" not in sched.servers[0].log_tail()
+    assert "Address already in use" in (tmp_path / "logs" / "server-0.log").read_text()
+    assert _leftover_placement_groups(ray_cluster) == 0
+
+
 def test_a_failing_rank_is_an_error_with_its_log(ray_cluster, tmp_path):
     sched = scheduler(ray_cluster, "inference=embedded:d1+actor=fsdp:d2", cpus_per_server=0)
     script = "import os,sys; print('rank', os.environ['RANK'], 'gives up'); sys.exit(3 if os.environ['RANK']=='1' else 0)"

@@ -46,6 +46,8 @@ from areal_core.plugin import (
     describe_status,
     get_logger,
     log_tail,
+    port_taken,
+    start_with_port_retries,
     wait_healthy,
 )
 from areal_slurm.config import SlurmSchedulerConfig
@@ -63,9 +65,10 @@ class SlurmStep:
     popen: subprocess.Popen
     node: str
     log_path: Path
+    log_start: int = 0  # where this step's output begins in log_path (a restart appends to the file)
 
     def log_tail(self) -> str:
-        return log_tail(self.log_path)
+        return log_tail(self.log_path, start=self.log_start)
 
 
 class SlurmScheduler(ClusterScheduler):
@@ -80,8 +83,8 @@ class SlurmScheduler(ClusterScheduler):
         self.nodes: list[str] = []
         self.steps: list[SlurmStep] = []
         self.servers: list[SlurmStep] = []
-        # per server address, in start order (= self.servers): what restart_server starts again
-        self._server_launch: dict[str, tuple[InferenceBackend, list[str], dict[str, str]]] = {}
+        # per server address: (its step, backend, argv, env), what restart_server starts again
+        self._server_launch: dict[str, tuple[SlurmStep, InferenceBackend, list[str], dict[str, str]]] = {}
         self._submitted = False
         self._next_node = 0
 
@@ -144,28 +147,44 @@ class SlurmScheduler(ClusterScheduler):
 
     def start_inference_servers(self, backend: InferenceBackend, model_path: str, n: int,
                                 env: dict[str, str] | None = None) -> list[str]:
-        """``n`` server steps, filling the job's nodes in order; ``host:port`` once healthy."""
-        by_addr: dict[str, SlurmStep] = {}
-        for i in range(n):
-            node = self._node_for(self.config.cpus_per_server)
+        """``n`` server steps, filling the job's nodes in order; ``host:port`` once healthy. A server
+        whose port was taken before it bound it starts again as a new step on its node, on another."""
+
+        def launch(i: int, replacing: str | None) -> str:
+            if replacing is None:
+                node = self._node_for(self.config.cpus_per_server)
+            else:
+                old = self._server_launch.pop(replacing)[0]
+                node = old.node
             host = self._address(node)
             port = self._free_port(node, host)
             argv = backend.server_command(model_path, host, port)
             step = self._srun(f"server-{i}", node, self.config.cpus_per_server, argv, env or {})
-            self.servers.append(step)
-            by_addr[f"{host}:{port}"] = step
-            self._server_launch[f"{host}:{port}"] = (backend, argv, dict(env or {}))
-        self._wait_healthy(backend, by_addr)
-        log.info("inference servers ready", addrs=list(by_addr), job_id=self.job_id)
-        return list(by_addr)
+            if replacing is None:
+                self.servers.append(step)
+            else:
+                self.servers[self.servers.index(old)] = step
+            self._server_launch[f"{host}:{port}"] = (step, backend, argv, dict(env or {}))
+            return f"{host}:{port}"
+
+        def wait_all_healthy(addrs: list[str]) -> None:
+            self._wait_healthy(backend, {a: self._server_launch[a][0] for a in addrs})
+
+        def lost_its_port(addr: str) -> bool:
+            step = self._server_launch[addr][0]
+            return step.popen.poll() is not None and port_taken(step.log_tail())
+
+        addrs = start_with_port_retries(n, launch, wait_all_healthy, lost_its_port)
+        log.info("inference servers ready", addrs=addrs, job_id=self.job_id)
+        return addrs
 
     # ------------------------------------------------------------------ SupportsServerStatus
     def describe_server(self, addr: str) -> str:
         """``server-0 IP:PORT (slurm job J, node N, srun pid P) exited with status 137; end of LOG: ...``
         (the step's srun client stands for it: it ends with the server; the log tail when it has)."""
-        step = self._server_step(addr)
-        if step is None:
+        if addr not in self._server_launch:
             return f"{addr} was not started by this scheduler"
+        step = self._server_launch[addr][0]
         code = step.popen.poll()
         line = (f"{step.name} {addr} (slurm job {self.job_id}, node {step.node}, srun pid {step.popen.pid}) "
                 f"{describe_status(step.popen.pid, code)}")
@@ -174,21 +193,15 @@ class SlurmScheduler(ClusterScheduler):
     def restart_server(self, addr: str) -> None:
         """End what is left of the server's step, start a new step on the same node with the same
         command (same port) and environment; returns once it is healthy."""
-        backend, argv, env = self._server_launch[addr]
-        old = self._server_step(addr)
-        if old is None:
+        if addr not in self._server_launch:
             raise ArealError(f"scheduler slurm: {addr} was not started by this scheduler")
+        old, backend, argv, env = self._server_launch[addr]
         _stop_client(old, self.config.stop_timeout_s)
         new = self._srun(old.name, old.node, self.config.cpus_per_server, argv, env)
         self.servers[self.servers.index(old)] = new
+        self._server_launch[addr] = (new, backend, argv, env)
         self._wait_healthy(backend, {addr: new})
         log.warning("inference server restarted", addr=addr, node=new.node, job_id=self.job_id)
-
-    def _server_step(self, addr: str) -> SlurmStep | None:
-        if addr not in self._server_launch:
-            return None
-        index = list(self._server_launch).index(addr)
-        return self.servers[index] if index < len(self.servers) else None
 
     def _wait_healthy(self, backend: InferenceBackend, by_addr: dict[str, SlurmStep]) -> None:
         checks = {a: functools.partial(self._check, [s]) for a, s in by_addr.items()}
@@ -300,9 +313,10 @@ class SlurmScheduler(ClusterScheduler):
         cmd = ["srun", f"--jobid={self.job_id}", "--overlap", "--nodes=1", "--ntasks=1", f"--cpus-per-task={cpus}",
                f"--nodelist={node}", "--kill-on-bad-exit=1", f"--job-name={name}", *[str(a) for a in argv]]
         with open(log_path, "ab") as out:
+            log_start = out.tell()
             popen = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      env={**os.environ, **env}, start_new_session=True)
-        step = SlurmStep(name, popen, node, log_path)
+        step = SlurmStep(name, popen, node, log_path, log_start)
         self.steps.append(step)
         log.info("started slurm step", name=name, node=node, job_id=self.job_id, command=shlex.join(cmd[:9]))
         return step

@@ -103,6 +103,21 @@ def test_a_killed_server_is_described_and_restarted_as_a_new_step(slurm_cluster,
     assert jobs() == []
 
 
+def test_a_server_whose_port_was_taken_meanwhile_starts_on_another(slurm_cluster, tmp_path):
+    """Another process binds the port drawn on the node before the server does (the race a probed
+    free port leaves open): the server's step exits with EADDRINUSE and a new step starts on another."""
+    from areal_core.testing.scheduler import PortTakingBackend, healthy
+
+    sched = SlurmScheduler(SlurmSchedulerConfig(allocation="inference=embedded:d1+actor=fsdp:d1", partition="debug"))
+    with sched, PortTakingBackend() as backend:
+        sched.prepare(tmp_path)
+        (addr,) = sched.start_inference_servers(backend, str(tmp_path), 1)
+        assert backend.taken is not None and addr != backend.taken and healthy(addr)
+        assert " is running" in sched.describe_server(addr) and "already in use" not in sched.servers[0].log_tail()
+    assert "Address already in use" in (tmp_path / "logs" / "server-0.log").read_text()
+    assert jobs() == []
+
+
 def _steps(job_id: str) -> list[str]:
     return subprocess.run(["squeue", "-h", "-s", "-j", job_id, "-o", "%i %j"], capture_output=True, text=True,
                           check=True).stdout.splitlines()
