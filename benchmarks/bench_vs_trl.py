@@ -5,6 +5,7 @@
     python benchmarks/bench_vs_trl.py                 # 30 steps each, areal then TRL
     python benchmarks/bench_vs_trl.py --steps 100 --repeats 2   # alternating areal, TRL, TRL, areal
     python benchmarks/bench_vs_trl.py --steps 100 --seeds 1,2,3 --pin-server   # the quickstart's length, 3 seeds
+    python benchmarks/bench_vs_trl.py --steps 100 --pin-server --areal-set rollout.max_head_offpolicyness=0  # sync areal
 
 Both sides start from the same SFT model (``--model``) and train on the same prompts
 (``--data``/train.jsonl, shuffled by each side's seeded sampler) with the same recipe, the
@@ -36,7 +37,9 @@ Measured: samples/s = steps × 128 / the training loop's wall time (areal: the s
 and the greedy accuracy of each final model on ``--data``/valid.jsonl with one evaluator
 (``areal_arith.evaluate.greedy_accuracy``). The sides alternate in one invocation, one round per
 seed of ``--seeds`` (× ``--repeats``); the summary gives each side's median and fastest samples/s
-and its mean eval over the runs (one run's eval swings by ±0.1 with the seed, so compare means).
+and its mean eval over the runs (one run's eval swings by ±0.1 with the seed, so compare means),
+and the paired eval difference (each round's areal eval minus its TRL eval) with its standard
+error. ``--areal-set KEY=VALUE`` changes the areal side's recipe (e.g. η = 0).
 """
 
 from __future__ import annotations
@@ -70,6 +73,7 @@ def run_areal(args, out: Path) -> dict:
         overrides += [f"inference.cpus=[{min(os.sched_getaffinity(0))}]", "trainer.torch_threads=null"]
     else:  # the server and the trainer's --threads threads share every core
         overrides += ["inference.cpus=null"]
+    overrides += args.areal_set
     cfg = load_config(config_path=REPO / "examples" / "quickstart.yaml", overrides=overrides, env_prefix=None)
     run_dir = run_training(cfg)
     rows = [r for r in read_metrics(run_dir) if "timing/step_s" in r]
@@ -144,6 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pin-server", action="store_true",
                     help="areal: pin the inference server to the first core (inference.cpus) and leave the trainer's "
                          "threads to trainer.torch_threads' default (the other cores) instead of --threads")
+    ap.add_argument("--areal-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a config override for the areal side only, after the recipe's (repeatable), e.g. "
+                         "rollout.max_head_offpolicyness=0 for synchronous areal")
     ap.add_argument("--side", choices=["areal", "trl"], help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -158,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, list[dict]] = {"areal": [], "trl": []}
     print(f"{args.steps} steps x {PROMPTS * SAMPLES} samples per side, {args.threads} trainer threads"
           f"{' (areal: server pinned to the first core, trainer on the rest)' if args.pin_server else ''}, "
-          f"model {args.model}", flush=True)
+          f"model {args.model}{'; areal overrides: ' + ' '.join(args.areal_set) if args.areal_set else ''}", flush=True)
     seeds = [int(x) for x in args.seeds.split(",")] * args.repeats
     with tempfile.TemporaryDirectory(prefix="vs_trl_") as tmp:
         for r, seed in enumerate(seeds):
@@ -167,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
                 cmd = [sys.executable, __file__, "--side", side, "--out", str(out), "--model", str(args.model),
                        "--data", str(args.data), "--steps", str(args.steps), "--threads", str(args.threads),
                        "--seed", str(seed)] + (["--pin-server"] if args.pin_server else [])
+                cmd += [f"--areal-set={kv}" for kv in args.areal_set]
                 proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
                 lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
                 if proc.returncode != 0 or not lines:
@@ -185,6 +193,11 @@ def main(argv: list[str] | None = None) -> int:
         spread = f" ± {statistics.stdev(evals):.3f}" if len(evals) > 1 else ""
         print(f"greedy eval on {args.data / 'valid.jsonl'} ({side}): mean {statistics.fmean(evals):.3f}{spread} "
               f"(" + ", ".join(f"{e:.3f}" for e in evals) + ")")
+    if len(seeds) > 1:  # round r ran both sides on seeds[r]: compare them pair by pair
+        diffs = [a["eval"] - t["eval"] for a, t in zip(results["areal"], results["trl"])]
+        print(f"paired eval difference areal - TRL: mean {statistics.fmean(diffs):+.3f} ± "
+              f"{statistics.stdev(diffs) / len(diffs) ** 0.5:.3f} (standard error over {len(diffs)} pairs); areal higher "
+              f"in {sum(d > 0 for d in diffs)}, equal in {sum(d == 0 for d in diffs)}")
     return 0
 
 
