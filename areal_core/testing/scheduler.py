@@ -17,9 +17,9 @@ process ids are skipped.
 Checked: ``config.trainer_ranks`` is a positive int; ``host_addr()`` is a non-empty string;
 ``start_inference_servers`` returns ``n`` distinct ``host:port`` addresses, each healthy, whose
 servers got the ``env`` given, and a server whose port another process took before it could bind
-it (:class:`PortTakingBackend`) is started again on another port; ``launch_trainers`` starts ``ranks`` processes, each with the given
-env plus ``RANK`` (0..ranks-1), ``LOCAL_RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``
-and ``AREAL_HOST_ADDR``; ``wait`` returns when they exit 0 and raises ArealError when one fails;
+it (:class:`PortTakingBackend`) is started again on another port; ``launch_trainers`` starts
+``ranks`` processes, each with the given env plus ``RANK`` (0..ranks-1), ``LOCAL_RANK``,
+``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT`` and ``AREAL_HOST_ADDR``; ``wait`` returns when they exit 0 and raises ArealError when one fails;
 leaving the ``with`` block stops every server and rank still running; ``stop_all`` may be called
 again.
 """
