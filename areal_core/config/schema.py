@@ -117,7 +117,8 @@ class TrainerConfig(StrictModel):
     torch_threads: int | None = Field(
         None, ge=1, description="torch CPU (intra-op) threads of each trainer rank; null: the cores this process may "
                                 "run on minus those pinned to inference servers on this machine (embedded "
-                                "inference.cpus), or torch's default (one per core) when no server is pinned")
+                                "inference.cpus), or torch's default (one per core) when no server is pinned or "
+                                "the run is synchronous (η = 0: servers idle while the trainer trains)")
 
 
 class MetricsConfig(StrictModel):

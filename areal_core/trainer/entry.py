@@ -124,7 +124,8 @@ def run_rank(cfg: ResolvedConfig[RunConfig], run_dir: Path, addrs: list[str], *,
     from areal_core.trainer.rl import RLTrainer
     from areal_core.trainer.threads import apply_torch_threads
 
-    apply_torch_threads(cfg.run.trainer.torch_threads, cfg.create("inference", registry=registry), addrs)
+    apply_torch_threads(cfg.run.trainer.torch_threads, cfg.create("inference", registry=registry), addrs,
+                        synchronous=cfg.run.rollout.max_head_offpolicyness == 0)
     group = _init_trainer_group(cfg, registry) if world_size > 1 else None
     trainer = RLTrainer(cfg, run_dir, addrs, registry=registry, rank=rank, world_size=world_size, host_addr=host_addr,
                         server_status=server_status)

@@ -10,8 +10,12 @@ trainer uses the cores it may run on (its affinity) minus those, at least one::
 
     threads = max(1, |affinity(trainer) \\ pinned(servers)|)
 
-A set ``trainer.torch_threads`` is used as given; with no pinning (or servers on other hosts)
-torch's default stays.
+Synchronous runs (η = 0) keep torch's default: the servers generate only while the trainer waits
+for the batch, so their cores are idle while it trains (the 2-core quickstart at η = 0, server
+pinned to core 0: 0.68 s per step with two trainer threads against 0.85 s with one, back to back;
+docs/performance.md). A set
+``trainer.torch_threads`` is used as given; with no pinning (or servers on other hosts) torch's
+default stays.
 """
 
 from __future__ import annotations
@@ -44,16 +48,18 @@ def default_threads(affinity: set[int], pinned: frozenset[int] | None) -> int | 
     return max(1, len(affinity - pinned))
 
 
-def apply_torch_threads(configured: int | None, backend: object, server_addrs: list[str]) -> int:
+def apply_torch_threads(configured: int | None, backend: object, server_addrs: list[str],
+                        synchronous: bool = False) -> int:
     """Set torch's intra-op thread count for this trainer rank; returns the count in effect.
 
     ``configured``: ``trainer.torch_threads``. ``backend``: the run's inference backend (its
     pinned cores count when it is :class:`SupportsCpuPinning` and a server runs on this machine).
+    ``synchronous``: η = 0, no generation while training, so pinned server cores count as free.
     """
     import torch
 
     threads = configured
-    if threads is None and isinstance(backend, SupportsCpuPinning):
+    if threads is None and not synchronous and isinstance(backend, SupportsCpuPinning):
         local = any(is_local_host(addr.rsplit(":", 1)[0]) for addr in server_addrs)
         if local:
             threads = default_threads(set(os.sched_getaffinity(0)), backend.pinned_cpus())

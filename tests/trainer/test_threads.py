@@ -55,6 +55,13 @@ def test_apply_keeps_torch_default_without_pinning_or_for_remote_servers(restore
     assert apply_torch_threads(None, object(), ["127.0.0.1:5000"]) == 3  # a backend without the capability
 
 
+def test_a_synchronous_run_trains_on_the_pinned_servers_cores_too(restore_threads):
+    """η = 0: the servers are idle while the trainer trains, so their cores count as free."""
+    torch.set_num_threads(3)
+    assert apply_torch_threads(None, PinnedBackend([0]), ["127.0.0.1:5000"], synchronous=True) == 3
+    assert apply_torch_threads(4, PinnedBackend([0]), ["127.0.0.1:5000"], synchronous=True) == 4
+
+
 def test_configured_threads_win(restore_threads):
     assert apply_torch_threads(2, PinnedBackend([0]), ["127.0.0.1:5000"]) == 2
     assert torch.get_num_threads() == 2
