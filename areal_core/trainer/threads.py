@@ -13,9 +13,8 @@ trainer uses the cores it may run on (its affinity) minus those, at least one::
 Synchronous runs (η = 0) keep torch's default: the servers generate only while the trainer waits
 for the batch, so their cores are idle while it trains (the 2-core quickstart at η = 0, server
 pinned to core 0: 0.68 s per step with two trainer threads against 0.85 s with one, back to back;
-docs/performance.md). A set
-``trainer.torch_threads`` is used as given; with no pinning (or servers on other hosts) torch's
-default stays.
+docs/performance.md). A set ``trainer.torch_threads`` is used as given; with no pinning (or
+servers on other hosts) torch's default stays.
 """
 
 from __future__ import annotations
