@@ -19,13 +19,16 @@ per step                    16 prompts × 8 samples, 2 minibatches   generation 
 completion                  ≤ 8 new tokens, temperature 1.0         ``max_completion_length=8``, 1.0
 advantage / loss            group mean/std, clip 0.2, token mean    ``scale_rewards="group"``, ε 0.2,
                             over the minibatch, no KL               ``loss_type="dapo"``, ``beta=0``
-optimizer                   AdamW 3e-4, 10 warmup steps, linear     same (``lr_scheduler_type="linear"``);
-                            decay to 0 (``min_lr_ratio=0``), clip 1  ``max_grad_norm=1``
+optimizer                   AdamW at the recipe's lr (``--lr``),    same (``lr_scheduler_type="linear"``);
+                            10 warmup steps, linear decay to 0       ``max_grad_norm=1``
+                            (``min_lr_ratio=0``), clip 1
 reward                      ``arith`` (exact total)                 the same function
 generation                  embedded server, asynchronous (η = 1)   HF ``generate`` in the trainer process
 ==========================  =====================================  ======================================
 
-(areal's quickstart decays to 0.1·lr; here both decay to 0, the schedule TRL offers.) Threads:
+(areal's quickstart decays to 0.1·lr; here both decay to 0, the schedule TRL offers. The batch, samples,
+completion length, minibatches, lr, warmup and clipping are read from examples/quickstart.yaml, so a
+change to the recipe changes both sides; ``--lr`` sets both sides' lr.) Threads:
 both sides get the whole machine: TRL one process with ``--threads`` torch threads; areal one
 inference server with 1 thread beside a trainer with ``--threads`` torch threads, both free to
 run on every core (they overlap in time). With ``--pin-server`` areal's server is pinned to the
@@ -54,9 +57,16 @@ import tempfile
 import time
 from pathlib import Path
 
+import yaml
+
 REPO = Path(__file__).resolve().parent.parent
-PROMPTS, SAMPLES, MAX_NEW, N_MINIBATCHES = 16, 8, 8, 2
-LR, WARMUP = 3e-4, 10
+# The recipe both sides share is the quickstart's, read from its config so the two cannot drift apart.
+RECIPE = yaml.safe_load((REPO / "examples" / "quickstart.yaml").read_text())
+PROMPTS, SAMPLES = RECIPE["rollout"]["batch_size"], RECIPE["workflow"]["n_samples"]
+MAX_NEW, TEMPERATURE = RECIPE["workflow"]["max_new_tokens"], RECIPE["workflow"]["temperature"]
+N_MINIBATCHES = RECIPE["algorithm"]["n_minibatches"]
+LR, WARMUP = RECIPE["actor"]["optimizer"]["lr"], RECIPE["actor"]["optimizer"]["warmup_steps"]
+GRAD_CLIP = RECIPE["actor"]["optimizer"]["gradient_clipping"]
 
 
 def run_areal(args, out: Path) -> dict:
@@ -68,7 +78,8 @@ def run_areal(args, out: Path) -> dict:
     overrides = [f"fileroot={out}", "experiment_name=vs_trl", "trial_name=areal", f"model_path={args.model}",
                  f"seed={args.seed}", f"train_dataset.path={args.data / 'train.jsonl'}", "valid_dataset=null",
                  f"trainer.total_steps={args.steps}", "trainer.checkpoint_every=0", "actor.optimizer.min_lr_ratio=0",
-                 f"actor.optimizer.total_steps={args.steps * N_MINIBATCHES}", "logging.level=warning"]
+                 f"actor.optimizer.total_steps={args.steps * N_MINIBATCHES}", f"actor.optimizer.lr={args.lr}",
+                 "logging.level=warning"]
     if args.pin_server:  # the server on the first core; the trainer's threads: trainer.torch_threads' default
         overrides += [f"inference.cpus=[{min(os.sched_getaffinity(0))}]", "trainer.torch_threads=null"]
     else:  # the server and the trainer's --threads threads share every core
@@ -105,9 +116,9 @@ def run_trl(args, out: Path) -> dict:
         output_dir=str(out / "trl"), use_cpu=True, seed=args.seed, bf16=False, report_to="none", save_strategy="no",
         logging_steps=10, disable_dropout=True, dataloader_num_workers=0,
         per_device_train_batch_size=PROMPTS * SAMPLES // N_MINIBATCHES, steps_per_generation=N_MINIBATCHES,
-        num_generations=SAMPLES, max_completion_length=MAX_NEW, temperature=1.0, num_iterations=1,
+        num_generations=SAMPLES, max_completion_length=MAX_NEW, temperature=TEMPERATURE, num_iterations=1,
         scale_rewards="group", loss_type="dapo", beta=0.0, epsilon=0.2,
-        learning_rate=LR, warmup_steps=WARMUP, lr_scheduler_type="linear", max_grad_norm=1.0, weight_decay=0.0,
+        learning_rate=args.lr, warmup_steps=WARMUP, lr_scheduler_type="linear", max_grad_norm=GRAD_CLIP, weight_decay=0.0,
         max_steps=args.steps * N_MINIBATCHES)
     model = AutoModelForCausalLM.from_pretrained(args.model)
     tokenizer = AutoTokenizer.from_pretrained(args.model)
@@ -144,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=1, help="passes over --seeds, alternating areal/TRL")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads of each side's trainer")
     ap.add_argument("--seeds", default="1", help="comma list: one run per side per seed")
+    ap.add_argument("--lr", type=float, default=LR, help="peak learning rate of both sides (default: the quickstart's)")
     ap.add_argument("--seed", type=int, default=1, help=argparse.SUPPRESS)  # a side subprocess's seed
     ap.add_argument("--pin-server", action="store_true",
                     help="areal: pin the inference server to the first core (inference.cpus) and leave the trainer's "
@@ -163,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "TOKENIZERS_PARALLELISM": "false"}
     results: dict[str, list[dict]] = {"areal": [], "trl": []}
-    print(f"{args.steps} steps x {PROMPTS * SAMPLES} samples per side, {args.threads} trainer threads"
+    print(f"{args.steps} steps x {PROMPTS * SAMPLES} samples per side, lr {args.lr:g}, {args.threads} trainer threads"
           f"{' (areal: server pinned to the first core, trainer on the rest)' if args.pin_server else ''}, "
           f"model {args.model}{'; areal overrides: ' + ' '.join(args.areal_set) if args.areal_set else ''}", flush=True)
     seeds = [int(x) for x in args.seeds.split(",")] * args.repeats
@@ -173,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
                 out = Path(tmp) / f"{side}{r}"
                 cmd = [sys.executable, __file__, "--side", side, "--out", str(out), "--model", str(args.model),
                        "--data", str(args.data), "--steps", str(args.steps), "--threads", str(args.threads),
-                       "--seed", str(seed)] + (["--pin-server"] if args.pin_server else [])
+                       "--seed", str(seed), "--lr", str(args.lr)] + (["--pin-server"] if args.pin_server else [])
                 cmd += [f"--areal-set={kv}" for kv in args.areal_set]
                 proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
                 lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]

@@ -6,15 +6,15 @@
     python benchmarks/learning_matrix.py --runs eta4,naive4 --seeds 1,2,3     # three seeds each, averaged
 
 Every run is ``areal train --config examples/quickstart.yaml`` from the same SFT model with one
-change (all other settings are the quickstart's: 16 prompts × 8 samples, ≤ 8 new tokens, AdamW 3e-4
-with warmup and linear decay over the run, two minibatches, disk weight sync):
+change (all other settings are the quickstart's: 16 prompts × 8 samples, ≤ 8 new tokens, AdamW at
+the quickstart's lr (1e-4) with warmup and linear decay over the run, two minibatches, disk weight sync):
 
 * one run per preset at the quickstart's η = 1: ``grpo``, ``dr_grpo``, ``lite_ppo``, ``rloo``,
   ``reinforce_pp`` (with a ``ref:`` engine for its KL penalty), ``ppo`` (with a ``critic:`` fsdp
-  engine, same optimizer), ``dapo`` (its dynamic filter drops groups with equal rewards;
+  engine, the actor's optimizer settings), ``dapo`` (its dynamic filter drops groups with equal rewards;
   ``max_response_tokens`` = 8), ``gspo``, ``sapo``, ``m2po``;
-* ``sapo_lr1e-4``: ``sapo`` at lr 1e-4 (at the quickstart's 3e-4 its soft gate lets the policy move
-  too far on this workload: docs/algorithms.md);
+* ``grpo_lr3e-4``: ``grpo`` at lr 3e-4, the quickstart's lr until session 10 (it learned less, and
+  less reliably, most of all at η ≥ 1: docs/performance.md);
 * ``grpo`` at η = 0, 2 and 4 (``eta0``, ``eta2``, ``eta4``) with the decoupled objective (π_prox
   recomputed, behaviour weights masked outside [0, 5]);
 * ``naive4``: ``grpo`` at η = 4 as naive PPO: the behaviour policy is the old policy
@@ -42,21 +42,24 @@ import statistics
 import time
 from pathlib import Path
 
+import yaml
+
 REPO = Path(__file__).resolve().parent.parent
 PRESETS = ["grpo", "dr_grpo", "lite_ppo", "rloo", "reinforce_pp", "ppo", "dapo", "gspo", "sapo", "m2po"]
 LEARN_MARGIN = 0.07  # two standard errors of one 200-problem eval at p = 0.5: a smaller gain is noise
-ENGINE = "{name: fsdp, optimizer: {lr: 3.0e-4, warmup_steps: 10, lr_scheduler: linear, min_lr_ratio: 0.1}}"
+OPTIMIZER = yaml.safe_load((REPO / "examples" / "quickstart.yaml").read_text())["actor"]["optimizer"]
+CRITIC = json.dumps({"name": "fsdp", "critic": True, "optimizer": {k: v for k, v in OPTIMIZER.items() if k != "total_steps"}})
 
 
 def run_overrides(name: str) -> tuple[str, int, str, list[str]]:
     """(algorithm, η, objective, extra overrides) of the run called ``name``."""
     if name in PRESETS:
         extra = {"reinforce_pp": ["ref={name: fsdp}"],
-                 "ppo": ["critic=" + ENGINE.replace("name: fsdp,", "name: fsdp, critic: true,")],
+                 "ppo": ["critic=" + CRITIC],
                  "dapo": ["algorithm.max_response_tokens=8"]}.get(name, [])
         return name, 1, "decoupled", extra
-    if name == "sapo_lr1e-4":  # sapo at the smaller lr it needs on this workload (docs/algorithms.md)
-        return "sapo", 1, "decoupled", ["actor.optimizer.lr=1.0e-4"]
+    if name == "grpo_lr3e-4":  # the quickstart's lr until session 10
+        return "grpo", 1, "decoupled", ["actor.optimizer.lr=3.0e-4"]
     if name in ("eta0", "eta1", "eta2", "eta4"):
         return "grpo", int(name[3:]), "decoupled", []
     if name == "naive4":
@@ -65,7 +68,7 @@ def run_overrides(name: str) -> tuple[str, int, str, list[str]]:
 
 
 def all_runs() -> list[str]:
-    return PRESETS + ["sapo_lr1e-4", "eta0", "eta2", "eta4", "naive4"]
+    return PRESETS + ["grpo_lr3e-4", "eta0", "eta2", "eta4", "naive4"]
 
 
 def train(name: str, seed: int, args, out: Path) -> dict:
