@@ -78,7 +78,7 @@ def run_areal(args, out: Path) -> dict:
     overrides = [f"fileroot={out}", "experiment_name=vs_trl", "trial_name=areal", f"model_path={args.model}",
                  f"seed={args.seed}", f"train_dataset.path={args.data / 'train.jsonl'}", "valid_dataset=null",
                  f"trainer.total_steps={args.steps}", "trainer.checkpoint_every=0", "actor.optimizer.min_lr_ratio=0",
-                 f"actor.optimizer.total_steps={args.steps * N_MINIBATCHES}", f"actor.optimizer.lr={args.lr}",
+                 f"actor.optimizer.lr={args.lr}",  # its schedule spans the run: steps × N_MINIBATCHES
                  "logging.level=warning"]
     if args.pin_server:  # the server on the first core; the trainer's threads: trainer.torch_threads' default
         overrides += [f"inference.cpus=[{min(os.sched_getaffinity(0))}]", "trainer.torch_threads=null"]

@@ -13,6 +13,7 @@ from areal_core.api.protocols import (
     SupportsAclose,
     SupportsAdapterExport,
     SupportsCpuPinning,
+    SupportsOptimizerStepCount,
     SupportsParallelLayout,
     SupportsServerStatus,
     SupportsStats,
@@ -38,6 +39,6 @@ __all__ = [
     "Algorithm", "Device", "FinishReason", "InferenceBackend", "InferenceEngine", "LossFn", "LossWeightFn", "MetricSink",
     "ModelRequest", "ModelResponse", "Reward", "RunContext", "SamplingParams", "Scheduler", "SupportsAclose", "SupportsServerStatus",
     "ParallelLayout", "SupportsParallelLayout",
-    "SupportsAdapterExport", "SupportsCpuPinning", "SupportsStats", "SupportsWeightsChecksum", "TrainEngine", "Trajectory",
+    "SupportsAdapterExport", "SupportsCpuPinning", "SupportsOptimizerStepCount", "SupportsStats", "SupportsWeightsChecksum", "TrainEngine", "Trajectory",
     "WeightSyncPath", "WeightUpdateMeta", "WeightUpdater", "WeightVersion", "Workflow",
 ]

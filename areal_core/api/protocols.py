@@ -223,6 +223,16 @@ class Algorithm(Protocol):
 
 
 @runtime_checkable
+class SupportsOptimizerStepCount(Protocol):
+    """An algorithm whose ``train_step`` takes a fixed number of optimizer steps per engine (e.g. PPO's
+    ``ppo_epochs × n_minibatches``). Core multiplies ``trainer.total_steps`` by it for
+    :attr:`~areal_core.api.types.RunContext.total_steps`, so an engine's LR schedule spans the run
+    when its ``optimizer.total_steps`` is unset; an algorithm without it counts as one per step."""
+
+    def optimizer_steps_per_train_step(self) -> int: ...
+
+
+@runtime_checkable
 class Reward(Protocol):
     """Scores one completion. May be sync or ``async``; the workflow runs sync ones off the loop."""
 

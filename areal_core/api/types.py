@@ -228,7 +228,10 @@ class RunContext:
     parallel, ``d = world_size``, when the run has none). Only an engine that is
     :class:`~areal_core.api.protocols.SupportsParallelLayout` for every dim > 1 of it is built.
     ``device`` is the :class:`~areal_core.api.Device` the trainer ranks joined their process group
-    with; an engine whose config says ``device: auto`` computes on it.
+    with; an engine whose config says ``device: auto`` computes on it. ``total_steps`` counts the
+    optimizer steps the run takes per engine (``trainer.total_steps`` × the algorithm's
+    :class:`~areal_core.api.protocols.SupportsOptimizerStepCount`, 1 when it has none): the
+    length of an LR schedule whose own ``total_steps`` is unset.
     """
 
     model_path: str

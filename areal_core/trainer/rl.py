@@ -56,7 +56,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from areal_core.api.protocols import SupportsAdapterExport, SupportsWeightsChecksum, TrainEngine, WeightUpdater
+from areal_core.api.protocols import (
+    SupportsAdapterExport,
+    SupportsOptimizerStepCount,
+    SupportsWeightsChecksum,
+    TrainEngine,
+    WeightUpdater,
+)
 from areal_core.api.types import RunContext, Trajectory, WeightUpdateMeta, WeightVersion
 from areal_core.auth import auth_headers
 from areal_core.config.allocation import layout_of, require_parallel_support
@@ -176,10 +182,12 @@ class RLTrainer:
     def setup(self) -> None:
         run = self.run
         reconcile_temperatures(self.cfg)
-        context = RunContext(run.model_path, run.seed, run.trainer.total_steps, self.run_dir, self.rank, self.world_size,
-                             self.weight_version, layout_of(self.cfg, "actor", self.world_size),
-                             device=self._create("device"))
         self.algorithm = self._create("algorithm")
+        per_step = (self.algorithm.optimizer_steps_per_train_step()
+                    if isinstance(self.algorithm, SupportsOptimizerStepCount) else 1)
+        context = RunContext(run.model_path, run.seed, run.trainer.total_steps * per_step, self.run_dir, self.rank,
+                             self.world_size, self.weight_version, layout_of(self.cfg, "actor", self.world_size),
+                             device=self._create("device"))
         self.actor = create_train_engine(self.cfg, "actor", context, self.registry)
         if run.critic is not None:
             self.critic = create_train_engine(self.cfg, "critic", context, self.registry)

@@ -122,3 +122,18 @@ def test_weight_sync_leaves_servers_with_the_trainers_weights(tmp_path, monkeypa
     assert [m["step"] for m in metrics] == [1, 2]
     assert all(m["timing/verify_s"] > 0 and m["inference/version"] == m["step"] for m in metrics)
     assert any(m["train/actor/grad_norm"] > 0 for m in metrics)  # a sync carried changed weights
+
+
+def test_an_unset_lr_schedule_length_spans_every_optimizer_step_of_the_run(workspace, registry):
+    """PPO with a critic: 2 steps × 2 epochs × 2 minibatches = 8 optimizer steps per engine, so with
+    ``optimizer.total_steps`` unset the linear decay (no warmup, to 0) uses lr·(1 - s/8) at optimizer step s
+    for actor and critic alike (it once spanned trainer.total_steps and reached 0 after 2)."""
+    optimizer = "{lr: 1.0e-3, lr_scheduler: linear, min_lr_ratio: 0.0}"
+    run_dir = train(workspace, registry, "lr_span", [
+        "algorithm.name=ppo", "algorithm.n_minibatches=2", "algorithm.ppo_epochs=2", f"actor.optimizer={optimizer}",
+        f"critic={{name: fsdp, critic: true, max_tokens_per_mb: 4096, optimizer: {optimizer}}}",
+        "trainer.total_steps=2", "valid_dataset=null", "trainer.checkpoint_every=0", "trainer.verify_weight_sync=false"])
+    metrics = read_metrics(run_dir)
+    for m, last_step in zip(metrics, (3, 7)):  # the lr of each train step's last optimizer step
+        assert m["train/actor/lr"] == pytest.approx(1e-3 * (1 - last_step / 8))
+        assert m["train/critic/lr"] == pytest.approx(1e-3 * (1 - last_step / 8))

@@ -21,8 +21,9 @@ class OptimizerConfig(StrictModel):
         "constant", description="after warmup: keep lr, decay linearly, or follow a half cosine down to min_lr_ratio·lr")
     min_lr_ratio: float = Field(0.0, ge=0, le=1, description="final lr as a fraction of lr (linear and cosine)")
     total_steps: int | None = Field(
-        None, ge=1, description="optimizer steps the schedule spans; unset: taken from the run context "
-                                "(trainer.total_steps); required for linear and cosine")
+        None, ge=1, description="optimizer steps the schedule spans; unset: the run context's (the run's "
+                                "optimizer steps: trainer.total_steps × the algorithm's steps per train "
+                                "step); required for linear and cosine")
     gradient_clipping: float | None = Field(
         1.0, gt=0, description="clip the global gradient L2 norm to this value; null: no clipping (norm still reported)")
 

@@ -12,7 +12,7 @@ averages gradients over the R ranks, so each rank back-propagates ``R · loss_fn
 
 The engine reads the run's :class:`~areal_core.plugin.RunContext` (the factory's ``run``):
 ``model_path`` (used when ``config.path`` is unset), ``seed`` (when ``config.seed`` is unset),
-``total_steps`` (LR schedule length when ``optimizer.total_steps`` is unset). It never sets the
+``total_steps`` (the run's optimizer steps: the LR schedule's length when ``optimizer.total_steps`` is unset). It never sets the
 weight version (the trainer owns it). Rank and world size come from ``torch.distributed``; the device, its
 collective backend and RNG from the :class:`~areal_core.plugin.Device` that ``config.device``
 names (``auto``: the run's), so an accelerator plugin needs no change here. Built without a run (standalone use), it makes one from its config.

@@ -56,6 +56,11 @@ class PPOAlgorithm:
         self.policy_loss = get_policy_loss(config.policy_loss)  # the per-token loss (areal_grpo.policy_loss)
         self.step_stats = StatSums()  # what the loss functions report during train_step (areal_grpo.stats)
 
+    def optimizer_steps_per_train_step(self) -> int:
+        """``ppo_epochs × n_minibatches``: the actor's (and critic's) optimizer steps in one ``train_step``
+        (:class:`~areal_core.plugin.SupportsOptimizerStepCount`; an unset ``optimizer.total_steps`` spans the run)."""
+        return self.config.ppo_epochs * self.config.n_minibatches
+
     # -- dynamic filtering --------------------------------------------------------------------
 
     def keep_group(self, group: list[Trajectory]) -> bool:
