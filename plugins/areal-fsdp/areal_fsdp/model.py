@@ -131,8 +131,21 @@ def shard(model: torch.nn.Module, mesh: DeviceMesh, mixed_precision: bool) -> to
     for module in model.modules():
         if type(module).__name__ in layer_classes:
             fully_shard(module, mesh=mesh, mp_policy=policy)
+    model.register_forward_hook(_logits_not_a_view)  # before fully_shard's own hook, which sees its result
     fully_shard(model, mesh=mesh, mp_policy=policy)
     return model
+
+
+def _logits_not_a_view(module: torch.nn.Module, args: Any, output: Any) -> Any:
+    """The output with ``logits`` copied when it is a view (a head with a bias, e.g. the critic's
+    ``score`` Linear(H, 1), returns ``addmm(...).view(...)``): FSDP2 warns on every forward of a root
+    that returns a view, as an in-place op on it would skip its pre-backward hook. Nothing here
+    modifies logits in place; the copy is [1, t, 1] for a critic, and a causal LM head's logits are
+    not views (no copy)."""
+    logits = getattr(output, "logits", None)
+    if isinstance(logits, torch.Tensor) and logits._base is not None:
+        output.logits = logits.clone()
+    return output
 
 
 def _unwrap_peft(model: torch.nn.Module) -> Any:

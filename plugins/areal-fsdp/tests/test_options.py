@@ -39,7 +39,7 @@ def value_loss(values, entropy, mb):
     return (((values - target) ** 2) * mb["loss_mask"]).sum(), {}
 
 
-def test_critic_returns_values_and_fits_them(make, tmp_path):
+def test_critic_returns_values_and_fits_them(make, tmp_path, recwarn):
     from transformers import AutoModelForTokenClassification
 
     engine = make(critic=True, optimizer={"lr": 1e-2})
@@ -49,6 +49,7 @@ def test_critic_returns_values_and_fits_them(make, tmp_path):
     assert values.shape == (batch.num_tokens,) and values.dtype == torch.float32
     losses = [engine.train_batch(batch, value_loss, mask_count)["loss"] for _ in range(8)]
     assert losses[-1] < 0.5 * losses[0], losses
+    assert not [w for w in recwarn if "view tensor" in str(w.message)]  # the value head's output is copied
     engine.export_hf(str(tmp_path / "critic"))
     exported = AutoModelForTokenClassification.from_pretrained(tmp_path / "critic")
     with torch.no_grad():
