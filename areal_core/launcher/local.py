@@ -21,6 +21,8 @@ binds it, so another process can take it in between: a server that exits while s
 (:func:`~areal_core.launcher.support.start_with_port_retries`).
 A server that exits while starting for any other reason, or is not healthy after
 ``server_start_timeout_s``, fails the start with an ArealError quoting the end of its log.
+Trainer ranks rendezvous at a store this process serves on a port it bound before they started
+(:func:`~areal_core.launcher.support.host_rendezvous_store`): no port to lose.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field
 
@@ -45,6 +48,7 @@ from areal_core.launcher.support import (
     LOG_TAIL_CHARS,
     die_with_parent,
     free_port,
+    host_rendezvous_store,
     log_tail,
     port_taken,
     start_with_port_retries,
@@ -99,6 +103,7 @@ class LocalScheduler:
         self.processes: list[LocalProcess] = []
         self.servers: dict[str, LocalProcess] = {}  # inference servers by address
         self._server_launch: dict[str, tuple[InferenceBackend, list[str], dict[str, str]]] = {}
+        self._stores: list[Any] = []  # the trainer groups' rendezvous stores, served while this scheduler lives
         atexit.register(self.stop_all)
 
     # ------------------------------------------------------------------ Scheduler protocol
@@ -110,9 +115,12 @@ class LocalScheduler:
         return self.config.host
 
     def launch_trainers(self, argv: list[str], ranks: int, env: dict[str, str]) -> list[LocalProcess]:
-        """``ranks`` trainer processes on this machine, rank 0 hosting the group's store."""
-        common = {**env, "WORLD_SIZE": str(ranks), "LOCAL_WORLD_SIZE": str(ranks), "MASTER_ADDR": self.config.host,
-                  "MASTER_PORT": str(free_port(self.config.host)), "AREAL_HOST_ADDR": self.config.host}
+        """``ranks`` trainer processes on this machine; this process hosts the group's store
+        (:func:`~areal_core.launcher.support.host_rendezvous_store`), so its port is bound before they start."""
+        store, rendezvous = host_rendezvous_store(self.config.host)
+        self._stores.append(store)
+        common = {**env, "WORLD_SIZE": str(ranks), "LOCAL_WORLD_SIZE": str(ranks), **rendezvous,
+                  "AREAL_HOST_ADDR": self.config.host}
         if self.config.trainer_visible_devices is not None:
             common["CUDA_VISIBLE_DEVICES"] = self.config.trainer_visible_devices
         return self.launch("trainer", argv, common, count=ranks,
@@ -154,6 +162,7 @@ class LocalScheduler:
                 self._signal(p, signal.SIGKILL)
                 p.popen.wait()
         self.processes = [p for p in self.processes if p.alive()]
+        self._stores.clear()  # their ranks are gone: free the ports
 
     def start_inference_servers(self, backend: InferenceBackend, model_path: str, n: int,
                                 env: dict[str, str] | None = None) -> list[str]:

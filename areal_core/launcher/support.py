@@ -12,7 +12,9 @@ timeout message.
 A port from :func:`free_port` is free when drawn but only taken when the server binds it, so
 another process can take it in between. :func:`start_with_port_retries` starts a scheduler's
 servers and starts one that exited with "address already in use" (:func:`port_taken` on its
-log) again on a newly drawn port, ``PORT_RETRIES`` times.
+log) again on a newly drawn port, ``PORT_RETRIES`` times. A trainer group has no such window:
+:func:`host_rendezvous_store` binds its ``MASTER_PORT`` in the process that launches the ranks,
+before any starts.
 """
 
 from __future__ import annotations
@@ -65,6 +67,22 @@ def free_port(host: str = "127.0.0.1", avoid: Collection[int] = ()) -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+def host_rendezvous_store(host: str) -> tuple[Any, dict[str, str]]:
+    """A trainer group's rendezvous store (a ``torch.distributed.TCPStore`` server), hosted by this
+    process on a port it binds now, and the environment every rank of the group gets.
+
+    The environment is ``MASTER_ADDR`` = ``host``, ``MASTER_PORT`` = the store's port and
+    ``TORCHELASTIC_USE_AGENT_STORE=True``: torch's ``env://`` rendezvous then connects every rank
+    to this store as a client, as torchrun's agent does, instead of rank 0 binding ``MASTER_PORT``
+    itself seconds after it was drawn (when another process may hold it). Keep the store
+    referenced until the ranks have exited; one store per group (a relaunched group gets a new one).
+    """
+    from torch.distributed import TCPStore
+
+    store = TCPStore(host, 0, is_master=True, wait_for_workers=False)
+    return store, {"MASTER_ADDR": host, "MASTER_PORT": str(store.port), "TORCHELASTIC_USE_AGENT_STORE": "True"}
 
 
 def _ephemeral_low() -> int:

@@ -19,7 +19,9 @@ Checked: ``config.trainer_ranks`` is a positive int; ``host_addr()`` is a non-em
 servers got the ``env`` given, and a server whose port another process took before it could bind
 it (:class:`PortTakingBackend`) is started again on another port; ``launch_trainers`` starts
 ``ranks`` processes, each with the given env plus ``RANK`` (0..ranks-1), ``LOCAL_RANK``,
-``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT`` and ``AREAL_HOST_ADDR``; ``wait`` returns when they exit 0 and raises ArealError when one fails;
+``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT`` and ``AREAL_HOST_ADDR``, and they form a gloo
+group there (``env://``) whose port was bound before they started (no other process can take it
+meanwhile; see ``host_rendezvous_store``); ``wait`` returns when they exit 0 and raises ArealError when one fails;
 leaving the ``with`` block stops every server and rank still running; ``stop_all`` may be called
 again.
 """
@@ -67,6 +69,20 @@ with open(os.path.join(sys.argv[1], "rank-" + os.environ["RANK"] + ".json"), "w"
     json.dump({{"pid": os.getpid(), **{{k: os.environ.get(k) for k in {RANK_KEYS!r}}}}}, f)
 time.sleep(float(sys.argv[2]))
 sys.exit(int(sys.argv[3]))
+"""
+
+# argv: OUT_DIR. Records MASTER_PORT, waits for OUT_DIR/go, then joins the gloo group at MASTER_ADDR:MASTER_PORT
+# and records the all-reduced sum of RANK + 1.
+GROUP_SCRIPT = """
+import os, pathlib, sys, time, torch, torch.distributed as dist
+out, rank = pathlib.Path(sys.argv[1]), os.environ["RANK"]
+(out / f"port-{rank}.txt").write_text(os.environ["MASTER_PORT"])
+while not (out / "go").exists():
+    time.sleep(0.05)
+dist.init_process_group("gloo", init_method="env://")
+t = torch.tensor([float(rank) + 1]); dist.all_reduce(t)
+(out / f"sum-{rank}.txt").write_text(str(t.item()))
+dist.destroy_process_group()
 """
 
 
@@ -220,6 +236,23 @@ class SchedulerContract(ComponentContract):
             assert (env["WORLD_SIZE"], env["AREAL_CONTRACT_MARK"]) == ("2", "trainer")
             assert env["LOCAL_RANK"].isdigit() and env["MASTER_PORT"].isdigit()
         assert len({env["MASTER_ADDR"] + env["MASTER_PORT"] for env in records.values()}) == 1, "ranks disagree on the master"
+
+    def test_trainer_ranks_form_a_group_at_a_port_bound_before_they_started(self, scheduler, scratch):
+        handles = scheduler.launch_trainers([sys.executable, "-c", GROUP_SCRIPT, str(scratch)], 2, {})
+        deadline = time.monotonic() + 120
+        while len(list(scratch.glob("port-*.txt"))) < 2:
+            assert time.monotonic() < deadline, "the ranks did not start"
+            time.sleep(0.1)
+        time.sleep(0.1)  # the last file may still be being written
+        ports = {int(p.read_text()) for p in scratch.glob("port-*.txt")}
+        assert len(ports) == 1, f"ranks disagree on MASTER_PORT: {ports}"
+        if self.same_machine:  # no other process can take the port before the group rendezvouses there
+            with socket.socket() as s, pytest.raises(OSError):
+                s.bind(("127.0.0.1", ports.pop()))
+        (scratch / "go").touch()
+        scheduler.wait(handles)
+        sums = [(scratch / f"sum-{r}.txt").read_text() for r in range(2)]
+        assert sums == ["3.0", "3.0"], f"the ranks' all-reduce of RANK + 1 gave {sums}"
 
     def test_wait_raises_when_a_rank_fails(self, scheduler, scratch):
         handles = self.launch(scheduler, scratch, ranks=1, exit_code=3)

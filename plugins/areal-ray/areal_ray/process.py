@@ -4,7 +4,7 @@ The actor picks the node's address and a free port there, starts the command wit
 appended to a log file under the run directory (shared storage, so the driver and every node
 see the same file as it grows), and reports the exit status. The process dies with the actor:
 it is started with ``PR_SET_PDEATHSIG`` (Linux), so a killed actor or a lost node leaves no
-orphan.
+orphan. Trainer rank 0's actor also serves the group's rendezvous store (``serve_rendezvous_store``).
 """
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+from typing import Any
 
-from areal_core.plugin import describe_status, die_with_parent, free_port
+from areal_core.plugin import describe_status, die_with_parent, free_port, host_rendezvous_store
 
 
 class ProcessActor:
@@ -21,6 +22,15 @@ class ProcessActor:
 
     def __init__(self) -> None:
         self.popen: subprocess.Popen | None = None
+        self.store: Any = None  # a trainer group's rendezvous store, when this actor serves it
+
+    def serve_rendezvous_store(self) -> dict[str, str]:
+        """Serve a trainer group's rendezvous store from this actor, on its node, for as long as the
+        actor lives; returns the ranks' ``MASTER_ADDR``/``MASTER_PORT`` environment (the port is bound now)."""
+        import ray
+
+        self.store, env = host_rendezvous_store(ray.util.get_node_ip_address())
+        return env
 
     def where(self) -> tuple[str, str, int]:
         """(node id, node address, a port free on that address a moment ago)."""

@@ -183,7 +183,7 @@ class RayScheduler(ClusterScheduler):
         self._expect("trainer ranks", ranks, self._alloc.trainer_ranks)
         first = self._alloc.n_servers
         placed = [self._place(f"trainer-{r}", first + r, self.config.cpus_per_trainer) for r in range(ranks)]
-        master_ip, master_port = placed[0][0].node_ip, placed[0][1]
+        rendezvous = ray.get(placed[0][0].actor.serve_rendezvous_store.remote())  # rank 0's actor: its port is bound
         per_node: dict[str, list[int]] = {}
         for r, (proc, _) in enumerate(placed):
             per_node.setdefault(proc.node_id, []).append(r)
@@ -191,13 +191,13 @@ class RayScheduler(ClusterScheduler):
         for r, (proc, _) in enumerate(placed):
             local = per_node[proc.node_id]
             rank_env = {**self._forwarded(), **env, "RANK": str(r), "LOCAL_RANK": str(local.index(r)),
-                        "WORLD_SIZE": str(ranks), "LOCAL_WORLD_SIZE": str(len(local)), "MASTER_ADDR": master_ip,
-                        "MASTER_PORT": str(master_port), "AREAL_HOST_ADDR": proc.node_ip}
+                        "WORLD_SIZE": str(ranks), "LOCAL_WORLD_SIZE": str(len(local)), **rendezvous,
+                        "AREAL_HOST_ADDR": proc.node_ip}
             starts.append(proc.actor.start.remote(argv, rank_env, str(proc.log_path)))
             self.trainers.append(proc)
         for (proc, _), log_start in zip(placed, ray.get(starts)):
             proc.log_start = log_start
-        log.info("trainer ranks started", ranks=ranks, master=f"{master_ip}:{master_port}",
+        log.info("trainer ranks started", ranks=ranks, master=f"{rendezvous['MASTER_ADDR']}:{rendezvous['MASTER_PORT']}",
                  nodes=[p.node_id[:8] for p, _ in placed])
         return [p for p, _ in placed]
 

@@ -14,8 +14,8 @@ Each server and trainer rank is then a step of the job, started from the driver:
     srun --jobid=JOB --overlap --nodes=1 --ntasks=1 --cpus-per-task=C --nodelist=NODE --kill-on-bad-exit=1 ARGV
 
 (the step inherits the driver's environment plus the process's own variables; its output goes
-to ``RUN_DIR/logs/<name>.log``). Addresses are the nodes' ``NodeAddr``; free ports are probed on
-the node by a short step (``free_port`` there). On any failure, and at the end, ``scancel`` ends the job's steps and
+to ``RUN_DIR/logs/<name>.log``). Addresses are the nodes' ``NodeAddr``; servers' free ports are probed on
+the node by a short step (``free_port`` there); the trainer ranks' rendezvous store is served by the driver. On any failure, and at the end, ``scancel`` ends the job's steps and
 the job (a job the driver did not submit keeps running; only its steps are cancelled).
 
 It is :class:`~areal_core.plugin.SupportsServerStatus`: ``describe_server`` reports a server's
@@ -38,6 +38,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from areal_core.plugin import (
     ArealError,
@@ -45,6 +46,7 @@ from areal_core.plugin import (
     InferenceBackend,
     describe_status,
     get_logger,
+    host_rendezvous_store,
     log_tail,
     port_taken,
     start_with_port_retries,
@@ -87,6 +89,7 @@ class SlurmScheduler(ClusterScheduler):
         self._server_launch: dict[str, tuple[SlurmStep, InferenceBackend, list[str], dict[str, str]]] = {}
         self._submitted = False
         self._next_node = 0
+        self._stores: list[Any] = []  # the trainer groups' rendezvous stores, served by this driver
 
     # ------------------------------------------------------------------ Scheduler protocol
     def prepare(self, run_dir: Path) -> None:
@@ -209,18 +212,20 @@ class SlurmScheduler(ClusterScheduler):
                                  setting="scheduler.server_start_timeout_s", log_tail=lambda a: by_addr[a].log_tail()))
 
     def launch_trainers(self, argv: list[str], ranks: int, env: dict[str, str]) -> list[SlurmStep]:
-        """One step per rank; ``MASTER_ADDR`` is rank 0's node, ``AREAL_HOST_ADDR`` each rank's."""
+        """One step per rank, ``AREAL_HOST_ADDR`` each rank's node. The group's rendezvous store is
+        served by this driver at :meth:`host_addr` (the address the job's nodes already reach it at),
+        on a port bound before any step starts (``host_rendezvous_store``)."""
         nodes = [self._node_for(self.config.cpus_per_trainer) for _ in range(ranks)]
-        master = self._address(nodes[0])
-        port = self._free_port(nodes[0], master)
+        store, rendezvous = host_rendezvous_store(self.host_addr())
+        self._stores.append(store)
         handles = []
         for r, node in enumerate(nodes):
             local = [i for i, n in enumerate(nodes) if n == node]
             rank_env = {**env, "RANK": str(r), "LOCAL_RANK": str(local.index(r)), "WORLD_SIZE": str(ranks),
-                        "LOCAL_WORLD_SIZE": str(len(local)), "MASTER_ADDR": master, "MASTER_PORT": str(port),
-                        "AREAL_HOST_ADDR": self._address(node)}
+                        "LOCAL_WORLD_SIZE": str(len(local)), **rendezvous, "AREAL_HOST_ADDR": self._address(node)}
             handles.append(self._srun(f"trainer-{r}", node, self.config.cpus_per_trainer, argv, rank_env))
-        log.info("trainer ranks started", ranks=ranks, job_id=self.job_id, master=f"{master}:{port}")
+        log.info("trainer ranks started", ranks=ranks, job_id=self.job_id,
+                 master=f"{rendezvous['MASTER_ADDR']}:{rendezvous['MASTER_PORT']}")
         return handles
 
     def host_addr(self) -> str:
@@ -247,7 +252,7 @@ class SlurmScheduler(ClusterScheduler):
         deadline = time.monotonic() + self.config.stop_timeout_s
         for step in self.steps:
             _stop_client(step, max(0.0, deadline - time.monotonic()))
-        self.steps, self.servers, self._server_launch = [], [], {}
+        self.steps, self.servers, self._server_launch, self._stores = [], [], {}, []
 
     # ------------------------------------------------------------------ cluster queries
     def _check_partition(self) -> None:

@@ -19,13 +19,17 @@ from slurm_cluster import machine_ip
 pytestmark = pytest.mark.timeout(600)
 ALLOCATION = "inference=embedded:d1+actor=fsdp:d2"
 
-# A trainer-like rank: reports its torchrun-style env and whether the server answers from its node.
+# A trainer-like rank: joins the gloo group at MASTER_ADDR:MASTER_PORT (the store the driver serves),
+# reports its torchrun-style env and whether the server answers from its node.
 RANK_SCRIPT = textwrap.dedent("""
-    import json, os, sys, httpx
+    import json, os, sys, httpx, torch, torch.distributed as dist
+    dist.init_process_group("gloo", init_method="env://")
+    t = torch.tensor([float(os.environ["RANK"]) + 1]); dist.all_reduce(t)
+    dist.destroy_process_group()
     health = [httpx.get(f"http://{a}/health", timeout=10).status_code for a in sys.argv[2].split(",")]
     keys = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "AREAL_HOST_ADDR", "SLURM_JOB_ID")
     out = {k: os.environ.get(k) for k in keys}
-    out["health"] = health
+    out.update(health=health, sum=t.item())
     open(os.path.join(sys.argv[1], f"rank{os.environ['RANK']}.json"), "w").write(json.dumps(out))
 """)
 
@@ -70,6 +74,7 @@ def test_servers_and_ranks_run_as_steps_of_one_job(slurm_cluster, tmp_path):
     ranks = [json.loads((run_dir / f"rank{r}.json").read_text()) for r in range(2)]
     assert [(r["RANK"], r["WORLD_SIZE"], r["SLURM_JOB_ID"]) for r in ranks] == [("0", "2", job), ("1", "2", job)]
     assert all(r["health"] == [200] and r["MASTER_ADDR"] == r["AREAL_HOST_ADDR"] == machine_ip() for r in ranks)
+    assert [r["sum"] for r in ranks] == [3.0, 3.0]  # 1 + 2 over the gloo group
     assert addrs[0].startswith(f"{machine_ip()}:") and machine_ip() != "127.0.0.1"
     assert (run_dir / "slurm" / "job.sh").read_text().startswith("#!/bin/bash\n#SBATCH --job-name=areal-exp-run")
     assert {"server-0.log", "trainer-0.log", "trainer-1.log"} <= {p.name for p in (run_dir / "logs").iterdir()}
