@@ -129,4 +129,3 @@ def test_a_failing_rank_fails_wait(tmp_path):
         bad = scheduler.launch("rank_bad", [sys.executable, "-c", "raise SystemExit('boom')"])
         with pytest.raises(ArealError, match=r"(?s)rank_bad-0 .*failed with status 1.*boom"):
             scheduler.wait(ok + bad)
-
